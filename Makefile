@@ -1,0 +1,45 @@
+# lmguide developer entry points. Every target that runs code creates/refreshes .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export NO_ALBUMENTATIONS_UPDATE := 1
+export WANDB_ERROR_REPORTING := false
+
+.PHONY: help install train test test-slow test-full lint bench sweep clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create/refresh .venv with lmguide and the dev tools
+
+train: $(STAMP)  ## the demo job (experiment=demo); extra overrides: make train ARGS="loss.lambda_lm=0"
+	$(PY) -m lmguide.train experiment=demo $(ARGS)
+
+test: $(STAMP)  ## fast test tier (CPU, a few minutes)
+	$(PY) -m pytest -q $(ARGS)
+
+test-slow: $(STAMP)  ## slow tier only
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+test-full: $(STAMP)  ## both tiers
+	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)
+
+lint: $(STAMP)  ## ruff check + format check
+	$(PY) -m ruff check lmguide tests
+	$(PY) -m ruff format --check lmguide tests
+
+bench: $(STAMP)  ## benchmarks, printed and written as JSON
+	$(PY) -m lmguide.bench $(ARGS)
+
+sweep: $(STAMP)  ## the λ grid on the demo data (Hydra multirun)
+	$(PY) -m lmguide.train -m experiment=demo loss.lambda_lm=0,0.1,0.3,1 $(ARGS)
+
+clean:  ## remove run outputs (not the data cache)
+	rm -rf logs outputs multirun .pytest_cache

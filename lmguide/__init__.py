@@ -1,0 +1,27 @@
+"""lmguide: face-forgery detectors whose attention is guided by facial landmarks."""
+
+import os
+from pathlib import Path
+
+# Set before albumentations / wandb are imported anywhere: no update check against PyPI on import,
+# no wandb error-report prompt. Users can still override both from their shell.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+
+__version__ = "0.1.0"
+
+#: Repository root (the folder holding conf/ and lmguide/); configs build paths from it, never from cwd.
+ROOT_DIR = Path(__file__).resolve().parent.parent
+CONF_DIR = ROOT_DIR / "conf"
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("lmguide_root"):
+        OmegaConf.register_new_resolver("lmguide_root", lambda: str(ROOT_DIR))
+    if not OmegaConf.has_resolver("expanduser"):
+        OmegaConf.register_new_resolver("expanduser", lambda p: os.path.expanduser(str(p)))
+
+
+_register_resolvers()

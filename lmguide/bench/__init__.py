@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m lmguide.bench`` (see ``__main__``)."""

@@ -1,0 +1,79 @@
+"""Training callbacks: the seed's minimum-lr stop and the per-validation attention overlays."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import lightning as L
+import numpy as np
+import torch
+
+from lmguide.viz.overlays import attention_panel
+
+log = logging.getLogger(__name__)
+
+
+class MinLRStopping(L.Callback):
+    """Stop once every learning rate has fallen below ``factor`` x its initial value (ReduceLROnPlateau)."""
+
+    def __init__(self, factor: float = 1e-5):
+        self.factor = factor
+        self._initial: list[float] | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._initial = [g.get("initial_lr", g["lr"]) for g in trainer.optimizers[0].param_groups]
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        lrs = [g["lr"] for g in trainer.optimizers[0].param_groups]
+        if self._initial and all(lr < i * self.factor for lr, i in zip(lrs, self._initial, strict=True)):
+            log.info("learning rate %.3g fell below %.0e x its start: stopping", lrs[0], self.factor)
+            trainer.should_stop = True
+
+
+class AttentionOverlay(L.Callback):
+    """After each validation: overlays of the attention on one real and one fake validation face,
+    saved as ``<dirpath>/val_step<step>.png`` and sent to the TensorBoard and W&B loggers."""
+
+    def __init__(self, dirpath: str, every_n_validations: int = 1):
+        self.dirpath = Path(dirpath)
+        self.every = max(1, every_n_validations)
+        self._count = 0
+        self.last_path: Path | None = None
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        self._count += 1
+        if (self._count - 1) % self.every:
+            return
+        ds = trainer.datamodule.datasets["val"]
+        idx = [0, 1] if ds.fakes is not None else [0]  # first real face and the fake made from it
+        items = [ds[i] for i in idx]
+        x = torch.stack([it["image"] for it in items]).to(pl_module.device)
+        was_training = pl_module.training
+        pl_module.eval()
+        out = pl_module(x)
+        pl_module.train(was_training)
+        prob = out.logits.softmax(-1)[:, 1].cpu()
+        rows = []
+        for it, maps, p in zip(items, out.maps, prob, strict=True):
+            kind = "fake" if int(it["label"]) else "real"
+            rows.append(
+                attention_panel(
+                    it["image"], maps, it["mask"], f"{kind}  P(fake)={p:.2f}  step {trainer.global_step}"
+                )
+            )
+        panel = np.concatenate(rows, axis=0)
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        path = self.dirpath / f"val_step{trainer.global_step:06d}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+        self.last_path = path
+        for lg in trainer.loggers:
+            name = type(lg).__name__
+            if name == "TensorBoardLogger":
+                lg.experiment.add_image("val/attention", panel, trainer.global_step, dataformats="HWC")
+            elif name == "WandbLogger":
+                lg.log_image("val/attention", [panel], step=trainer.global_step)

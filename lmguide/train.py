@@ -1,0 +1,124 @@
+"""Train a landmark-guided detector: ``python -m lmguide.train [overrides]`` (Hydra).
+
+Builds the datamodule, model, callbacks, loggers and trainer from the composed config, fits, tests
+the best checkpoint and prints a one-screen summary. Returns ``val/auc`` for sweepers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from lmguide import CONF_DIR
+
+log = logging.getLogger(__name__)
+
+SUMMARY_KEYS = ("auc", "acc", "eer", "ap", "f1", "video_auc", "attn_in_lm", "mask_area")
+
+
+def wandb_offline_by_default() -> None:
+    """W&B runs offline unless the user configured it: never a login prompt, never a network call."""
+    if not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
+        os.environ["WANDB_MODE"] = "offline"
+
+
+def _instantiate_dict(cfg: DictConfig | None) -> list:
+    if not cfg:
+        return []
+    return [hydra.utils.instantiate(c) for c in cfg.values() if c is not None and "_target_" in c]
+
+
+def _finish_wandb(loggers: list) -> None:
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (and test) from a composed config; returns the final metrics as floats."""
+    import lightning as L
+
+    t0 = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True)
+    wandb_offline_by_default()
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = hydra.utils.instantiate(cfg.model)
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = _instantiate_dict(cfg.get("callbacks"))
+    loggers = _instantiate_dict(cfg.get("logger"))
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams(model.run_config)
+
+    metrics: dict[str, float] = {}
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+        if cfg.get("test"):
+            ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            if not ckpt:
+                log.warning("no best checkpoint (e.g. fast_dev_run): testing the current weights")
+            results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, weights_only=True)
+            for res in results:
+                metrics.update({k: float(v) for k, v in res.items()})
+    finally:
+        _finish_wandb(loggers)
+
+    metrics["wall_time_s"] = time.perf_counter() - t0
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    print_summary(metrics, trainer, out_dir)
+    return metrics
+
+
+def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="lmguide: run summary", show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("val", justify="right")
+    table.add_column("test", justify="right")
+    for k in SUMMARY_KEYS:
+        v, t = metrics.get(f"val/{k}"), metrics.get(f"test/{k}")
+        if v is None and t is None:
+            continue
+        table.add_row(k, "-" if v is None else f"{v:.4f}", "-" if t is None else f"{t:.4f}")
+    ck = trainer.checkpoint_callback
+    where = {
+        "run dir": out_dir,
+        "best checkpoint": ck.best_model_path if ck else "",
+        "last checkpoint": ck.last_model_path if ck else "",
+        "metrics CSV": next(iter(out_dir.glob("csv/**/metrics.csv")), ""),
+        "TensorBoard": out_dir / "tensorboard" if (out_dir / "tensorboard").exists() else "",
+        "overlays": out_dir / "overlays" if (out_dir / "overlays").exists() else "",
+        "metrics JSON": out_dir / "metrics.json",
+    }
+    console = Console()
+    console.print(table)
+    console.print(
+        f"attn_in_lm: share of attention inside the landmark mask (mask_area = chance level); "
+        f"{trainer.global_step} steps in {metrics['wall_time_s']:.0f} s"
+    )
+    for k, v in where.items():
+        if v:
+            console.print(f"  {k:16s} {v}")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    return metrics.get("val/auc")
+
+
+if __name__ == "__main__":
+    main()

