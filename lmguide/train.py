@@ -64,10 +64,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+        ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if ckpt:
+            # report val metrics of the checkpoint that is kept (and tested), not of the last epoch
+            for res in trainer.validate(
+                model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=False
+            ):
+                metrics.update({k: float(v) for k, v in res.items()})
+        else:
+            log.warning("no best checkpoint (e.g. fast_dev_run): reporting the current weights")
         if cfg.get("test"):
-            ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            if not ckpt:
-                log.warning("no best checkpoint (e.g. fast_dev_run): testing the current weights")
             results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, weights_only=True)
             for res in results:
                 metrics.update({k: float(v) for k, v in res.items()})
@@ -84,7 +90,7 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="lmguide: run summary", show_header=True, header_style="bold")
+    table = Table(title="lmguide: run summary (best checkpoint)", show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("val", justify="right")
     table.add_column("test", justify="right")
@@ -107,11 +113,12 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
     console.print(table)
     console.print(
         f"attn_in_lm: share of attention inside the landmark mask (mask_area = chance level); "
-        f"{trainer.global_step} steps in {metrics['wall_time_s']:.0f} s"
+        f"{trainer.global_step} steps in {metrics['wall_time_s']:.0f} s",
+        soft_wrap=True,
     )
     for k, v in where.items():
         if v:
-            console.print(f"  {k:16s} {v}")
+            console.print(f"  {k:16s} {v}", soft_wrap=True, highlight=False)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

@@ -52,8 +52,21 @@ def test_every_option_composes_and_resolves(group, option, tmp_path):
 
 @pytest.mark.parametrize("group,option", OPTIONS)
 def test_every_config_file_opens_with_a_comment(group, option):
-    first = (CONF_DIR / group / f"{option}.yaml").read_text().splitlines()[0]
-    assert first.startswith("# ") and "@package" not in first
+    lines = (CONF_DIR / group / f"{option}.yaml").read_text().splitlines()
+    if lines[0].startswith("# @package"):  # Hydra reads the directive only before any other line
+        lines = lines[1:]
+    assert lines[0].startswith("# ") and "@package" not in "\n".join(lines)
+
+
+def test_experiments_are_global_and_override():
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_cfg(["experiment=demo"], tmp)
+        quick = compose_cfg(["experiment=demo_quick"], tmp)
+    assert "experiment" not in cfg  # merged at the top level, not nested under experiment:
+    assert cfg.optim.lr == 1e-3 and cfg.trainer.max_steps == 450
+    assert quick.trainer.max_steps == 60
 
 
 @pytest.mark.parametrize("backbone", ["efficientnet_b0", "vit"])
@@ -85,3 +98,17 @@ def test_bad_values_are_refused_by_name(override, match, tmp_path):
     with pytest.raises(Exception, match=match):
         hydra.utils.instantiate(cfg.model)
         hydra.utils.instantiate(cfg.data.mask)
+
+
+@pytest.mark.parametrize("form", ["ratio", "simple"])
+def test_landmark_loss_gradient_reaches_attention_and_backbone(form, tmp_path):
+    cfg = compose_cfg([f"loss={form}", "data.image_size=64"], tmp_path)
+    model = hydra.utils.instantiate(cfg.model)
+    out = model(torch.randn(2, 3, 64, 64))
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[..., 20:40, 16:48] = 1
+    model.loss.landmark(out.maps, mask).backward()
+    conv = model.attention.conv[0].weight.grad
+    assert conv is not None and conv.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.head.parameters())

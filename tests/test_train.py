@@ -28,7 +28,8 @@ def test_fast_dev_run_default_config(cache_dir, tmp_path):
 
 
 def test_short_run_writes_checkpoints_logs_and_every_loss_part(cache_dir, tmp_path):
-    cfg = compose_cfg(FAST_DATA + ["trainer.max_steps=3", "trainer.log_every_n_steps=1"], tmp_path, cache_dir)
+    overrides = ["trainer.max_steps=4", "+trainer.limit_train_batches=2", "trainer.log_every_n_steps=1"]
+    cfg = compose_cfg(FAST_DATA + overrides, tmp_path, cache_dir)
     train(cfg)
     assert (tmp_path / "checkpoints" / "best.ckpt").exists() and (
         tmp_path / "checkpoints" / "last.ckpt"

@@ -33,7 +33,6 @@ class FaceDataModule(L.LightningDataModule):
         train_augs: Sequence = (),
         fakes: SelfBlend | None = None,
         seed: int = 0,
-        max_faces_per_split: int | None = None,
     ):
         super().__init__()
         if batch_size < 1:
@@ -43,7 +42,6 @@ class FaceDataModule(L.LightningDataModule):
         self.image_size, self.batch_size = image_size, batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers, self.fakes, self.seed = num_workers, fakes, seed
-        self.max_faces_per_split = max_faces_per_split
         self.train_tf = build_transform(image_size, list(train_augs))
         self.eval_tf = build_transform(image_size)
         self.index: PreparedIndex | None = None
@@ -60,7 +58,7 @@ class FaceDataModule(L.LightningDataModule):
         for split in ("train", "val", "test"):
             if split in self.datasets:
                 continue
-            rows = self.index.ok_rows(split)[: self.max_faces_per_split]
+            rows = self.index.ok_rows(split)
             det = split != "train"
             self.datasets[split] = FaceDataset(
                 rows,

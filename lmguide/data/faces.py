@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from lmguide.data.landmarks import MediaPipeGraph
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -23,8 +25,8 @@ class Detection:
         return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
 
 
-class FaceDetector:
-    """MediaPipe face detection; build it inside the process that uses it and close it after."""
+class FaceDetector(MediaPipeGraph):
+    """MediaPipe face detection (per process, see :class:`MediaPipeGraph`)."""
 
     def __init__(
         self,
@@ -38,23 +40,14 @@ class FaceDetector:
 
         if not 0.0 < min_confidence < 1.0:
             raise ValueError(f"faces.min_confidence must be in (0, 1), got {min_confidence}")
-        self._det = mp.solutions.face_detection.FaceDetection(
+        self._graph = mp.solutions.face_detection.FaceDetection(
             model_selection=model_selection, min_detection_confidence=min_confidence
         )
         self.tile_size, self.tile_above, self.nms_iou = tile_size, tile_above, nms_iou
 
-    def close(self) -> None:
-        self._det.close()
-
-    def __enter__(self) -> FaceDetector:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def _run(self, rgb: np.ndarray, ox: int = 0, oy: int = 0) -> list[Detection]:
         h, w = rgb.shape[:2]
-        res = self._det.process(np.ascontiguousarray(rgb))
+        res = self._graph.process(np.ascontiguousarray(rgb))
         out = []
         for d in res.detections or []:
             b = d.location_data.relative_bounding_box

@@ -14,35 +14,41 @@ def landmarker_version() -> str:
     return f"mediapipe-{mp.__version__}-facemesh-refine"
 
 
-class FaceMeshLandmarker:
-    """Landmarks of the most prominent face in an RGB crop, in pixel coordinates of that crop.
+class MediaPipeGraph:
+    """A MediaPipe solution graph used as a context manager. Graphs are per process: build one inside
+    the process (worker) that uses it, never before a fork, and close it when done."""
 
-    Build it inside the process that uses it (MediaPipe graphs are per process) and close it after.
-    """
+    _graph = None
+
+    def close(self) -> None:
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class FaceMeshLandmarker(MediaPipeGraph):
+    """Landmarks of the most prominent face in an RGB crop, in pixel coordinates of that crop."""
 
     def __init__(self, min_confidence: float = 0.5, static_image_mode: bool = True):
         import mediapipe as mp
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
+        self._graph = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=static_image_mode,
             max_num_faces=1,
             refine_landmarks=True,
             min_detection_confidence=min_confidence,
         )
 
-    def close(self) -> None:
-        self._mesh.close()
-
-    def __enter__(self) -> FaceMeshLandmarker:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
         """(478, 3) float32 array ``x, y`` in pixels and ``z`` scaled like ``x``; ``None`` if no face."""
         h, w = rgb.shape[:2]
-        res = self._mesh.process(np.ascontiguousarray(rgb))
+        res = self._graph.process(np.ascontiguousarray(rgb))
         if not res.multi_face_landmarks:
             return None
         pts = res.multi_face_landmarks[0].landmark

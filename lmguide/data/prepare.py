@@ -47,6 +47,8 @@ MANIFEST_FIELDS = [
     "det_score",
 ]
 SPLITS = ("train", "val", "test")
+#: bumped whenever the index format (file naming, manifest columns) changes: part of the crop key
+INDEX_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -223,8 +225,11 @@ def summarize(rows: list[dict]) -> str:
     by_status = Counter(r["status"] for r in rows)
     by_split = Counter((r["split"], r["label"]) for r in rows if r["status"] == "ok")
     parts = [f"{k}={v}" for k, v in sorted(by_status.items())]
-    splits = [f"{s}: {by_split[(s, 0)]} real / {by_split[(s, 1)]} fake" for s in SPLITS]
-    return f"{len(rows)} rows ({', '.join(parts)}); usable faces {'; '.join(splits)}"
+    splits = [
+        f"{s} {by_split[(s, 0)] + by_split[(s, 1)]} ({by_split[(s, 0)]} real, {by_split[(s, 1)]} fake)"
+        for s in SPLITS
+    ]
+    return f"{len(rows)} rows ({', '.join(parts)}); usable faces: {', '.join(splits)}"
 
 
 def prepare_index(
@@ -248,7 +253,12 @@ def prepare_index(
         )
     lmv = landmarker_version()
     crop_key = config_hash(
-        {"faces": asdict(faces), "landmarker": lmv, "items": [(i.path.name, i.label, i.split) for i in items]}
+        {
+            "version": INDEX_VERSION,
+            "faces": asdict(faces),
+            "landmarker": lmv,
+            "items": [(i.path.name, i.label, i.split) for i in items],
+        }
     )
     root = Path(cache_dir).expanduser() / name / "index" / crop_key
     manifest = root / "manifest.csv"

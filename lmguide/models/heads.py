@@ -7,10 +7,10 @@ from torch import nn
 
 
 class SoftmaxHead(nn.Module):
-    """Linear layer + softmax cross-entropy. ``scale`` multiplies the L2-normalised features first
-    (WS-DAN uses 100), so logits start in a useful range."""
+    """Linear layer + softmax cross-entropy. ``scale`` multiplies the L2-normalised features first so
+    logits start in a useful range (WS-DAN uses 100 with pretrained backbones)."""
 
-    def __init__(self, in_features: int, num_classes: int = 2, scale: float = 100.0, dropout: float = 0.0):
+    def __init__(self, in_features: int, num_classes: int = 2, scale: float = 16.0, dropout: float = 0.0):
         super().__init__()
         self.scale = scale
         self.drop = nn.Dropout(dropout)
