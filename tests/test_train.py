@@ -36,6 +36,7 @@ def test_short_run_writes_checkpoints_logs_and_every_loss_part(cache_dir, tmp_pa
     ).exists()
     rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
     cols = set(rows[0])
+    assert "train/empty_masks" in cols
     for part in ("ce_raw", "ce_aux", "ce_aug", "center", "landmark", "total"):
         assert f"train/loss/{part}" in cols
     for k in (

@@ -81,11 +81,6 @@ class LandmarkGuidedDetector(L.LightningModule):
         feats, maps = self.attention(fmap)  # (B, D), (B, M, h, w)
         return Output(self.head(feats), maps, feats)
 
-    @torch.no_grad()
-    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """P(fake) for each image (B,)."""
-        return self(x).logits.softmax(-1)[:, 1]
-
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if stage == "fit" and dm is not None and hasattr(dm, "class_weights"):
@@ -120,6 +115,15 @@ class LandmarkGuidedDetector(L.LightningModule):
         bs = x.shape[0]
         for name, value in parts.items():
             self.log(f"train/loss/{name}", value, batch_size=bs, prog_bar=name == "total")
+        if "landmark" in parts:  # samples without a landmark target contribute zero: count them
+            self.log(
+                "train/empty_masks",
+                float(self.loss.landmark.last_empty),
+                reduce_fx="sum",
+                on_step=False,
+                on_epoch=True,
+                batch_size=bs,
+            )
         with torch.no_grad():
             self.train_attn_ratio(attention_in_mask(out.maps, mask))
         self.log("train/attn_in_lm", self.train_attn_ratio, on_step=False, on_epoch=True, batch_size=bs)
