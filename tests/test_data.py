@@ -147,3 +147,29 @@ def test_augmentation_moves_mask_with_image():
 def test_class_weights_from_label_balance(demo_datamodule):
     w = demo_datamodule.class_weights()
     assert torch.allclose(w, torch.ones(2))  # every real face also yields one fake
+
+
+def test_damaged_cache_file_is_an_error_naming_it(demo_datamodule, tmp_path):
+    import shutil
+
+    from lmguide.data.datasets import FaceDataset
+
+    ds = demo_datamodule.datasets["val"]
+    root = tmp_path / "index"
+    shutil.copytree(ds.root, root)
+    row = ds.rows[0]
+    (root / row["image"]).write_bytes(b"not a png")
+    broken = FaceDataset(ds.rows, root, ds.mask_dir, ds.transform, ds.fakes, deterministic=True)
+    with pytest.raises(RuntimeError, match=row["sample_id"]) as err:
+        broken[0]
+    assert str(root / row["image"]) in str(err.value)
+    assert torch.equal(broken[2]["image"], ds[2]["image"])  # other samples are untouched, nothing substituted
+
+
+def test_wrong_label_is_refused(demo_datamodule):
+    from lmguide.data.datasets import FaceDataset
+
+    ds = demo_datamodule.datasets["val"]
+    rows = [dict(ds.rows[0], label=2)]
+    with pytest.raises(ValueError, match="label must be 0"):
+        FaceDataset(rows, ds.root, ds.mask_dir, ds.transform)

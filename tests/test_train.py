@@ -94,3 +94,26 @@ def test_cli_exact_vit_command_trains(cache_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.0 <= metrics["test/auc"] <= 1.0 and (tmp_path / "checkpoints" / "best.ckpt").exists()
+
+
+def test_cli_multirun_lambda_grid(cache_dir, tmp_path):
+    """`-m loss.lambda_lm=0,1`: one job per value, each with its own directory and metrics."""
+    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmguide.train",
+        "-m",
+        "loss.lambda_lm=0,1",
+        "trainer.fast_dev_run=true",
+        *FAST_DATA,
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    lambdas = [(p / ".hydra" / "overrides.yaml").read_text() for p in jobs]
+    assert "loss.lambda_lm=0" in lambdas[0] and "loss.lambda_lm=1" in lambdas[1]
+    for p in jobs:
+        assert "test/auc" in json.loads((p / "metrics.json").read_text())
