@@ -24,7 +24,9 @@ def test_manifest_records_every_frame_with_a_status(demo_datamodule):
     for r in rows:
         assert r["status"] == "ok" or r["reason"], r
     no_face_video = [r for r in rows if r["source"] == "no_face.mp4"]
-    assert no_face_video and all(r["status"] == "no_face" for r in no_face_video)
+    assert [r["status"] for r in no_face_video][:2] == ["no_face", "no_face"]
+    # its header claims 98 frames but only 97 decode: the last wanted frame is recorded, not dropped
+    assert no_face_video[-1]["status"] == "decode_error" and no_face_video[-1]["frame"] == "97"
     assert all(r["label"] == 0 for r in rows)  # the demo holds real faces only
 
 
@@ -173,3 +175,56 @@ def test_wrong_label_is_refused(demo_datamodule):
     rows = [dict(ds.rows[0], label=2)]
     with pytest.raises(ValueError, match="label must be 0"):
         FaceDataset(rows, ds.root, ds.mask_dir, ds.transform)
+
+
+def test_broken_files_end_in_the_manifest_with_a_reason(demo_datamodule, tmp_path):
+    media = {i.path.name: i.path for i in demo_datamodule.source.items()}
+    video = media["single_face.mp4"].read_bytes()
+    files = {
+        "truncated.mp4": video[: len(video) // 2],
+        "empty.jpg": b"",
+        "text.png": b"this is not an image",
+    }
+    items = []
+    for fname, data in files.items():
+        (tmp_path / fname).write_bytes(data)
+        items.append(prep.SourceItem(tmp_path / fname, 0, "test"))
+    faces = prep.FaceSettings(frames_per_video=4)
+    index = prep.prepare_index("broken", items, tmp_path / "cache", faces, MaskSpec())
+    by_source: dict[str, list[dict]] = {}
+    for r in index.rows:
+        by_source.setdefault(r["source"], []).append(r)
+    assert set(by_source) == set(files)  # every file is accounted for
+    assert [r["status"] for r in by_source["empty.jpg"]] == ["unreadable"]
+    assert [r["status"] for r in by_source["text.png"]] == ["unreadable"]
+    assert "text.png" in by_source["text.png"][0]["reason"]
+    trunc = by_source["truncated.mp4"]
+    assert any(r["status"] == "decode_error" for r in trunc) and all(
+        r["reason"] for r in trunc if r["status"] != "ok"
+    )
+    opened = trunc[0]["frame"] != -1
+    assert len(trunc) == (4 if opened else 1)  # each wanted frame has a row, decoded or not
+
+
+def test_video_ending_early_records_the_missing_frames(monkeypatch, tmp_path):
+    class ShortCapture:  # the header says 10 frames, the stream holds 5
+        def __init__(self, path):
+            self.left = 5
+
+        def isOpened(self):
+            return True
+
+        def get(self, prop):
+            return 10.0
+
+        def read(self):
+            self.left -= 1
+            return (self.left >= 0), np.zeros((8, 8, 3), np.uint8)
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(prep.cv2, "VideoCapture", ShortCapture)
+    frames = list(prep._read_frames(prep.SourceItem(tmp_path / "short.mp4", 0, "train"), 4))
+    assert [i for i, _ in frames] == [0, 3, 6, 9]
+    assert [f is None for _, f in frames] == [False, False, True, True]

@@ -48,7 +48,7 @@ MANIFEST_FIELDS = [
 ]
 SPLITS = ("train", "val", "test")
 #: bumped whenever the index format (file naming, manifest columns) changes: part of the crop key
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,12 @@ class PreparedIndex:
 
 
 def _read_frames(item: SourceItem, n: int):
-    """Yield ``(frame_index, rgb)``; raises ValueError naming the file when it cannot be decoded."""
+    """Yield ``(frame_index, rgb)`` for an image (index 0) or ``n`` evenly spaced video frames.
+
+    A wanted frame the decoder cannot deliver (a truncated video, a wrong frame count in the
+    header) is yielded as ``(frame_index, None)`` so it is recorded, not dropped. A file that
+    cannot be opened at all raises ValueError naming it.
+    """
     if not item.is_video:
         img = cv2.imread(str(item.path), cv2.IMREAD_COLOR)  # drops alpha, expands grayscale
         if img is None:
@@ -110,18 +115,26 @@ def _read_frames(item: SourceItem, n: int):
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         if not cap.isOpened() or total <= 0:
             raise ValueError(f"cannot decode video {item.path}")
-        wanted = set(np.linspace(0, total - 1, min(n, total)).round().astype(int).tolist())
-        idx = 0
-        while wanted and idx <= max(wanted):
+        wanted = sorted(set(np.linspace(0, total - 1, min(n, total)).round().astype(int).tolist()))
+        idx, pos = 0, 0
+        while pos < len(wanted):
             ok, frame = cap.read()
             if not ok:
                 break
-            if idx in wanted:
-                wanted.discard(idx)
+            if idx == wanted[pos]:
+                pos += 1
                 yield idx, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             idx += 1
+        for missing in wanted[pos:]:
+            yield missing, None
     finally:
         cap.release()
+
+
+def _frame_row(base: dict, stem: str, fidx: int, status: str, reason: str) -> dict:
+    """A manifest row for a whole file (``fidx = -1``) or a frame that yields no face crop."""
+    sid = stem if fidx < 0 else f"{stem}_f{fidx:05d}"
+    return {**base, "sample_id": sid, "frame": fidx, "face": -1, "status": status, "reason": reason}
 
 
 def _index_items(items: list[SourceItem], out: Path, fs: FaceSettings) -> list[dict]:
@@ -131,71 +144,48 @@ def _index_items(items: list[SourceItem], out: Path, fs: FaceSettings) -> list[d
     rows: list[dict] = []
     with FaceDetector(fs.model_selection, fs.min_confidence) as det, FaceMeshLandmarker() as mesh:
         for item in items:
-            # the file name with its extension: single_face.jpg and single_face.mp4 are different sources
-            stem = item.path.name.replace(".", "_")
-            base = {"source": item.path.name, "label": item.label, "split": item.split}
+            name = item.path.name
+            # ids keep the extension: single_face.jpg and single_face.mp4 are different sources
+            stem = name.replace(".", "_")
+            base = {"source": name, "label": item.label, "split": item.split, "video_id": name}
+
             try:
                 frames = list(_read_frames(item, fs.frames_per_video))
             except ValueError as err:
                 rows.append(
-                    {
-                        **base,
-                        "sample_id": stem,
-                        "frame": -1,
-                        "face": -1,
-                        "video_id": item.path.name,
-                        "status": "unreadable" if not item.is_video else "decode_error",
-                        "reason": str(err),
-                    }
+                    _frame_row(base, stem, -1, "decode_error" if item.is_video else "unreadable", str(err))
                 )
                 continue
             for fidx, rgb in frames:
+                if rgb is None:
+                    rows.append(
+                        _frame_row(
+                            base, stem, fidx, "decode_error", f"frame {fidx} of {name} could not be decoded"
+                        )
+                    )
+                    continue
                 dets = det.detect(rgb)
                 if item.is_video and fs.video_faces == "largest":
                     dets = sorted(dets, key=lambda d: -d.size)[:1]
                 if not dets:
                     rows.append(
-                        {
-                            **base,
-                            "sample_id": f"{stem}_f{fidx:05d}",
-                            "frame": fidx,
-                            "face": -1,
-                            "video_id": item.path.name,
-                            "status": "no_face",
-                            "reason": f"no face detected in frame {fidx} of {item.path.name}",
-                        }
+                        _frame_row(base, stem, fidx, "no_face", f"no face detected in frame {fidx} of {name}")
                     )
                 for k, d in enumerate(dets):
                     sid = f"{stem}_f{fidx:05d}_k{k:02d}"
                     # a video is one clip; each face of a still photo is its own "video" (identity)
-                    vid = item.path.name if item.is_video else f"{item.path.name}#{k}"
-                    row = {
-                        **base,
-                        "sample_id": sid,
-                        "frame": fidx,
-                        "face": k,
-                        "video_id": vid,
-                        "det_score": f"{d.score:.3f}",
-                    }
+                    row = {**base, "sample_id": sid, "frame": fidx, "face": k, "det_score": f"{d.score:.3f}"}
+                    if not item.is_video:
+                        row["video_id"] = f"{name}#{k}"
                     if d.size < fs.min_face_size:
-                        rows.append(
-                            {
-                                **row,
-                                "status": "too_small",
-                                "reason": f"face of {d.size:.0f}px < min_face_size {fs.min_face_size}",
-                            }
-                        )
+                        reason = f"face of {d.size:.0f}px < min_face_size {fs.min_face_size}"
+                        rows.append({**row, "status": "too_small", "reason": reason})
                         continue
                     crop = crop_face(rgb, d.box, fs.face_scale, fs.face_size)
                     lms = mesh(crop)
                     if lms is None:
-                        rows.append(
-                            {
-                                **row,
-                                "status": "no_landmarks",
-                                "reason": "FaceMesh found no face in the detector's crop",
-                            }
-                        )
+                        reason = "FaceMesh found no face in the detector's crop"
+                        rows.append({**row, "status": "no_landmarks", "reason": reason})
                         continue
                     img_rel, lm_rel = f"faces/{sid}.png", f"landmarks/{sid}.npy"
                     atomic_imwrite(out / img_rel, cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
