@@ -28,6 +28,18 @@ def wandb_offline_by_default() -> None:
         os.environ["WANDB_MODE"] = "offline"
 
 
+def _hydra_overrides() -> dict | None:
+    """The group choices and command-line overrides of this run (None outside ``@hydra.main``), kept in
+    checkpoints so the model can be re-composed later with the current code and new overrides."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}
+    return {"choices": choices, "overrides": list(hc.overrides.task)}
+
+
 def _instantiate_dict(cfg: DictConfig | None) -> list:
     if not cfg:
         return []
@@ -54,6 +66,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    model.run_overrides = _hydra_overrides()
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

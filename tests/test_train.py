@@ -94,6 +94,10 @@ def test_cli_exact_vit_command_trains(cache_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.0 <= metrics["test/auc"] <= 1.0 and (tmp_path / "checkpoints" / "best.ckpt").exists()
+    ckpt = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["lmguide_overrides"]["choices"]["backbone"] == "vit"
+    assert "loss.lambda_lm=0.3" in ckpt["lmguide_overrides"]["overrides"]
+    assert ckpt["lmguide_config"]["model"]["backbone"]["name"] == "vit_tiny_patch16_224"
 
 
 def test_cli_multirun_lambda_grid(cache_dir, tmp_path):

@@ -69,6 +69,7 @@ class LandmarkGuidedDetector(L.LightningModule):
         self.attn_ratio = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.mask_area = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.run_config: dict | None = None  # the composed Hydra config, stored in checkpoints
+        self.run_overrides: dict | None = None  # its group choices and CLI overrides, stored too
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -191,3 +192,5 @@ class LandmarkGuidedDetector(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:
             checkpoint["lmguide_config"] = self.run_config
+        if self.run_overrides is not None:
+            checkpoint["lmguide_overrides"] = self.run_overrides
