@@ -66,7 +66,7 @@ def test_experiments_are_global_and_override():
         quick = compose_cfg(["experiment=demo_quick"], tmp)
     assert "experiment" not in cfg  # merged at the top level, not nested under experiment:
     assert cfg.optim.lr == 1e-3 and cfg.trainer.max_steps == 450
-    assert quick.trainer.max_steps == 60
+    assert quick.trainer.max_steps == 60 and quick.optim.lr == 1e-3
 
 
 @pytest.mark.parametrize("backbone", ["efficientnet_b0", "vit"])
