@@ -51,3 +51,26 @@ def demo_datamodule(cache_dir, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _wandb_offline(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "offline"))
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt(cache_dir, tmp_path_factory) -> Path:
+    """A real (tiny) training run through the CLI: 2 steps, 2 validations, best.ckpt written."""
+    import subprocess
+    import sys
+
+    run = tmp_path_factory.mktemp("trained")
+    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmguide.train",
+        "attention.num_maps=2",
+        "trainer.max_steps=2",
+        "+trainer.limit_train_batches=1",
+        *FAST_DATA,
+        f"hydra.run.dir={run}",
+    ]
+    proc = subprocess.run(cmd, cwd=run, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run / "checkpoints" / "best.ckpt"

@@ -1,0 +1,74 @@
+"""Rebuild a trained model from its checkpoint, safely.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: only tensors and plain containers, so a
+tampered file cannot run code. The model is re-composed from the run's own Hydra choices and
+overrides (``lmguide_overrides``) with the current code, plus any new overrides the caller gives;
+checkpoints without them fall back to the stored resolved config (``lmguide_config``).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lmguide import CONF_DIR
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: missing, not a plain lmguide checkpoint, or another model."""
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"refusing {path}: it holds objects other than tensors and plain containers "
+            f"(weights_only load failed: {str(err).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "lmguide_config" not in ckpt:
+        raise CheckpointError(f"{path} is not an lmguide training checkpoint (no state_dict/lmguide_config)")
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict, overrides: Sequence[str] = (), output_dir: str | Path = ".") -> DictConfig:
+    """The training config of ``ckpt`` with ``overrides`` applied on top."""
+    from hydra import compose, initialize_config_dir
+
+    recorded = ckpt.get("lmguide_overrides")
+    if recorded:
+        replay = [f"{g}={c}" for g, c in recorded["choices"].items() if c is not None]
+        replay += list(recorded["overrides"])
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            return compose("train", overrides=[*replay, f"paths.output_dir={output_dir}", *overrides])
+    cfg = OmegaConf.create(ckpt["lmguide_config"])
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+
+
+def load_model(path: str | Path, overrides: Sequence[str] = (), output_dir: str | Path = "."):
+    """``(model in eval mode, config)`` from a checkpoint; a model of another shape is refused by name."""
+    ckpt = read_checkpoint(path)
+    cfg = checkpoint_config(ckpt, overrides, output_dir)
+    model = hydra.utils.instantiate(cfg.model)
+    own, saved = model.state_dict(), ckpt["state_dict"]
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    shape_errors = [k for k, v in saved.items() if k in own and own[k].shape != v.shape]
+    if missing or unexpected or shape_errors:
+        raise CheckpointError(
+            f"{path} does not fit the model built from its config "
+            f"(backbone {cfg.model.backbone.name}): missing {missing[:3]}, unexpected {unexpected[:3]}, "
+            f"shape mismatch {shape_errors[:3]}; was it trained with another backbone or attention?"
+        )
+    model.load_state_dict(saved)
+    return model.eval(), cfg
