@@ -83,3 +83,11 @@ class LandmarkLoss(nn.Module):
         if not valid.any():
             return per.sum() * 0.0  # keeps the graph, contributes nothing
         return per[valid].mean()
+
+
+def pointing_hit(maps: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Pointing game, per sample: 1.0 when the peak of Ā falls inside the mask (L > threshold), (B,)."""
+    mask = mask.squeeze(1) if mask.dim() == 4 else mask
+    a = mean_attention(maps, mask.shape[-2:]).flatten(1)
+    peak = a.argmax(1)
+    return (mask.flatten(1).gather(1, peak[:, None]).squeeze(1) > threshold).float()

@@ -1,0 +1,193 @@
+"""Evaluate a checkpoint: ``python -m lmguide.eval ckpt_path=... [split=test] [data=<layout>]``.
+
+The model is rebuilt from the checkpoint's own config (see :mod:`lmguide.checkpoint`). Frame- and
+video-level AUC, AP, EER, and ACC / balanced ACC / precision / recall / F1 both at 0.5 and at the
+threshold calibrated on the validation split (never on the split being evaluated unless that is
+val itself); attention-in-landmark share and pointing-game hit rate. Writes ``metrics.json``,
+``predictions.csv`` (one row per frame and per video), ``roc.png``, ``pr.png`` and
+``confusion.png`` into the run directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from lmguide import CONF_DIR
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def score_split(model, dataset, batch_size: int = 32) -> dict:
+    """P(fake), labels, video names and attention metrics for every item of ``dataset``."""
+    from torch.utils.data import DataLoader
+
+    from lmguide.losses.landmark import attention_in_mask, pointing_hit
+
+    probs, labels, videos, attn, hits = [], [], [], [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+        out = model(batch["image"])
+        probs.append(out.logits.softmax(-1)[:, 1])
+        labels.append(batch["label"])
+        videos += [dataset.video_names[i] for i in batch["video"].tolist()]
+        attn.append(attention_in_mask(out.maps, batch["mask"]))
+        hits.append(pointing_hit(out.maps, batch["mask"]))
+    return {
+        "prob": torch.cat(probs),
+        "label": torch.cat(labels),
+        "video": videos,
+        "attn_in_lm": torch.cat(attn),
+        "pointing": torch.cat(hits),
+    }
+
+
+def _plot_curves(
+    scores: torch.Tensor, labels: torch.Tensor, threshold: float, out_dir: Path, title: str
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torchmetrics.functional.classification import (
+        binary_confusion_matrix,
+        binary_precision_recall_curve,
+        binary_roc,
+    )
+
+    fpr, tpr, _ = binary_roc(scores, labels)
+    prec, rec, _ = binary_precision_recall_curve(scores, labels)
+    for name, (x, y, xl, yl) in {
+        "roc": (fpr, tpr, "false positive rate", "true positive rate"),
+        "pr": (rec, prec, "recall", "precision"),
+    }.items():
+        fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+        ax.plot(x.numpy(), y.numpy())
+        if name == "roc":
+            ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
+        ax.set(xlabel=xl, ylabel=yl, title=f"{title} {name.upper()}", xlim=(0, 1), ylim=(0, 1.02))
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{name}.png")
+        plt.close(fig)
+    cm = binary_confusion_matrix(scores, labels, threshold=threshold).numpy()
+    fig, ax = plt.subplots(figsize=(3.6, 3.2), dpi=100)
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in zip([(0, 0), (0, 1), (1, 0), (1, 1)], cm.ravel(), strict=True):
+        ax.text(j, i, str(v), ha="center", va="center", color="black")
+    ax.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=["real", "fake"],
+        yticklabels=["real", "fake"],
+        xlabel="predicted",
+        ylabel="true",
+        title=f"threshold {threshold:.3f}",
+    )
+    fig.tight_layout()
+    fig.savefig(out_dir / "confusion.png")
+    plt.close(fig)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    from lmguide.checkpoint import load_model
+    from lmguide.metrics import aggregate_videos, binary_report, calibrate_threshold
+
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.split not in ("train", "val", "test"):
+        raise ValueError(f"split must be train, val or test, got {cfg.split!r}")
+    overrides = ([f"data={cfg.data}"] if cfg.get("data") else []) + list(cfg.overrides)
+    model, run_cfg = load_model(cfg.ckpt_path, overrides, output_dir=out_dir)
+    dm = hydra.utils.instantiate(run_cfg.data)
+    dm.prepare_data()
+    dm.setup("test")
+
+    val = score_split(model, dm.datasets["val"], dm.eval_batch_size)
+    threshold = calibrate_threshold(val["prob"], val["label"])
+    res = val if cfg.split == "val" else score_split(model, dm.datasets[cfg.split], dm.eval_batch_size)
+
+    metrics: dict[str, float] = {"threshold_val": threshold, "n_frames": len(res["label"])}
+    for level in ("frame", "video"):
+        if level == "frame":
+            scores, labels, ids = res["prob"], res["label"], list(range(len(res["label"])))
+        else:
+            ids, scores, labels = aggregate_videos(res["prob"], res["label"], res["video"], cfg.video_agg)
+            metrics["n_videos"] = len(ids)
+        for name, thr in (("", 0.5), ("cal_", threshold)):
+            for k, v in binary_report(scores, labels, thr).items():
+                if name and k in ("auc", "ap", "eer"):
+                    continue  # threshold-free: reported once
+                metrics[f"{level}/{name}{k}"] = v
+        if level == "video":
+            video_rows = list(zip(ids, scores.tolist(), labels.tolist(), strict=True))
+    metrics["frame/attn_in_lm"] = float(res["attn_in_lm"].mean())
+    metrics["frame/pointing_game"] = float(res["pointing"].mean())
+
+    (out_dir / "metrics.json").write_text(
+        json.dumps(
+            {"split": cfg.split, "ckpt_path": str(cfg.ckpt_path), "video_agg": cfg.video_agg, **metrics},
+            indent=2,
+        )
+        + "\n"
+    )
+    with open(out_dir / "predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["level", "id", "video", "label", "score", "pred_0.5", "pred_cal"])
+        for i, (p, y, v) in enumerate(
+            zip(res["prob"].tolist(), res["label"].tolist(), res["video"], strict=True)
+        ):
+            w.writerow(["frame", i, v, y, f"{p:.6f}", int(p >= 0.5), int(p >= threshold)])
+        for v, p, y in video_rows:
+            w.writerow(["video", v, v, y, f"{p:.6f}", int(p >= 0.5), int(p >= threshold)])
+    _plot_curves(res["prob"], res["label"], threshold, out_dir, f"{cfg.split} (frames)")
+    _print(metrics, cfg.split, out_dir)
+    return metrics
+
+
+def _print(metrics: dict, split: str, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"lmguide eval: {split} split (threshold {metrics['threshold_val']:.3f} from val)")
+    t.add_column("metric")
+    t.add_column("frame", justify="right")
+    t.add_column("video", justify="right")
+    for k in (
+        "auc",
+        "ap",
+        "eer",
+        "acc",
+        "balanced_acc",
+        "cal_acc",
+        "cal_balanced_acc",
+        "precision",
+        "recall",
+        "f1",
+        "cal_f1",
+    ):
+        t.add_row(k, f"{metrics[f'frame/{k}']:.4f}", f"{metrics[f'video/{k}']:.4f}")
+    t.add_row("attn_in_lm", f"{metrics['frame/attn_in_lm']:.4f}", "-")
+    t.add_row("pointing_game", f"{metrics['frame/pointing_game']:.4f}", "-")
+    console = Console()
+    console.print(t)
+    console.print(
+        f"{metrics['n_frames']} frames, {metrics['n_videos']} videos; written to {out_dir}: "
+        "metrics.json predictions.csv roc.png pr.png confusion.png",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
+def main(cfg: DictConfig) -> float:
+    return evaluate(cfg)["frame/auc"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""lmguide.eval: metrics against scikit-learn, video grouping, calibration, and a real evaluation."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from sklearn.metrics import (
+    average_precision_score,
+    balanced_accuracy_score,
+    f1_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+from lmguide import CONF_DIR
+from lmguide.losses.landmark import pointing_hit
+from lmguide.metrics import aggregate_videos, binary_report, calibrate_threshold
+
+
+def _scores(n=400, seed=1):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    s = np.clip(rng.normal(0.4 + 0.25 * y, 0.2), 0, 1)
+    return s, y
+
+
+@pytest.mark.parametrize("thr", [0.5, 0.37])
+def test_binary_report_equals_sklearn(thr):
+    s, y = _scores()
+    got = binary_report(torch.tensor(s), torch.tensor(y), thr)
+    pred = (s >= thr).astype(int)
+    assert got["auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-5)
+    assert got["ap"] == pytest.approx(average_precision_score(y, s), abs=1e-4)
+    assert got["f1"] == pytest.approx(f1_score(y, pred), abs=1e-5)
+    assert got["balanced_acc"] == pytest.approx(balanced_accuracy_score(y, pred), abs=1e-5)
+    fpr, tpr, _ = roc_curve(y, s)
+    i = np.argmin(np.abs((1 - tpr) - fpr))
+    assert got["eer"] == pytest.approx((fpr[i] + 1 - tpr[i]) / 2, abs=0.01)
+
+
+def test_calibrated_threshold_maximises_balanced_accuracy():
+    s, y = _scores(seed=2)
+    thr = calibrate_threshold(torch.tensor(s), torch.tensor(y))
+    best = max(balanced_accuracy_score(y, (s >= t).astype(int)) for t in np.unique(s))
+    assert balanced_accuracy_score(y, (s >= thr).astype(int)) == pytest.approx(best, abs=1e-9)
+
+
+def test_videos_with_the_same_stem_stay_apart():
+    names, scores, labels = aggregate_videos(
+        torch.tensor([0.2, 0.4, 0.9, 0.7]),
+        torch.tensor([1, 1, 1, 1]),
+        ["Deepfakes/000_003", "Deepfakes/000_003", "Face2Face/000_003", "Face2Face/000_003"],
+    )
+    assert names == ["Deepfakes/000_003", "Face2Face/000_003"]
+    assert torch.allclose(scores, torch.tensor([0.3, 0.8]))
+    _, mx, _ = aggregate_videos(torch.tensor([0.2, 0.4]), torch.tensor([0, 0]), ["a", "a"], "max")
+    assert mx.tolist() == pytest.approx([0.4])
+    with pytest.raises(ValueError, match="both labels"):
+        aggregate_videos(torch.tensor([0.2, 0.4]), torch.tensor([0, 1]), ["a", "a"])
+
+
+def test_pointing_game():
+    maps = torch.zeros(2, 1, 4, 4)
+    maps[0, 0, 1, 1] = 1  # peak inside the mask
+    maps[1, 0, 3, 3] = 1  # peak outside
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[:, :, :2, :2] = 1
+    assert pointing_hit(maps, mask).tolist() == [1.0, 0.0]
+
+
+def test_eval_on_a_trained_checkpoint(trained_ckpt, tmp_path):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("eval", overrides=[f"ckpt_path={trained_ckpt}", f"paths.output_dir={tmp_path}"])
+    from lmguide.eval import evaluate
+
+    metrics = evaluate(cfg)
+    for f in ("metrics.json", "predictions.csv", "roc.png", "pr.png", "confusion.png"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["split"] == "test" and saved["frame/auc"] == metrics["frame/auc"]
+    rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
+    frames = [r for r in rows if r["level"] == "frame"]
+    videos = [r for r in rows if r["level"] == "video"]
+    assert len(frames) == metrics["n_frames"] and len(videos) == metrics["n_videos"]
+    scores = torch.tensor([float(r["score"]) for r in frames])
+    labels = torch.tensor([int(r["label"]) for r in frames])
+    assert roc_auc_score(labels, scores) == pytest.approx(metrics["frame/auc"], abs=1e-4)
+    assert 0 <= metrics["frame/pointing_game"] <= 1 and 0 <= metrics["threshold_val"] <= 1
