@@ -146,8 +146,36 @@ def evaluate(cfg: DictConfig) -> dict:
         for v, p, y in video_rows:
             w.writerow(["video", v, v, y, f"{p:.6f}", int(p >= 0.5), int(p >= threshold)])
     _plot_curves(res["prob"], res["label"], threshold, out_dir, f"{cfg.split} (frames)")
+    _send_to_loggers(cfg, metrics, out_dir)
     _print(metrics, cfg.split, out_dir)
     return metrics
+
+
+def _send_to_loggers(cfg: DictConfig, metrics: dict, out_dir: Path) -> None:
+    """Metrics and the three plots to the configured loggers (none by default)."""
+    from lmguide.train import finish_wandb, instantiate_group, wandb_offline_by_default
+
+    wandb_offline_by_default()
+    loggers = instantiate_group(cfg.get("logger"))
+    if not loggers:
+        return
+    import cv2
+
+    scalars = {f"eval/{cfg.split}/{k}": float(v) for k, v in metrics.items()}
+    plots = {name: out_dir / f"{name}.png" for name in ("roc", "pr", "confusion")}
+    try:
+        for lg in loggers:
+            lg.log_metrics(scalars)
+            kind = type(lg).__name__
+            for name, path in plots.items():
+                if kind == "TensorBoardLogger":
+                    img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+                    lg.experiment.add_image(f"eval/{cfg.split}/{name}", img, 0, dataformats="HWC")
+                elif kind == "WandbLogger":
+                    lg.log_image(f"eval/{cfg.split}/{name}", [str(path)])
+            lg.save()
+    finally:
+        finish_wandb(loggers)
 
 
 def _print(metrics: dict, split: str, out_dir: Path) -> None:

@@ -40,13 +40,13 @@ def _hydra_overrides() -> dict | None:
     return {"choices": choices, "overrides": list(hc.overrides.task)}
 
 
-def _instantiate_dict(cfg: DictConfig | None) -> list:
+def instantiate_group(cfg: DictConfig | None) -> list:
     if not cfg:
         return []
     return [hydra.utils.instantiate(c) for c in cfg.values() if c is not None and "_target_" in c]
 
 
-def _finish_wandb(loggers: list) -> None:
+def finish_wandb(loggers: list) -> None:
     if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
         import wandb
 
@@ -67,8 +67,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = hydra.utils.instantiate(cfg.model)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     model.run_overrides = _hydra_overrides()
-    callbacks = _instantiate_dict(cfg.get("callbacks"))
-    loggers = _instantiate_dict(cfg.get("logger"))
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(model.run_config)
@@ -91,7 +91,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             for res in results:
                 metrics.update({k: float(v) for k, v in res.items()})
     finally:
-        _finish_wandb(loggers)
+        finish_wandb(loggers)
 
     metrics["wall_time_s"] = time.perf_counter() - t0
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")

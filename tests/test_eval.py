@@ -72,8 +72,9 @@ def test_pointing_game():
 
 
 def test_eval_on_a_trained_checkpoint(trained_ckpt, tmp_path):
+    overrides = [f"ckpt_path={trained_ckpt}", f"paths.output_dir={tmp_path}", "logger=default"]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("eval", overrides=[f"ckpt_path={trained_ckpt}", f"paths.output_dir={tmp_path}"])
+        cfg = compose("eval", overrides=overrides)
     from lmguide.eval import evaluate
 
     metrics = evaluate(cfg)
@@ -89,3 +90,6 @@ def test_eval_on_a_trained_checkpoint(trained_ckpt, tmp_path):
     labels = torch.tensor([int(r["label"]) for r in frames])
     assert roc_auc_score(labels, scores) == pytest.approx(metrics["frame/auc"], abs=1e-4)
     assert 0 <= metrics["frame/pointing_game"] <= 1 and 0 <= metrics["threshold_val"] <= 1
+    logged = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))  # logger=default: CSV + TensorBoard
+    assert float(logged[0]["eval/test/frame/auc"]) == pytest.approx(metrics["frame/auc"])
+    assert list((tmp_path / "tensorboard").glob("events.*"))
