@@ -44,13 +44,16 @@ def read_checkpoint(path: str | Path) -> dict:
 def checkpoint_config(ckpt: dict, overrides: Sequence[str] = (), output_dir: str | Path = ".") -> DictConfig:
     """The training config of ``ckpt`` with ``overrides`` applied on top."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     recorded = ckpt.get("lmguide_overrides")
     if recorded:
         replay = [f"{g}={c}" for g, c in recorded["choices"].items() if c is not None]
-        replay += list(recorded["overrides"])
+        args = [*replay, *recorded["overrides"], f"paths.output_dir={output_dir}", *overrides]
+        if GlobalHydra.instance().is_initialized():  # inside an lmguide @hydra.main: conf/ is searched
+            return compose("train", overrides=args)
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            return compose("train", overrides=[*replay, f"paths.output_dir={output_dir}", *overrides])
+            return compose("train", overrides=args)
     cfg = OmegaConf.create(ckpt["lmguide_config"])
     return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
 

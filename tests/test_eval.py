@@ -93,3 +93,25 @@ def test_eval_on_a_trained_checkpoint(trained_ckpt, tmp_path):
     logged = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))  # logger=default: CSV + TensorBoard
     assert float(logged[0]["eval/test/frame/auc"]) == pytest.approx(metrics["frame/auc"])
     assert list((tmp_path / "tensorboard").glob("events.*"))
+
+
+def test_eval_cli_inside_hydra_main(trained_ckpt, cache_dir, tmp_path):
+    """The command line path: load_model composes the run's config inside eval's own @hydra.main."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmguide.eval",
+        f"ckpt_path={trained_ckpt}",
+        "split=val",
+        "video_agg=max",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["split"] == "val" and saved["video_agg"] == "max" and "lmguide eval" in proc.stdout
