@@ -8,7 +8,7 @@ from torch import nn
 
 
 class TimmBackbone(nn.Module):
-    """``timm.create_model(name, features_only=True)`` truncated at ``out_index``.
+    """``timm.create_model(name, features_only=True)`` cut after ``out_index``.
 
     ``out_index`` picks the feature level the attention works on: a stage of a CNN (0 = stride 2 …
     4 = stride 32 for EfficientNet) or a block of a ViT (its tokens reshaped to the patch grid).
@@ -23,8 +23,15 @@ class TimmBackbone(nn.Module):
         if out_index < 0:
             raise ValueError(f"backbone.out_index must be >= 0 (a feature level of {name}), got {out_index}")
         try:
+            # the "getter" wrapper prunes every layer after out_index: timm's default feature wrapper for
+            # EfficientNet keeps and runs the later stages although their output is never used
             self.model = timm.create_model(
-                name, pretrained=pretrained, features_only=True, out_indices=(out_index,), **model_kwargs
+                name,
+                pretrained=pretrained,
+                features_only=True,
+                out_indices=(out_index,),
+                feature_cls="getter",
+                **model_kwargs,
             )
         except (OSError, RuntimeError) as err:
             if pretrained:
