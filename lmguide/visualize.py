@@ -1,0 +1,275 @@
+"""Explain one image: ``python -m lmguide.visualize ckpt_path=... input=<image>`` (Hydra).
+
+Detects the face, crops it exactly as training does (same detector settings, margin, crop size and
+eval transform of the checkpoint's run), runs the model and writes overlay PNGs of ``size`` pixels:
+``face.png`` (the crop), ``gradcam.png`` (Grad-CAM of the target class on the backbone's last used
+feature stage), ``attention_head<i>.png`` (each attention map), ``attention_mean.png`` (their mean,
+with the landmark mask outlined), ``mask.png`` (the landmark mask drawn from FaceMesh landmarks of the
+crop), ``patch_grid.png`` (ViT backbones only: mean attention per patch) and ``panel.png``
+(image | mask | mean attention | Grad-CAM, with P(fake) in the title).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from lmguide import CONF_DIR
+
+CLASS_NAMES = ("real", "fake")
+
+
+class VisualizeError(RuntimeError):
+    """An input that cannot be explained: missing or unreadable image, no face, no landmarks."""
+
+
+@dataclass
+class FaceInput:
+    """A face as the model sees it, plus what is needed to draw it."""
+
+    crop: np.ndarray  # (S, S, 3) RGB uint8, S = data.faces.face_size
+    landmarks: np.ndarray  # (478, 3) pixel coordinates of ``crop``
+    mask: np.ndarray  # (S, S) float32 landmark mask of ``crop``
+    image: torch.Tensor  # (3, s, s) normalised model input, s = data.image_size
+    model_mask: torch.Tensor  # (s, s) the mask after the eval transform
+    box: tuple[float, float, float, float]
+    score: float
+    n_faces: int
+
+
+@dataclass
+class Explanation:
+    prob_fake: float
+    maps: np.ndarray  # (M, h, w) attention maps
+    gradcam: np.ndarray  # (s, s) in [0, 1]
+    target_class: int
+    images: dict[str, np.ndarray] = field(default_factory=dict)  # file stem -> RGB uint8 tile
+
+
+# -- Grad-CAM ----------------------------------------------------------------------------------------
+
+
+class LogitsOnly(nn.Module):
+    """``model(x).logits``: the plain classifier output Grad-CAM expects."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).logits
+
+
+def vit_grid(net: nn.Module) -> tuple[int, int] | None:
+    """Patch grid (gh, gw) if ``net`` (a TimmBackbone's ``.model``) is a ViT, else None."""
+    inner = getattr(net, "model", net)  # features_only ViTs are wrapped in a FeatureGetterNet
+    if hasattr(inner, "num_prefix_tokens") and hasattr(inner, "patch_embed"):
+        return tuple(inner.patch_embed.grid_size)
+    return None
+
+
+def gradcam_target(backbone: nn.Module):
+    """``(layer, reshape_transform)`` for Grad-CAM: the feature stage the attention works on.
+
+    CNNs: the stage ``out_index`` picks (timm's ``feature_info``), already (B, C, h, w); later stages
+    of the features-only net never reach the logits. ViTs: the block ``out_index`` picks, whose
+    tokens are reshaped to the patch grid (prefix/class tokens dropped).
+    """
+    net = backbone.model
+    inner = getattr(net, "model", net)
+    layer = inner.get_submodule(net.feature_info.module_name()[-1])
+    grid = vit_grid(net)
+    if grid is None:
+        return layer, None
+    prefix = int(inner.num_prefix_tokens)
+
+    def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
+        b, n, c = tokens.shape
+        if n - prefix != grid[0] * grid[1]:
+            raise VisualizeError(f"{n - prefix} patch tokens do not fill the {grid[0]}x{grid[1]} patch grid")
+        return tokens[:, prefix:].reshape(b, grid[0], grid[1], c).permute(0, 3, 1, 2)
+
+    return layer, tokens_to_grid
+
+
+def grad_cam(model: nn.Module, image: torch.Tensor, target_class: int = 1) -> np.ndarray:
+    """Grad-CAM of ``target_class`` (1 = fake) for one normalised image (3, s, s) -> (s, s) in [0, 1]."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    layer, reshape = gradcam_target(model.backbone)
+    with torch.enable_grad(), GradCAM(LogitsOnly(model), [layer], reshape_transform=reshape) as cam:
+        out = cam(input_tensor=image[None].clone(), targets=[ClassifierOutputTarget(target_class)])
+    return np.nan_to_num(out[0].astype(np.float32))
+
+
+# -- face and model --------------------------------------------------------------------------------
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """RGB uint8 image (alpha dropped, greyscale expanded, as the training data is read)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise VisualizeError(f"input image {path} does not exist")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise VisualizeError(f"cannot read {path} as an image (OpenCV could not decode it)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", name: str = "") -> FaceInput:
+    """Detect, crop, landmark and transform the face exactly as training's data pipeline does."""
+    from lmguide.data.faces import FaceDetector, crop_face
+    from lmguide.data.landmarks import FaceMeshLandmarker
+    from lmguide.data.masks import draw_mask
+    from lmguide.data.transforms import build_transform
+
+    if which not in ("largest", "best"):
+        raise ValueError(f"face must be 'largest' or 'best', got {which!r}")
+    fs = run_cfg.data.faces
+    with FaceDetector(fs.model_selection, fs.min_confidence) as detector:
+        dets = detector.detect(rgb)
+    if not dets:
+        raise VisualizeError(
+            f"no face found in {name or 'the image'} (MediaPipe face detection, "
+            f"min_confidence={fs.min_confidence}); give an image with a visible face"
+        )
+    det = max(dets, key=lambda d: d.size) if which == "largest" else dets[0]
+    crop = crop_face(rgb, det.box, fs.face_scale, fs.face_size)
+    with FaceMeshLandmarker() as mesh:
+        landmarks = mesh(crop)
+    if landmarks is None:
+        raise VisualizeError(
+            f"a face was found in {name or 'the image'} but FaceMesh found no landmarks in its crop "
+            "(training drops such faces too)"
+        )
+    spec = hydra.utils.instantiate(run_cfg.data.mask)
+    mask = draw_mask(landmarks, crop.shape[:2], spec)
+    out = build_transform(run_cfg.data.image_size)(image=crop, mask=mask)
+    model_mask = torch.as_tensor(out["mask"]).float()
+    return FaceInput(crop, landmarks, mask, out["image"], model_mask, det.box, det.score, len(dets))
+
+
+def explain(
+    model: nn.Module,
+    face: FaceInput,
+    mask_points: np.ndarray,
+    size: int = 256,
+    target_class: int = 1,
+    alpha: float = 0.45,
+) -> Explanation:
+    """Run ``model`` on the face and draw every overlay at ``size`` x ``size`` (file stem -> RGB)."""
+    from lmguide.viz.overlays import heat_overlay, mask_outline
+    from lmguide.viz.panels import mask_overlay, patch_grid_overlay, resize_rgb, side_by_side
+
+    model.eval()
+    with torch.no_grad():
+        out = model(face.image[None])
+    prob = float(out.logits.softmax(-1)[0, 1])
+    maps = out.maps[0].float().cpu().numpy()
+    cam = grad_cam(model, face.image, target_class)
+
+    rgb = resize_rgb(face.crop, size)
+    pts = mask_points[:, :2] * (size / face.crop.shape[1])
+    mean = maps.mean(0)
+    images = {
+        "face": rgb,
+        "mask": mask_overlay(rgb, face.mask, pts),
+        "attention_mean": mask_outline(heat_overlay(rgb, mean, alpha), face.mask),
+        "gradcam": heat_overlay(rgb, cam, alpha),
+    }
+    images.update({f"attention_head{i}": heat_overlay(rgb, m, alpha) for i, m in enumerate(maps)})
+    if vit_grid(model.backbone.model) is not None:
+        images["patch_grid"] = patch_grid_overlay(rgb, mean, alpha)
+    verdict = CLASS_NAMES[int(prob >= 0.5)]
+    images["panel"] = side_by_side(
+        [images["face"], images["mask"], images["attention_mean"], images["gradcam"]],
+        [
+            "face crop",
+            "landmark mask",
+            f"mean attention ({len(maps)} maps)",
+            f"Grad-CAM ({CLASS_NAMES[target_class]})",
+        ],
+        f"P(fake) = {prob:.3f}  ->  {verdict}",
+    )
+    return Explanation(prob, maps, cam, target_class, images)
+
+
+# -- command -------------------------------------------------------------------------------------------
+
+
+def visualize(cfg: DictConfig) -> dict:
+    """The command: returns ``{"prob_fake", "paths": {stem: Path}, "face": FaceInput}``."""
+    from lmguide.checkpoint import load_model
+
+    steps = 5
+    if int(cfg.size) < 32:
+        raise ValueError(f"size must be >= 32 pixels, got {cfg.size}")
+    if cfg.target_class not in (0, 1):
+        raise ValueError(f"target_class must be 0 (real) or 1 (fake), got {cfg.target_class}")
+    out_dir = Path(cfg.output_dir)
+
+    print(f"[1/{steps}] Loading image {cfg.input}", flush=True)
+    rgb = read_image(cfg.input)
+    print(f"      {rgb.shape[1]}x{rgb.shape[0]} pixels", flush=True)
+
+    print(f"[2/{steps}] Loading checkpoint {cfg.ckpt_path}", flush=True)
+    model, run_cfg = load_model(cfg.ckpt_path, list(cfg.get("overrides") or []), output_dir=out_dir)
+    print(
+        f"      backbone {run_cfg.model.backbone.name}, input {run_cfg.data.image_size}px, "
+        f"crop {run_cfg.data.faces.face_size}px x{run_cfg.data.faces.face_scale}",
+        flush=True,
+    )
+
+    print(f"[3/{steps}] Detecting the face and its FaceMesh landmarks", flush=True)
+    face = prepare_face(rgb, run_cfg, cfg.face, name=str(cfg.input))
+    x0, y0, x1, y1 = face.box
+    print(
+        f"      {face.n_faces} face(s) found; using the {cfg.face} one: box ({x0:.0f}, {y0:.0f}, {x1:.0f}, "
+        f"{y1:.0f}), score {face.score:.2f}",
+        flush=True,
+    )
+    if max(x1 - x0, y1 - y0) < run_cfg.data.faces.min_face_size:
+        print(
+            f"      warning: the face is smaller than min_face_size={run_cfg.data.faces.min_face_size}px; "
+            "training never saw faces this small",
+            flush=True,
+        )
+
+    print(f"[4/{steps}] Running the model and Grad-CAM", flush=True)
+    spec = hydra.utils.instantiate(run_cfg.data.mask)
+    result = explain(model, face, face.landmarks[spec.points()], int(cfg.size), cfg.target_class, cfg.alpha)
+    print(f"      P(fake) = {result.prob_fake:.4f}", flush=True)
+
+    print(f"[5/{steps}] Writing overlays to {out_dir}", flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for stem, img in result.images.items():
+        path = out_dir / f"{stem}.png"
+        if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {path}")
+        paths[stem] = path
+        print(f"      {path}", flush=True)
+    return {"prob_fake": result.prob_fake, "paths": paths, "face": face, "explanation": result}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="visualize")
+def main(cfg: DictConfig) -> float:
+    from lmguide.checkpoint import CheckpointError
+
+    try:
+        return visualize(cfg)["prob_fake"]
+    except (VisualizeError, CheckpointError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

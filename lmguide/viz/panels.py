@@ -1,0 +1,80 @@
+"""Drawing helpers for ``lmguide.visualize``: mask fills, patch grids and labelled side-by-side panels.
+
+Heat maps and mask outlines come from :mod:`lmguide.viz.overlays`; this module only adds what the
+one-image explanation needs on top of them. Every function takes and returns RGB uint8 arrays.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from lmguide.viz.overlays import heat_overlay, mask_outline
+
+MASK_COLOR = (0, 255, 120)
+
+
+def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Square ``size`` x ``size`` copy (area interpolation when shrinking, cubic when enlarging)."""
+    interp = cv2.INTER_AREA if rgb.shape[0] >= size else cv2.INTER_CUBIC
+    return cv2.resize(rgb, (size, size), interpolation=interp)
+
+
+def mask_overlay(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    points: np.ndarray | None = None,
+    color=MASK_COLOR,
+    alpha: float = 0.45,
+) -> np.ndarray:
+    """Tint ``rgb`` with ``mask`` (any size, [0, 1]; soft masks tint in proportion), outline it and mark
+    ``points`` ((K, 2) pixel coordinates of ``rgb``) with small dots."""
+    h, w = rgb.shape[:2]
+    m = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    a = np.clip(m, 0.0, 1.0)[..., None] * alpha
+    out = (rgb * (1 - a) + np.asarray(color, np.float32) * a).astype(np.uint8)
+    out = mask_outline(out, m, color=color)
+    for x, y in np.asarray(points if points is not None else np.empty((0, 2)))[:, :2]:
+        cv2.circle(out, (round(float(x)), round(float(y))), 2, (255, 255, 255), -1, cv2.LINE_AA)
+    return out
+
+
+def patch_grid_overlay(rgb: np.ndarray, attn: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """``attn`` (gh, gw) shown patch by patch (no interpolation) with the patch grid drawn on top."""
+    h, w = rgb.shape[:2]
+    gh, gw = attn.shape
+    blocky = cv2.resize(attn.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
+    out = heat_overlay(rgb, blocky, alpha)
+    for i in range(1, gh):
+        y = round(i * h / gh)
+        cv2.line(out, (0, y), (w - 1, y), (255, 255, 255), 1)
+    for j in range(1, gw):
+        x = round(j * w / gw)
+        cv2.line(out, (x, 0), (x, h - 1), (255, 255, 255), 1)
+    return out
+
+
+def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, thickness: int = 1) -> None:
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+
+
+def label_tile(rgb: np.ndarray, label: str) -> np.ndarray:
+    """A copy of ``rgb`` with ``label`` written (outlined, so it reads on any background) at the top left."""
+    out = rgb.copy()
+    scale = max(out.shape[0] / 512, 0.35)
+    _text(out, label, (4, int(4 + 22 * scale)), scale)
+    return out
+
+
+def side_by_side(tiles: list[np.ndarray], labels: list[str], title: str) -> np.ndarray:
+    """Labelled equal-size tiles in one row under a title bar; the width is ``len(tiles)`` tiles."""
+    if len(tiles) != len(labels):
+        raise ValueError(f"{len(tiles)} tiles but {len(labels)} labels")
+    row = np.concatenate([label_tile(t, lab) for t, lab in zip(tiles, labels, strict=True)], axis=1)
+    side = tiles[0].shape[0]
+    scale = max(side / 400, 0.4)
+    bar = np.full((int(14 + 30 * scale), row.shape[1], 3), 32, np.uint8)
+    (tw, th), _ = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    _text(bar, title, (max((row.shape[1] - tw) // 2, 4), (bar.shape[0] + th) // 2), scale)
+    return np.concatenate([bar, row], axis=0)

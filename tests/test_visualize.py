@@ -1,0 +1,218 @@
+"""``python -m lmguide.visualize``: overlays of a real face with the trained test checkpoint, clear errors,
+the CLI, and Grad-CAM on a ViT backbone."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+
+import cv2
+import hydra
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from lmguide import CONF_DIR
+from lmguide.checkpoint import CheckpointError
+from lmguide.data.demo import fetch_demo_media
+from lmguide.visualize import VisualizeError, explain, gradcam_target, visualize
+
+from .conftest import compose_cfg
+
+SIZE = 160  # not the default, so the tile size is shown to follow the config
+NUM_MAPS = 2  # the trained_ckpt fixture's attention.num_maps
+OVERLAYS = ["mask", "attention_mean", "gradcam"] + [f"attention_head{i}" for i in range(NUM_MAPS)]
+
+
+def viz_cfg(ckpt, image, out_dir, *extra):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose(
+            "visualize",
+            overrides=[f"ckpt_path={ckpt}", f"input={image}", f"paths.output_dir={out_dir}", *extra],
+        )
+
+
+def read_rgb(path):
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert img is not None, f"{path} is not a readable PNG"
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="module")
+def media(cache_dir):
+    return fetch_demo_media(cache_dir)
+
+
+@pytest.fixture(scope="module")
+def run(trained_ckpt, media, tmp_path_factory):
+    """One in-process run on single_face.jpg: (result, printed text, output dir)."""
+    out = tmp_path_factory.mktemp("viz")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        res = visualize(viz_cfg(trained_ckpt, media["single_face.jpg"], out, f"size={SIZE}"))
+    return res, buf.getvalue(), out
+
+
+def test_writes_every_png_at_the_tile_size(run):
+    res, _, out = run
+    expected = {"face", "panel", *OVERLAYS}  # EfficientNet: no patch grid
+    assert set(res["paths"]) == expected
+    assert {p.stem for p in out.glob("*.png")} == expected
+    for stem in expected - {"panel"}:
+        assert read_rgb(out / f"{stem}.png").shape == (SIZE, SIZE, 3), stem
+
+
+def test_overlays_are_not_blank_and_differ_from_the_face(run):
+    _, _, out = run
+    face = read_rgb(out / "face.png").astype(np.float32)
+    assert face.var() > 100  # a real photo, not a black crop
+    for stem in OVERLAYS:
+        img = read_rgb(out / f"{stem}.png").astype(np.float32)
+        assert img.var() > 0, stem
+        assert np.abs(img - face).mean() > 2.0, f"{stem} looks like the plain crop"
+
+
+def test_panel_is_four_tiles_wide_with_a_title_bar(run):
+    _, _, out = run
+    panel = read_rgb(out / "panel.png")
+    assert panel.shape[1] == 4 * SIZE
+    bar = panel.shape[0] - SIZE
+    assert 10 < bar < SIZE // 2
+    tiles = [panel[bar:, i * SIZE : (i + 1) * SIZE].astype(np.float32) for i in range(4)]
+    face = read_rgb(out / "face.png").astype(np.float32)
+    # tile 0 is the face (only its label differs), the other tiles are overlays
+    assert np.abs(tiles[0] - face).mean() < 5.0
+    for t in tiles[1:]:
+        assert np.abs(t - face).mean() > 2.0
+    assert panel[:bar].std() > 5  # the title is drawn
+
+
+def test_numbers_prediction_maps_and_mask(run, trained_ckpt):
+    from lmguide.checkpoint import load_model
+
+    res, _, _ = run
+    face, expl = res["face"], res["explanation"]
+    assert 0.0 <= res["prob_fake"] <= 1.0
+    model, cfg = load_model(trained_ckpt)
+    with torch.no_grad():
+        logits = model(face.image[None]).logits
+    assert res["prob_fake"] == pytest.approx(float(logits.softmax(-1)[0, 1]), abs=1e-5)
+    s = cfg.data.image_size
+    assert face.image.shape == (3, s, s)
+    assert face.crop.shape == (cfg.data.faces.face_size, cfg.data.faces.face_size, 3)
+    assert expl.maps.shape[0] == NUM_MAPS
+    assert expl.gradcam.shape == (s, s)
+    assert expl.gradcam.min() >= 0.0 and expl.gradcam.max() <= 1.0 + 1e-6 and expl.gradcam.std() > 0
+    # the landmark mask covers part of the face, and the model's mask is its resized copy
+    assert 0.005 < face.mask.mean() < 0.5
+    assert float(face.model_mask.mean()) == pytest.approx(float(face.mask.mean()), abs=0.02)
+    assert (face.landmarks[:, :2] >= 0).all() and (face.landmarks[:, :2] < face.crop.shape[0]).all()
+
+
+def test_prints_numbered_steps_and_paths(run):
+    res, text, _ = run
+    positions = [text.index(f"[{i}/5]") for i in range(1, 6)]
+    assert positions == sorted(positions)
+    assert "Loading image" in text and "single_face.jpg" in text
+    assert f"P(fake) = {res['prob_fake']:.4f}" in text
+    for path in res["paths"].values():
+        assert str(path) in text
+
+
+def test_gradcam_layer_is_the_stage_the_attention_uses(trained_ckpt):
+    from lmguide.checkpoint import load_model
+
+    model, _ = load_model(trained_ckpt)
+    layer, reshape = gradcam_target(model.backbone)
+    assert reshape is None
+    seen = []
+    handle = layer.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        fmap = model.backbone(torch.zeros(1, 3, 128, 128))
+    handle.remove()
+    assert seen == [fmap.shape]  # the Grad-CAM layer's output is the feature map the attention sees
+
+
+def test_no_face_is_a_clear_error(trained_ckpt, media, tmp_path):
+    with pytest.raises(VisualizeError, match="no face found in .*free-mountain-vector-01.jpg"):
+        visualize(viz_cfg(trained_ckpt, media["free-mountain-vector-01.jpg"], tmp_path))
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_missing_image_is_named_before_the_checkpoint_is_read(tmp_path):
+    missing = tmp_path / "nope.jpg"
+    # the checkpoint does not exist either: the image is checked first, cheaply
+    with pytest.raises(VisualizeError, match=f"input image {missing} does not exist"):
+        visualize(viz_cfg(tmp_path / "none.ckpt", missing, tmp_path))
+
+
+def test_unreadable_image_and_bad_checkpoint(media, tmp_path):
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not an image")
+    with pytest.raises(VisualizeError, match="cannot read .*junk.jpg as an image"):
+        visualize(viz_cfg(tmp_path / "none.ckpt", junk, tmp_path))
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError):
+        visualize(viz_cfg(bad, media["single_face.jpg"], tmp_path))
+
+
+def test_cli(trained_ckpt, media, cache_dir, tmp_path):
+    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir)}
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lmguide.visualize", f"ckpt_path={trained_ckpt}"]
+    proc = subprocess.run(
+        [*cmd, f"input={media['single_face.jpg']}", f"hydra.run.dir={run_dir}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[1/5] Loading image" in proc.stdout and "[5/5] Writing overlays" in proc.stdout
+    panel = read_rgb(run_dir / "panel.png")
+    assert panel.shape[1] == 4 * 256  # default size
+    assert str(run_dir / "panel.png") in proc.stdout
+
+    missing = tmp_path / "missing.png"
+    proc = subprocess.run(
+        [*cmd, f"input={missing}", f"hydra.run.dir={tmp_path / 'run2'}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert f"error: input image {missing} does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_vit_gradcam_and_patch_grid(run, tmp_path):
+    """A freshly built ViT (the trained checkpoint is EfficientNet): Grad-CAM on its tokens reshaped to
+    the patch grid, and the patch-grid overlay."""
+    res, _, _ = run
+    face = res["face"]
+    cfg = compose_cfg(["backbone=vit", f"attention.num_maps={NUM_MAPS}"], tmp_path)
+    assert cfg.data.image_size == face.image.shape[-1]
+    torch.manual_seed(0)
+    model = hydra.utils.instantiate(cfg.model).eval()
+    layer, reshape = gradcam_target(model.backbone)
+    grid = cfg.data.image_size // 16
+    tokens = torch.randn(2, 1 + grid * grid, 192)
+    assert reshape(tokens).shape == (2, 192, grid, grid)
+    assert torch.equal(reshape(tokens)[:, :, 0, 1], tokens[:, 2])  # class token dropped, row-major grid
+    spec = hydra.utils.instantiate(cfg.data.mask)
+    expl = explain(model, face, face.landmarks[spec.points()], size=96)
+    assert set(expl.images) == {"face", "panel", "patch_grid", *OVERLAYS}
+    assert expl.gradcam.shape == (cfg.data.image_size,) * 2 and expl.gradcam.std() > 0
+    pg = expl.images["patch_grid"]
+    assert pg.shape == (96, 96, 3)
+    assert np.abs(pg.astype(np.float32) - expl.images["face"]).mean() > 2.0
+    # grid lines are white at every patch boundary
+    for i in range(1, grid):
+        assert (pg[round(i * 96 / grid), :] == 255).all()
+    assert expl.images["panel"].shape[1] == 4 * 96
