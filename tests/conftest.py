@@ -26,6 +26,16 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("lmguide_cache")
 
 
+def run_cli(module: str, args: list[str], cwd: Path, cache_dir: Path, timeout: int = 600):
+    """``python -m <module> <args>`` in ``cwd`` with the test cache and W&B offline."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", module, *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def compose_cfg(overrides: list[str], output_dir: Path, cache_dir: Path | None = None):
     ov = (
         [f"paths.output_dir={output_dir}"]
@@ -56,21 +66,14 @@ def _wandb_offline(monkeypatch):
 @pytest.fixture(scope="session")
 def trained_ckpt(cache_dir, tmp_path_factory) -> Path:
     """A real (tiny) training run through the CLI: 2 steps, 2 validations, best.ckpt written."""
-    import subprocess
-    import sys
-
     run = tmp_path_factory.mktemp("trained")
-    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "lmguide.train",
+    args = [
         "attention.num_maps=2",
         "trainer.max_steps=2",
         "+trainer.limit_train_batches=1",
         *FAST_DATA,
         f"hydra.run.dir={run}",
     ]
-    proc = subprocess.run(cmd, cwd=run, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_cli("lmguide.train", args, run, cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run / "checkpoints" / "best.ckpt"

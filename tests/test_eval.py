@@ -19,6 +19,8 @@ from lmguide import CONF_DIR
 from lmguide.losses.landmark import pointing_hit
 from lmguide.metrics import aggregate_videos, binary_report, calibrate_threshold
 
+from .conftest import run_cli
+
 
 def _scores(n=400, seed=1):
     rng = np.random.default_rng(seed)
@@ -97,21 +99,8 @@ def test_eval_on_a_trained_checkpoint(trained_ckpt, tmp_path):
 
 def test_eval_cli_inside_hydra_main(trained_ckpt, cache_dir, tmp_path):
     """The command line path: load_model composes the run's config inside eval's own @hydra.main."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "lmguide.eval",
-        f"ckpt_path={trained_ckpt}",
-        "split=val",
-        "video_agg=max",
-        f"hydra.run.dir={tmp_path}",
-    ]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    args = [f"ckpt_path={trained_ckpt}", "split=val", "video_agg=max", f"hydra.run.dir={tmp_path}"]
+    proc = run_cli("lmguide.eval", args, tmp_path, cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["split"] == "val" and saved["video_agg"] == "max" and "lmguide eval" in proc.stdout

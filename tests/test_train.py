@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import torch
 from lmguide import ROOT_DIR
 from lmguide.train import train
 
-from .conftest import FAST_DATA, compose_cfg
+from .conftest import FAST_DATA, compose_cfg, run_cli
 
 
 def test_fast_dev_run_default_config(cache_dir, tmp_path):
@@ -66,9 +65,7 @@ def test_wandb_logger_runs_offline(cache_dir, tmp_path, monkeypatch):
 
 
 def _cli(args: list[str], tmp_path: Path, cache_dir: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-m", "lmguide.train", *args, f"hydra.run.dir={tmp_path}"]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    return run_cli("lmguide.train", [*args, f"hydra.run.dir={tmp_path}"], tmp_path, cache_dir, timeout)
 
 
 def test_cli_vit_with_lambda_override(cache_dir, tmp_path):
@@ -102,18 +99,14 @@ def test_cli_exact_vit_command_trains(cache_dir, tmp_path):
 
 def test_cli_multirun_lambda_grid(cache_dir, tmp_path):
     """`-m loss.lambda_lm=0,1`: one job per value, each with its own directory and metrics."""
-    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "lmguide.train",
+    args = [
         "-m",
         "loss.lambda_lm=0,1",
         "trainer.fast_dev_run=true",
         *FAST_DATA,
         f"hydra.sweep.dir={tmp_path}",
     ]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_cli("lmguide.train", args, tmp_path, cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]

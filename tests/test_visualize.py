@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import subprocess
-import sys
 
 import cv2
 import hydra
@@ -21,7 +18,7 @@ from lmguide.checkpoint import CheckpointError
 from lmguide.data.demo import fetch_demo_media
 from lmguide.visualize import VisualizeError, explain, gradcam_target, visualize
 
-from .conftest import compose_cfg
+from .conftest import compose_cfg, run_cli
 
 SIZE = 160  # not the default, so the tile size is shown to follow the config
 NUM_MAPS = 2  # the trained_ckpt fixture's attention.num_maps
@@ -162,14 +159,13 @@ def test_unreadable_image_and_bad_checkpoint(media, tmp_path):
 
 
 def test_cli(trained_ckpt, media, cache_dir, tmp_path):
-    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir)}
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "lmguide.visualize", f"ckpt_path={trained_ckpt}"]
-    proc = subprocess.run(
-        [*cmd, f"input={media['single_face.jpg']}", f"hydra.run.dir={run_dir}"],
-        env=env,
-        capture_output=True,
-        text=True,
+    ckpt = f"ckpt_path={trained_ckpt}"
+    proc = run_cli(
+        "lmguide.visualize",
+        [ckpt, f"input={media['single_face.jpg']}", f"hydra.run.dir={run_dir}"],
+        tmp_path,
+        cache_dir,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -179,11 +175,11 @@ def test_cli(trained_ckpt, media, cache_dir, tmp_path):
     assert str(run_dir / "panel.png") in proc.stdout
 
     missing = tmp_path / "missing.png"
-    proc = subprocess.run(
-        [*cmd, f"input={missing}", f"hydra.run.dir={tmp_path / 'run2'}"],
-        env=env,
-        capture_output=True,
-        text=True,
+    proc = run_cli(
+        "lmguide.visualize",
+        [ckpt, f"input={missing}", f"hydra.run.dir={tmp_path / 'run2'}"],
+        tmp_path,
+        cache_dir,
         timeout=300,
     )
     assert proc.returncode != 0
