@@ -5,7 +5,8 @@ eval transform of the checkpoint's run), runs the model and writes overlay PNGs 
 ``face.png`` (the crop), ``gradcam.png`` (Grad-CAM of the target class on the backbone's last used
 feature stage), ``attention_head<i>.png`` (each attention map), ``attention_mean.png`` (their mean,
 with the landmark mask outlined), ``mask.png`` (the landmark mask drawn from FaceMesh landmarks of the
-crop), ``patch_grid.png`` (ViT backbones only: mean attention per patch) and ``panel.png``
+crop), ``patch_grid.png`` and ``vit_cls_attention.png`` (ViT backbones only: mean attention per patch,
+and the CLS token's attention over the patches in the block the attention uses) and ``panel.png``
 (image | mask | mean attention | Grad-CAM, with P(fake) in the title).
 """
 
@@ -100,6 +101,34 @@ def gradcam_target(backbone: nn.Module):
     return layer, tokens_to_grid
 
 
+def vit_cls_attention(model: nn.Module, image: torch.Tensor) -> np.ndarray | None:
+    """CLS-token attention over the patch grid in the ViT block the attention module uses (mean over heads).
+
+    Returns (gh, gw) shares of the CLS token's attention (they sum to 1 minus what it pays to the prefix
+    tokens), or None for a non-ViT backbone. timm's attention is run unfused for this one pass so its
+    softmax matrix can be read where it enters ``attn_drop``.
+    """
+    net = model.backbone.model
+    grid = vit_grid(net)
+    if grid is None:
+        return None
+    inner = getattr(net, "model", net)
+    attn = inner.get_submodule(net.feature_info.module_name()[-1]).attn
+    captured: list[torch.Tensor] = []
+    handle = attn.attn_drop.register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach()))
+    fused, attn.fused_attn = attn.fused_attn, False
+    try:
+        with torch.no_grad():
+            model(image[None])
+    finally:
+        attn.fused_attn = fused
+        handle.remove()
+    probs = captured[-1][0]  # (heads, N, N), rows sum to 1
+    prefix = int(inner.num_prefix_tokens)
+    cls_to_patches = probs[:, 0, prefix:].mean(0)  # (gh * gw,)
+    return cls_to_patches.reshape(grid).float().cpu().numpy()
+
+
 def grad_cam(model: nn.Module, image: torch.Tensor, target_class: int = 1) -> np.ndarray:
     """Grad-CAM of ``target_class`` (1 = fake) for one normalised image (3, s, s) -> (s, s) in [0, 1]."""
     from pytorch_grad_cam import GradCAM
@@ -189,6 +218,7 @@ def explain(
     images.update({f"attention_head{i}": heat_overlay(rgb, m, alpha) for i, m in enumerate(maps)})
     if vit_grid(model.backbone.model) is not None:
         images["patch_grid"] = patch_grid_overlay(rgb, mean, alpha)
+        images["vit_cls_attention"] = patch_grid_overlay(rgb, vit_cls_attention(model, face.image), alpha)
     verdict = CLASS_NAMES[int(prob >= 0.5)]
     images["panel"] = side_by_side(
         [images["face"], images["mask"], images["attention_mean"], images["gradcam"]],

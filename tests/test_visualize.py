@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from lmguide import CONF_DIR
 from lmguide.checkpoint import CheckpointError
 from lmguide.data.demo import fetch_demo_media
-from lmguide.visualize import VisualizeError, explain, gradcam_target, visualize
+from lmguide.visualize import VisualizeError, explain, gradcam_target, visualize, vit_cls_attention
 
 from .conftest import compose_cfg, run_cli
 
@@ -196,6 +196,7 @@ def test_vit_gradcam_and_patch_grid(run, tmp_path):
     assert cfg.data.image_size == face.image.shape[-1]
     torch.manual_seed(0)
     model = hydra.utils.instantiate(cfg.model).eval()
+    fused_before = model.backbone.model.model.blocks[11].attn.fused_attn
     layer, reshape = gradcam_target(model.backbone)
     grid = cfg.data.image_size // 16
     tokens = torch.randn(2, 1 + grid * grid, 192)
@@ -203,7 +204,7 @@ def test_vit_gradcam_and_patch_grid(run, tmp_path):
     assert torch.equal(reshape(tokens)[:, :, 0, 1], tokens[:, 2])  # class token dropped, row-major grid
     spec = hydra.utils.instantiate(cfg.data.mask)
     expl = explain(model, face, face.landmarks[spec.points()], size=96)
-    assert set(expl.images) == {"face", "panel", "patch_grid", *OVERLAYS}
+    assert set(expl.images) == {"face", "panel", "patch_grid", "vit_cls_attention", *OVERLAYS}
     assert expl.gradcam.shape == (cfg.data.image_size,) * 2 and expl.gradcam.std() > 0
     pg = expl.images["patch_grid"]
     assert pg.shape == (96, 96, 3)
@@ -212,3 +213,13 @@ def test_vit_gradcam_and_patch_grid(run, tmp_path):
     for i in range(1, grid):
         assert (pg[round(i * 96 / grid), :] == 255).all()
     assert expl.images["panel"].shape[1] == 4 * 96
+    cls = vit_cls_attention(model, face.image)
+    assert cls.shape == (grid, grid) and (cls >= 0).all()
+    # the CLS row of a softmax: its patch shares plus its share for itself sum to 1
+    assert 0.0 < cls.sum() < 1.0 and cls.std() > 0
+    assert model.backbone.model.model.blocks[11].attn.fused_attn == fused_before  # restored
+    assert vit_cls_attention(_effnet(tmp_path), face.image) is None
+
+
+def _effnet(tmp_path):
+    return hydra.utils.instantiate(compose_cfg([], tmp_path).model).eval()
