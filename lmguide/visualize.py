@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from lmguide import CONF_DIR
+from lmguide.data import media
 
 CLASS_NAMES = ("real", "fake")
 
@@ -148,10 +149,10 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path).expanduser()
     if not path.is_file():
         raise VisualizeError(f"input image {path} does not exist")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise VisualizeError(f"cannot read {path} as an image (OpenCV could not decode it)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        return media.read_image(path)
+    except media.MediaError as err:
+        raise VisualizeError(f"cannot read {path} as an image ({err})") from None
 
 
 def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", name: str = "") -> FaceInput:

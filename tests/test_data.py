@@ -217,9 +217,12 @@ def test_video_ending_early_records_the_missing_frames(monkeypatch, tmp_path):
         def get(self, prop):
             return 10.0
 
-        def read(self):
+        def grab(self):
             self.left -= 1
-            return (self.left >= 0), np.zeros((8, 8, 3), np.uint8)
+            return self.left >= 0
+
+        def retrieve(self):
+            return True, np.zeros((8, 8, 3), np.uint8)
 
         def release(self):
             pass

@@ -12,7 +12,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from lmguide import CONF_DIR
-from lmguide.predict import plan_frames, predict
+from lmguide.data.media import plan_frames
+from lmguide.predict import predict
 
 from .conftest import run_cli
 

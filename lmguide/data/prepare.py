@@ -28,10 +28,10 @@ import numpy as np
 from lmguide.data.cache import atomic_imwrite, atomic_save_npy, atomic_write_text, config_hash
 from lmguide.data.landmarks import landmarker_version
 from lmguide.data.masks import MaskSpec, draw_mask
+from lmguide.data.media import VIDEO_SUFFIXES, MediaError, VideoFrames, read_image
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 MANIFEST_FIELDS = [
     "sample_id",
     "source",
@@ -104,31 +104,14 @@ def _read_frames(item: SourceItem, n: int):
     header) is yielded as ``(frame_index, None)`` so it is recorded, not dropped. A file that
     cannot be opened at all raises ValueError naming it.
     """
-    if not item.is_video:
-        img = cv2.imread(str(item.path), cv2.IMREAD_COLOR)  # drops alpha, expands grayscale
-        if img is None:
-            raise ValueError(f"unreadable image {item.path}")
-        yield 0, cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        return
-    cap = cv2.VideoCapture(str(item.path))
     try:
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        if not cap.isOpened() or total <= 0:
-            raise ValueError(f"cannot decode video {item.path}")
-        wanted = sorted(set(np.linspace(0, total - 1, min(n, total)).round().astype(int).tolist()))
-        idx, pos = 0, 0
-        while pos < len(wanted):
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if idx == wanted[pos]:
-                pos += 1
-                yield idx, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            idx += 1
-        for missing in wanted[pos:]:
-            yield missing, None
-    finally:
-        cap.release()
+        if not item.is_video:
+            yield 0, read_image(item.path)
+            return
+        frames = VideoFrames(item.path, n, None)
+    except MediaError as err:
+        raise ValueError(f"{item.path}: {err}") from None
+    yield from frames
 
 
 def _frame_row(base: dict, stem: str, fidx: int, status: str, reason: str) -> dict:
@@ -150,7 +133,7 @@ def _index_items(items: list[SourceItem], out: Path, fs: FaceSettings) -> list[d
             base = {"source": name, "label": item.label, "split": item.split, "video_id": name}
 
             try:
-                frames = list(_read_frames(item, fs.frames_per_video))
+                frames = list(_read_frames(item, fs.frames_per_video))  # a refused file raises here
             except ValueError as err:
                 rows.append(
                     _frame_row(base, stem, -1, "decode_error" if item.is_video else "unreadable", str(err))

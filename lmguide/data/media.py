@@ -1,0 +1,91 @@
+"""Reading media: images as RGB, and the wanted frames of a video, streamed one at a time.
+
+Shared by the index builder (``prepare``) and ``predict`` so that both sample and decode frames the
+same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+
+
+class MediaError(ValueError):
+    """A file that cannot be decoded at all (the reason is in the message)."""
+
+
+def plan_frames(total: int, frames_per_video: int | None, every_k: int | None) -> list[int]:
+    """Indices of the frames to score among ``total``: every k-th, or n evenly spaced (all if None)."""
+    if every_k:
+        return list(range(0, total, every_k))
+    if frames_per_video is None or frames_per_video >= total:
+        return list(range(total))
+    return sorted(set(np.linspace(0, total - 1, frames_per_video).round().astype(int).tolist()))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """RGB uint8 (alpha dropped, greyscale expanded, as the training data is read)."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise MediaError("not a readable image (OpenCV could not decode it)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class VideoFrames:
+    """The wanted frames of a video, decoded one at a time (``grab`` skips the others).
+
+    Iterating yields ``(frame_index, rgb)``; a wanted frame the decoder cannot deliver (truncated
+    file, frame count in the header too high) is yielded as ``(frame_index, None)``.
+    """
+
+    def __init__(self, path: Path, frames_per_video: int | None, every_k: int | None):
+        self.path = path
+        total = self._frame_count()
+        self.wanted = plan_frames(total, frames_per_video, every_k)
+
+    def _open(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            cap.release()
+            raise MediaError("not a readable video (OpenCV could not open it)")
+        return cap
+
+    def _frame_count(self) -> int:
+        cap = self._open()
+        try:
+            total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            if total <= 0:  # no count in the header (some streams): count by decoding
+                total = 0
+                while cap.grab():
+                    total += 1
+        finally:
+            cap.release()
+        if total <= 0:
+            raise MediaError("no decodable video frame")
+        return total
+
+    def __len__(self) -> int:
+        return len(self.wanted)
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray | None]]:
+        cap = self._open()
+        try:
+            pos, idx = 0, 0
+            while pos < len(self.wanted):
+                if not cap.grab():
+                    break
+                if idx == self.wanted[pos]:
+                    pos += 1
+                    ok, bgr = cap.retrieve()
+                    yield idx, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok and bgr is not None else None
+                idx += 1
+            for missing in self.wanted[pos:]:
+                yield missing, None
+        finally:
+            cap.release()
