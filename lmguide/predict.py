@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from lmguide import CONF_DIR
 from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaError, VideoFrames, read_image
+from lmguide.data.prepare import face_settings, select_faces
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 CSV_FIELDS = [
@@ -147,12 +148,12 @@ class Scorer:
         from lmguide.data.transforms import build_transform
 
         self.model, self.detector, self.device = model, detector, device
-        self.fs = run_cfg.data.faces
+        self.fs = face_settings(run_cfg.data.faces)
         self.tf = build_transform(int(run_cfg.data.image_size))
         self.batch_size = batch_size
         self._pending: list[tuple[FrameResult, torch.Tensor]] = []
 
-    def add_frame(self, result: FileResult, fidx: int, rgb: np.ndarray | None, largest_only: bool) -> None:
+    def add_frame(self, result: FileResult, fidx: int, rgb: np.ndarray | None, policy: str) -> None:
         from lmguide.data.faces import crop_face
 
         if rgb is None:
@@ -160,8 +161,7 @@ class Scorer:
             result.frames.append(FrameResult(fidx, "decode_error", reason=reason))
             return
         dets = self.detector.detect(rgb)
-        if largest_only:
-            dets = sorted(dets, key=lambda d: -d.size)[:1]
+        dets = select_faces(dets, policy)
         if not dets:
             result.frames.append(FrameResult(fidx, "no_face", reason=f"no face detected in frame {fidx}"))
             return
@@ -173,7 +173,7 @@ class Scorer:
                 fr.status = "too_small"
                 fr.reason = f"face of {d.size:.0f}px < min_face_size {self.fs.min_face_size}"
                 continue
-            crop = crop_face(rgb, d.box, float(self.fs.face_scale), int(self.fs.face_size))
+            crop = crop_face(rgb, d.box, self.fs.crop_scale, self.fs.face_size)
             self._pending.append((fr, self.tf(image=crop)["image"]))
             if len(self._pending) >= self.batch_size:
                 self.flush()
@@ -240,10 +240,10 @@ def predict(cfg: DictConfig) -> list[FileResult]:
     model, run_cfg = load_model(cfg.ckpt_path, list(cfg.get("overrides") or []), output_dir=out_dir)
     device = _device(str(cfg.get("device", "auto")))
     model.to(device)
-    fs = run_cfg.data.faces
+    fs = face_settings(run_cfg.data.faces)
     console.print(
         f"lmguide predict: {len(files)} file(s) from {cfg.input} with {cfg.ckpt_path} "
-        f"(backbone {run_cfg.model.backbone.name}, crop {fs.face_size}px x{fs.face_scale}, "
+        f"(backbone {run_cfg.model.backbone.name}, crop {fs.face_size}px x{fs.crop_scale}, "
         f"input {run_cfg.data.image_size}px, {device})",
         soft_wrap=True,
         highlight=False,
@@ -270,13 +270,12 @@ def predict(cfg: DictConfig) -> list[FileResult]:
             results.append(result)
             try:
                 if kind == "image":
-                    scorer.add_frame(result, 0, read_image(path), largest_only=False)
+                    scorer.add_frame(result, 0, read_image(path), fs.image_faces)
                 else:
                     frames = VideoFrames(path, None if n_frames is None else int(n_frames), every_k)
                     task = progress.add_task(f"  {name}", total=len(frames))
-                    largest = fs.video_faces == "largest"
                     for fidx, rgb in frames:
-                        scorer.add_frame(result, fidx, rgb, largest_only=largest)
+                        scorer.add_frame(result, fidx, rgb, fs.video_faces)
                         progress.advance(task)
                     progress.remove_task(task)
                 scorer.flush()

@@ -25,6 +25,7 @@ from torch import nn
 
 from lmguide import CONF_DIR
 from lmguide.data import media
+from lmguide.data.prepare import face_settings
 
 CLASS_NAMES = ("real", "fake")
 
@@ -164,7 +165,7 @@ def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", n
 
     if which not in ("largest", "best"):
         raise ValueError(f"face must be 'largest' or 'best', got {which!r}")
-    fs = run_cfg.data.faces
+    fs = face_settings(run_cfg.data.faces)
     with FaceDetector(fs.model_selection, fs.min_confidence) as detector:
         dets = detector.detect(rgb)
     if not dets:
@@ -173,7 +174,7 @@ def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", n
             f"min_confidence={fs.min_confidence}); give an image with a visible face"
         )
     det = max(dets, key=lambda d: d.size) if which == "largest" else dets[0]
-    crop = crop_face(rgb, det.box, fs.face_scale, fs.face_size)
+    crop = crop_face(rgb, det.box, fs.crop_scale, fs.face_size)
     with FaceMeshLandmarker() as mesh:
         landmarks = mesh(crop)
     if landmarks is None:
@@ -256,7 +257,7 @@ def visualize(cfg: DictConfig) -> dict:
     model, run_cfg = load_model(cfg.ckpt_path, list(cfg.get("overrides") or []), output_dir=out_dir)
     print(
         f"      backbone {run_cfg.model.backbone.name}, input {run_cfg.data.image_size}px, "
-        f"crop {run_cfg.data.faces.face_size}px x{run_cfg.data.faces.face_scale}",
+        f"crop {run_cfg.data.faces.face_size}px x{face_settings(run_cfg.data.faces).crop_scale}",
         flush=True,
     )
 

@@ -57,13 +57,13 @@ def test_cached_files_are_real_landmarks_and_masks(demo_datamodule):
 
 def test_second_prepare_reuses_the_cache_and_says_so(demo_datamodule, monkeypatch, caplog):
     dm = demo_datamodule
-    manifest = dm.index.root / "manifest.csv"
+    manifest = dm.index.manifest
     before = manifest.stat().st_mtime_ns
 
     def no_mediapipe(*a, **k):
         raise AssertionError("MediaPipe ran although the cache was complete")
 
-    monkeypatch.setattr(prep, "_index_items", no_mediapipe)
+    monkeypatch.setattr(prep, "FramePipeline", no_mediapipe)
     with caplog.at_level(logging.INFO, logger="lmguide.data.prepare"):
         dm.prepare_data()
     assert "landmark cache reused" in caplog.text and "region masks reused" in caplog.text
@@ -72,11 +72,11 @@ def test_second_prepare_reuses_the_cache_and_says_so(demo_datamodule, monkeypatc
 
 def test_new_mask_config_redraws_masks_from_cached_landmarks(demo_datamodule, monkeypatch):
     dm = demo_datamodule
-    monkeypatch.setattr(prep, "_index_items", lambda *a, **k: pytest.fail("MediaPipe ran again"))
+    monkeypatch.setattr(prep, "FramePipeline", lambda *a, **k: pytest.fail("MediaPipe ran again"))
     items = dm.source.items()
     soft = prep.prepare_index("demo", items, dm.cache_dir, dm.faces, MaskSpec(radius=0.08, soft=True))
     assert soft.root == dm.index.root and soft.mask_dir != dm.index.mask_dir
-    assert len(list(soft.mask_dir.glob("*.png"))) == len(dm.index.ok_rows())
+    assert sum(p.is_file() for p in soft.mask_dir.rglob("*.png")) == len(dm.index.ok_rows())
 
 
 def test_setup_only_reads(tmp_path):
@@ -228,6 +228,10 @@ def test_video_ending_early_records_the_missing_frames(monkeypatch, tmp_path):
             pass
 
     monkeypatch.setattr(prep.cv2, "VideoCapture", ShortCapture)
-    frames = list(prep._read_frames(prep.SourceItem(tmp_path / "short.mp4", 0, "train"), 4))
+    frames = list(
+        prep._read_frames(
+            prep.SourceItem(tmp_path / "short.mp4", 0, "train"), prep.FaceSettings(frames_per_video=4)
+        )
+    )
     assert [i for i, _ in frames] == [0, 3, 6, 9]
     assert [f is None for _, f in frames] == [False, False, True, True]

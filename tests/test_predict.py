@@ -104,9 +104,9 @@ def test_image_score_matches_the_training_crop(trained_ckpt, media, cache_dir, t
 
     (res,) = predict(predict_cfg(trained_ckpt, media["single_face.jpg"], tmp_path))
     assert res.status == "ok" and res.frames_scored == 1
-    (manifest,) = (cache_dir / "demo" / "index").glob("*/manifest.csv")
+    (manifest,) = (cache_dir / "demo" / "index").glob("*/manifests/*.csv")
     (row,) = [r for r in read_manifest(manifest) if r["source"] == "single_face.jpg" and r["status"] == "ok"]
-    crop = cv2.cvtColor(cv2.imread(str(manifest.parent / row["image"])), cv2.COLOR_BGR2RGB)
+    crop = cv2.cvtColor(cv2.imread(str(manifest.parent.parent / row["image"])), cv2.COLOR_BGR2RGB)
     model, run_cfg = load_model(trained_ckpt, output_dir=tmp_path)
     x = build_transform(run_cfg.data.image_size)(image=crop)["image"][None]
     with torch.no_grad():

@@ -33,11 +33,22 @@ class FaceDataModule(L.LightningDataModule):
         train_augs: Sequence = (),
         fakes: SelfBlend | None = None,
         seed: int = 0,
+        root: str | None = None,
+        self_blend: bool | None = None,
+        prepare_workers: int | None = None,
     ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        if prepare_workers is not None and prepare_workers < 1:
+            raise ValueError(f"data.prepare_workers must be null or >= 1, got {prepare_workers}")
+        # self_blend None (configs written before the switch existed): blend whenever fakes are given
+        if self_blend is False:
+            fakes = None
+        elif self_blend and fakes is None:
+            raise ValueError("data.self_blend=true needs data.fakes (the SelfBlend settings)")
         self.source, self.faces, self.mask = source, faces, mask
+        self.root, self.prepare_workers = root, prepare_workers
         self.cache_dir = str(Path(cache_dir).expanduser())
         self.image_size, self.batch_size = image_size, batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -48,7 +59,15 @@ class FaceDataModule(L.LightningDataModule):
         self.datasets: dict[str, FaceDataset] = {}
 
     def prepare_data(self) -> None:
-        prepare_index(self.source.name, self.source.items(), self.cache_dir, self.faces, self.mask)
+        """Build (or resume, or reuse) the landmark cache; Lightning calls it on one process per node."""
+        prepare_index(
+            self.source.name,
+            self.source.items(),
+            self.cache_dir,
+            self.faces,
+            self.mask,
+            workers=self.prepare_workers,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.index is None:
