@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_ERROR_REPORTING := false
 
-.PHONY: help install train test test-slow test-full lint bench sweep clean
+.PHONY: help install prepare train test test-slow test-full lint bench sweep clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create/refresh .venv with lmguide and the dev tools
+
+prepare: $(STAMP)  ## build the landmark cache: make prepare ARGS="data=ffpp data.root=/data/ffpp"
+	$(PY) -m lmguide.prepare $(ARGS)
 
 train: $(STAMP)  ## the demo job (experiment=demo); extra overrides: make train ARGS="loss.lambda_lm=0"
 	$(PY) -m lmguide.train experiment=demo $(ARGS)
@@ -35,8 +38,9 @@ lint: $(STAMP)  ## ruff check + format check
 	$(PY) -m ruff check lmguide tests
 	$(PY) -m ruff format --check lmguide tests
 
-bench: $(STAMP)  ## benchmarks, printed and written as JSON
-	$(PY) -m lmguide.bench $(ARGS)
+BENCH ?= train prepare loader
+bench: $(STAMP)  ## benchmarks (BENCH="train prepare loader"), printed and written as JSON
+	@for b in $(BENCH); do $(PY) -m lmguide.bench $$b $(ARGS) || exit 1; done
 
 sweep: $(STAMP)  ## the λ grid on the demo data (Hydra multirun)
 	$(PY) -m lmguide.train -m experiment=demo loss.lambda_lm=0,0.1,0.3,1 $(ARGS)

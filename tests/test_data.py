@@ -208,7 +208,7 @@ def test_broken_files_end_in_the_manifest_with_a_reason(demo_datamodule, tmp_pat
 
 def test_video_ending_early_records_the_missing_frames(monkeypatch, tmp_path):
     class ShortCapture:  # the header says 10 frames, the stream holds 5
-        def __init__(self, path):
+        def __init__(self, path, *backend_and_params):
             self.left = 5
 
         def isOpened(self):

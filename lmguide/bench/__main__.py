@@ -1,142 +1,35 @@
-"""``python -m lmguide.bench``: training-step throughput, measured side by side in one process.
+"""``python -m lmguide.bench [train|prepare|loader] [options]``: benchmarks, printed and written as JSON.
 
-Each case is the real model built from the real config (Hydra compose) and timed on the same random
-batch: forward, WS-DAN views, composite loss, backward, Adam step. The baseline is the unguided
-objective (``loss.lambda_lm=0``); every other case is reported as a ratio to it, so machine noise
-cancels out. Cases run interleaved (round-robin) and the median step time is kept.
+Each benchmark measures its cases side by side in one run against a baseline measured in the same
+run (medians, ratios), because the machines are noisy:
 
-    python -m lmguide.bench                      # default cases, 128 px, batch 16
-    python -m lmguide.bench --steps 20 --out bench_results/train_step.json
+* ``train`` (default): training-step time of loss/model variants against the unguided objective.
+* ``prepare``: landmark-cache build rate (decode, detect, crop, landmarks, masks, writes) against bare
+  MediaPipe FaceMesh on the same frames, 1 vs 2 workers, cache bytes per frame.
+* ``loader``: images/s from the cached index through augmentation to batches, against the rate at
+  which the default model's training step consumes them.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import statistics
-import time
-from pathlib import Path
+import sys
 
-import torch
-
-CASES = {
-    "baseline (lambda=0)": ["loss.lambda_lm=0"],
-    "guided ratio (lambda=1)": ["loss=ratio", "loss.lambda_lm=1"],
-    "guided simple (lambda=1)": ["loss=simple", "loss.lambda_lm=1"],
-    "guided ratio, NCHW memory": ["loss=ratio", "loss.lambda_lm=1", "model.channels_last=false"],
-    "guided ratio, no WS-DAN views": ["loss=ratio", "loss.lambda_lm=1", "loss.w_aux=0", "loss.w_aug=0"],
-}
-
-
-def _build(overrides: list[str], image_size: int):
-    import hydra
-    from hydra import compose, initialize_config_dir
-
-    from lmguide import CONF_DIR
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["paths.output_dir=.", f"data.image_size={image_size}", *overrides])
-    model = hydra.utils.instantiate(cfg.model)
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    return model, opt
-
-
-def _batch(n: int, size: int, device: torch.device) -> dict:
-    g = torch.Generator().manual_seed(0)
-    mask = torch.zeros(n, 1, size, size)
-    mask[:, :, size // 3 : size // 2, size // 4 : 3 * size // 4] = 1
-    return {
-        "image": torch.randn(n, 3, size, size, generator=g).to(device),
-        "mask": mask.to(device),
-        "label": (torch.arange(n) % 2).to(device),
-        "video": torch.arange(n).to(device),
-    }
-
-
-def _step(model, opt, batch) -> float:
-    t = time.perf_counter()
-    loss = model.training_step(batch, 0)
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    if batch["image"].is_cuda:
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
+COMMANDS = ("train", "prepare", "loader")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m lmguide.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=8, help="timed steps per case (after 2 warm-up steps)")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--size", type=int, default=128, help="image size (the demo trains at 128)")
-    p.add_argument("--cases", nargs="*", default=list(CASES), help="subset of case names")
-    p.add_argument("--out", default="bench_results/train_step.json")
-    args = p.parse_args(argv)
-
-    torch.manual_seed(0)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    built = {}
-    for name in args.cases:
-        model, opt = _build(CASES[name], args.size)
-        model.to(device)
-        model.log = lambda *a, **k: None  # no trainer attached: logging is a no-op
-        built[name] = (model, opt)
-    batch = _batch(args.batch, args.size, device)
-    times: dict[str, list[float]] = {n: [] for n in built}
-    for i in range(args.steps + 2):
-        for name, (model, opt) in built.items():  # interleaved: drift hits every case alike
-            dt = _step(model, opt, batch)
-            if i >= 2:
-                times[name].append(dt)
-
-    base = statistics.median(times[args.cases[0]])
-    results = []
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        results.append(
-            {
-                "case": name,
-                "median_step_s": med,
-                "images_per_s": args.batch / med,
-                "ratio_to_baseline": med / base,
-                "steps": len(ts),
-            }
-        )
-    report = {
-        "benchmark": "train_step",
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-        "batch": args.batch,
-        "image_size": args.size,
-        "baseline": args.cases[0],
-        "results": results,
-    }
-
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(
-        title=f"train step, batch {args.batch} x {args.size}px on {device} (median of {args.steps})"
-    )
-    for col in ("case", "s/step", "img/s", "x baseline"):
-        table.add_column(col, justify="left" if col == "case" else "right")
-    for r in results:
-        table.add_row(
-            r["case"],
-            f"{r['median_step_s']:.3f}",
-            f"{r['images_per_s']:.1f}",
-            f"{r['ratio_to_baseline']:.2f}",
-        )
-    Console().print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written {out}")
-    return report
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return {}
+    cmd = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
+    if cmd == "prepare":
+        from lmguide.bench.prepare import main as run
+    elif cmd == "loader":
+        from lmguide.bench.loader import main as run
+    else:
+        from lmguide.bench.train_step import main as run
+    return run(argv)
 
 
 if __name__ == "__main__":

@@ -41,16 +41,25 @@ class VideoFrames:
     """The wanted frames of a video, decoded one at a time (``grab`` skips the others).
 
     Iterating yields ``(frame_index, rgb)``; a wanted frame the decoder cannot deliver (truncated
-    file, frame count in the header too high) is yielded as ``(frame_index, None)``.
+    file, frame count in the header too high) is yielded as ``(frame_index, None)``. ``threads`` caps
+    the decoder's threads (prepare runs one per worker process, each worker owning one core).
     """
 
-    def __init__(self, path: Path, frames_per_video: int | None, every_k: int | None):
-        self.path = path
+    def __init__(
+        self, path: Path, frames_per_video: int | None, every_k: int | None, threads: int | None = None
+    ):
+        self.path, self.threads = path, threads
         total = self._frame_count()
         self.wanted = plan_frames(total, frames_per_video, every_k)
 
     def _open(self) -> cv2.VideoCapture:
-        cap = cv2.VideoCapture(str(self.path))
+        cap = None
+        if self.threads:  # FFmpeg decoder threads (its default: one per core)
+            cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, self.threads])
+            if not cap.isOpened():  # another backend may still read it
+                cap.release()
+                cap = None
+        cap = cap or cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             cap.release()
             raise MediaError("not a readable video (OpenCV could not open it)")

@@ -152,7 +152,8 @@ def _read_frames(item: SourceItem, fs: FaceSettings) -> Iterator[tuple[int, np.n
     if not item.is_video:
         yield 0, read_image(item.path)
         return
-    yield from VideoFrames(item.path, None if fs.frames_every else fs.frames_per_video, fs.frames_every)
+    n = None if fs.frames_every else fs.frames_per_video
+    yield from VideoFrames(item.path, n, fs.frames_every, threads=1)
 
 
 def select_faces(dets: list, policy: str) -> list:
@@ -205,7 +206,10 @@ class FramePipeline:
                 if not sure:
                     if dets:
                         best = max(dets, key=lambda d: d.score)
-                        reason = f"best face score {best.score:.2f} < min_confidence {fs.min_confidence}"
+                        reason = (
+                            f"best face score {best.score:.2f} < min_confidence {fs.min_confidence} "
+                            f"in frame {fidx} of {name}"
+                        )
                         frame_row(fidx, "low_confidence", reason, det_score=f"{best.score:.3f}")
                     else:
                         frame_row(fidx, "no_face", f"no face detected in frame {fidx} of {name}")
@@ -214,13 +218,17 @@ class FramePipeline:
                     sid = f"{key}/f{fidx:05d}_k{k:02d}"
                     row = {"sample_id": sid, "frame": fidx, "face": k, "det_score": f"{d.score:.3f}"}
                     if d.size < fs.min_face_size:
-                        reason = f"face of {d.size:.0f}px < min_face_size {fs.min_face_size}"
+                        reason = (
+                            f"face of {d.size:.0f}px < min_face_size {fs.min_face_size} "
+                            f"in frame {fidx} of {name}"
+                        )
                         rows.append({**row, "status": "too_small", "reason": reason})
                         continue
                     crop = crop_face(rgb, d.box, fs.crop_scale, fs.face_size)
                     lms = self.mesh(crop)
                     if lms is None:
-                        rows.append({**row, "status": "no_landmarks", "reason": STATUSES["no_landmarks"]})
+                        reason = f"{STATUSES['no_landmarks']} (face {k} in frame {fidx} of {name})"
+                        rows.append({**row, "status": "no_landmarks", "reason": reason})
                         continue
                     img_rel, lm_rel = f"faces/{sid}.png", f"landmarks/{sid}.npy"
                     atomic_imwrite(out / img_rel, cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
@@ -250,6 +258,26 @@ def _is_done(work: Path, item: SourceItem) -> bool:
         return False  # unreadable record or missing file: index it again (and report then)
 
 
+def _remove_stale_temps(work: Path, key: str, older_than: float = 600.0) -> int:
+    """Delete temp files (``.<name>.<random>``) a killed run left in the folders of source ``key``.
+
+    Only files older than ``older_than`` seconds: a younger one may belong to a concurrent run that is
+    writing it right now. Temp files are never read, so leaving a young one is harmless.
+    """
+    now, n = time.time(), 0
+    for folder in (work / "faces" / key, work / "landmarks" / key, _done_path(work, key).parent):
+        if not folder.is_dir():
+            continue
+        for p in folder.glob(".*"):
+            try:
+                if p.is_file() and now - p.stat().st_mtime > older_than:
+                    p.unlink()
+                    n += 1
+            except OSError:
+                pass  # removed by a concurrent run
+    return n
+
+
 def _file_size(path: Path) -> int | None:
     try:
         return path.stat().st_size
@@ -273,6 +301,7 @@ def _pipeline(fs: FaceSettings) -> FramePipeline:
 def _index_task(task: tuple[SourceItem, str, FaceSettings]) -> tuple[str, int, int, dict]:
     """Index one source and write its done record; returns (key, frames decoded, rows, statuses)."""
     item, work, fs = task
+    _remove_stale_temps(Path(work), item.key)
     rows, n_frames = _pipeline(fs).index(item, Path(work))
     rec = {"source": item.key, "size": _file_size(item.path), "frames": n_frames, "rows": rows}
     atomic_write_text(_done_path(Path(work), item.key), json.dumps(rec, sort_keys=True) + "\n")
@@ -313,15 +342,33 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _run_tasks(fn: Callable, tasks: list, workers: int) -> Iterator:
-    """``fn`` over ``tasks`` in this process (1 worker) or a spawn pool, results as they finish."""
-    if workers <= 1 or len(tasks) <= 1:
-        yield from map(fn, tasks)
-        return
-    # spawn, not fork: the parent may hold torch/OpenMP threads or MediaPipe graphs that a fork breaks
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(min(workers, len(tasks))) as pool:
-        yield from pool.imap_unordered(fn, tasks, chunksize=1)
+class _Workers:
+    """Runs tasks in this process (1 worker) or in one spawn pool, started on first use and kept for
+    both passes (landmarks, then masks): starting a worker (imports, MediaPipe graphs) costs seconds."""
+
+    def __init__(self, n: int):
+        self.n, self._pool = n, None
+
+    def map(self, fn: Callable, tasks: list) -> Iterator:
+        """``fn`` over ``tasks``; results in the order they finish."""
+        if self.n <= 1 or len(tasks) <= 1:
+            yield from map(fn, tasks)
+            return
+        if self._pool is None:
+            # spawn, not fork: the parent may hold torch/OpenMP threads or MediaPipe graphs a fork breaks
+            self._pool = mp.get_context("spawn").Pool(self.n)
+        yield from self._pool.imap_unordered(fn, tasks, chunksize=1)
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if self._pool is not None:
+            if exc_type is None:
+                self._pool.close()
+            else:
+                self._pool.terminate()
+            self._pool.join()
 
 
 class _Progress:
@@ -493,55 +540,80 @@ def prepare_index(
     rank, world = shard
     if not 0 <= rank < world:
         raise ValueError(f"shard rank {rank} is not in [0, {world})")
-    if manifest.exists():
-        rows = read_manifest(manifest)
-        log.info("landmark cache reused: %s\n%s", manifest, status_table(rows))
-    else:
-        mine = [it for i, it in enumerate(items) if i % world == rank]
-        todo = [it for it in mine if not _is_done(work, it)]
-        what = f"landmarks {name}" + (f" [shard {rank + 1}/{world}]" if world > 1 else "")
-        if len(todo) < len(mine):
-            log.info("resuming %s: %d of %d files already indexed", work, len(mine) - len(todo), len(mine))
-        if todo:
-            log.info(
-                "indexing %d files into %s (MediaPipe face detection + FaceMesh 478 points, %d worker%s)",
-                len(todo), work, workers, "s" * (workers > 1),
-            )  # fmt: skip
-            bar = _Progress(len(todo), what, enabled=progress)
-            try:
-                for _key, n_frames, _n_rows, _st in _run_tasks(
-                    _index_task, [(it, str(work), faces) for it in todo], workers
-                ):
-                    bar.advance(n_frames)
-            finally:
-                bar.close()
-            secs = time.perf_counter() - bar.t0
-            log.info("%s: %d frames in %.1f s (%.1f frames/s)", what, bar.frames, secs, bar.fps)
-        rows = _assemble(items, work)
-        if rows is None:
-            log.info("%s done; the manifest is written by the shard that completes the set", what)
-            return None
-        _write_manifest(manifest, rows)
-        log.info("landmark cache written: %s\n%s", manifest, status_table(rows))
-    bad = unusable_sources(items, rows)
-    if bad:
-        names = ", ".join(f"{i.key} ({i.split})" for i in bad[:20]) + (" …" if len(bad) > 20 else "")
-        log.warning("%d source file(s) have no usable face: %s; see %s", len(bad), names, manifest)
-
-    if marker.exists():
-        log.info("region masks reused: %s", mask_dir)
-    else:
-        ok = [(r["sample_id"], r["landmarks"]) for r in rows if r["status"] == "ok"]
-        n_chunks = max(1, min(len(ok) // 64, 8 * workers))
-        chunks = [ok[i::n_chunks] for i in range(n_chunks)]
-        tasks = [(c, str(work), str(mask_dir), mask, faces.face_size) for c in chunks if c]
-        drawn = sum(_run_tasks(_mask_task, tasks, workers if len(ok) > 256 else 1))
-        atomic_write_text(marker, f"{asdict(mask)}\n")
-        log.info(
-            "region masks: %d drawn, %d reused in %s (regions %s, radius %s, soft %s)",
-            drawn, len(ok) - drawn, mask_dir, ",".join(mask.regions), mask.radius, mask.soft,
-        )  # fmt: skip
+    with _Workers(workers) as pool:
+        if manifest.exists():
+            rows = read_manifest(manifest)
+            log.info("landmark cache reused: %s\n%s", manifest, status_table(rows))
+        else:
+            rows = _index_missing(name, items, work, faces, pool, shard, progress)
+            if rows is None:
+                return None
+            _write_manifest(manifest, rows)
+            log.info("landmark cache written: %s\n%s", manifest, status_table(rows))
+        bad = unusable_sources(items, rows)
+        if bad:
+            names = ", ".join(f"{i.key} ({i.split})" for i in bad[:20]) + (" …" if len(bad) > 20 else "")
+            log.warning("%d source file(s) have no usable face: %s; see %s", len(bad), names, manifest)
+        if marker.exists():
+            log.info("region masks reused: %s", mask_dir)
+        else:
+            _draw_masks(rows, work, mask_dir, mask, faces.face_size, pool)
+            atomic_write_text(marker, f"{asdict(mask)}\n")
     return PreparedIndex(root=work, mask_dir=mask_dir, rows=rows, manifest=manifest)
+
+
+def _index_missing(
+    name: str,
+    items: list[SourceItem],
+    work: Path,
+    faces: FaceSettings,
+    pool: _Workers,
+    shard: tuple[int, int],
+    progress: bool,
+) -> list[dict] | None:
+    """Index this shard's sources that have no done record; the manifest rows once all are done."""
+    rank, world = shard
+    mine = [it for i, it in enumerate(items) if i % world == rank]
+    todo = [it for it in mine if not _is_done(work, it)]
+    what = f"landmarks {name}" + (f" [shard {rank}/{world}]" if world > 1 else "")
+    if len(todo) < len(mine):
+        log.info("resuming %s: %d of %d files already indexed", work, len(mine) - len(todo), len(mine))
+    if todo:
+        log.info(
+            "indexing %d files into %s (MediaPipe face detection + FaceMesh 478 points, %d worker%s)",
+            len(todo), work, pool.n, "s" * (pool.n > 1),
+        )  # fmt: skip
+        bar = _Progress(len(todo), what, enabled=progress)
+        try:
+            # biggest files first, so no worker is left alone with a long video at the end (the
+            # manifest keeps the item order whatever order the files finish in)
+            order = sorted(todo, key=lambda it: -(_file_size(it.path) or 0))
+            for _key, n_frames, _n_rows, _st in pool.map(
+                _index_task, [(it, str(work), faces) for it in order]
+            ):
+                bar.advance(n_frames)
+        finally:
+            bar.close()
+        secs = time.perf_counter() - bar.t0
+        log.info("%s: %d frames in %.1f s (%.1f frames/s)", what, bar.frames, secs, bar.fps)
+    rows = _assemble(items, work)
+    if rows is None:
+        log.info("%s done; the manifest is written by the shard that completes the set", what)
+    return rows
+
+
+def _draw_masks(
+    rows: list[dict], work: Path, mask_dir: Path, mask: MaskSpec, size: int, pool: _Workers
+) -> None:
+    ok = [(r["sample_id"], r["landmarks"]) for r in rows if r["status"] == "ok"]
+    n_chunks = max(1, min(len(ok) // 32, 8 * pool.n))
+    chunks = [ok[i::n_chunks] for i in range(n_chunks)]
+    tasks = [(c, str(work), str(mask_dir), mask, size) for c in chunks if c]
+    drawn = sum(pool.map(_mask_task, tasks))
+    log.info(
+        "region masks: %d drawn, %d reused in %s (regions %s, radius %s, soft %s)",
+        drawn, len(ok) - drawn, mask_dir, ",".join(mask.regions), mask.radius, mask.soft,
+    )  # fmt: skip
 
 
 def __getattr__(name: str):
