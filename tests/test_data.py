@@ -26,7 +26,7 @@ def test_manifest_records_every_frame_with_a_status(demo_datamodule):
     no_face_video = [r for r in rows if r["source"] == "no_face.mp4"]
     assert [r["status"] for r in no_face_video][:2] == ["no_face", "no_face"]
     # its header claims 98 frames but only 97 decode: the last wanted frame is recorded, not dropped
-    assert no_face_video[-1]["status"] == "decode_error" and no_face_video[-1]["frame"] == "97"
+    assert no_face_video[-1]["status"] == "decode_error" and no_face_video[-1]["frame"] == 97
     assert all(r["label"] == 0 for r in rows)  # the demo holds real faces only
 
 

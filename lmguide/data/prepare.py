@@ -430,8 +430,9 @@ def _write_manifest(path: Path, rows: list[dict]) -> None:
 def read_manifest(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    for r in rows:
-        r["label"] = int(r["label"])
+    for r in rows:  # the same types as freshly assembled rows
+        for k in ("label", "frame", "face"):
+            r[k] = int(r[k])
     return rows
 
 

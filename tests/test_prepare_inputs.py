@@ -1,0 +1,422 @@
+"""What the landmark cache builder makes of real-world inputs: broken and unusual files, low scores,
+face policies, layouts end to end (CLI and datamodule), CLI errors and a parallel MediaPipe pass."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import hydra
+import numpy as np
+import pytest
+
+from lmguide.data import prepare as prep
+from lmguide.data.demo import fetch_demo_media
+from lmguide.data.faces import Detection, FaceDetector
+from lmguide.data.landmarks import NUM_LANDMARKS
+from lmguide.data.masks import MaskSpec
+from lmguide.data.media import read_image
+
+from .conftest import compose_cfg, run_cli
+
+# two frames per video and one process keep MediaPipe at well under a second per file
+FS = prep.FaceSettings(frames_per_video=2)
+GREY = 90  # the flat background of the huge canvas
+
+
+@pytest.fixture(scope="module")
+def media(cache_dir) -> dict[str, Path]:
+    return fetch_demo_media(cache_dir)
+
+
+def _reencode(frames: list[np.ndarray], dst: Path, fps: int = 10) -> bytes:
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    assert dst.stat().st_size > 0
+    return dst.read_bytes()
+
+
+def _first_frames(path: Path, n: int) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = [cap.read()[1] for _ in range(n)]
+    cap.release()
+    assert all(f is not None for f in frames), path
+    return frames
+
+
+@pytest.fixture(scope="module")
+def clips(media, tmp_path_factory) -> dict[str, bytes]:
+    """Short mp4v re-encodes (6 frames) of the face and no-face videos, and a 2-frame group photo clip."""
+    tmp = tmp_path_factory.mktemp("clips")
+    group = cv2.imread(str(media["multi_face.jpg"]))[:666]  # even height for the encoder
+    return {
+        "face": _reencode(_first_frames(media["single_face.mp4"], 6), tmp / "face.mp4"),
+        "noface": _reencode(_first_frames(media["no_face.mp4"], 6), tmp / "noface.mp4"),
+        "group": _reencode([group, group], tmp / "group.mp4"),
+    }
+
+
+def _by_source(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["source"], []).append(r)
+    return out
+
+
+def _load_ok(index: prep.PreparedIndex, row: dict) -> tuple[np.ndarray, np.ndarray]:
+    crop = cv2.imread(str(index.root / row["image"]), cv2.IMREAD_UNCHANGED)
+    lms = np.load(index.root / row["landmarks"], allow_pickle=False)
+    return crop, lms
+
+
+# --------------------------------------------------------------------------- bad and unusual inputs
+
+
+@pytest.fixture(scope="module")
+def odd_inputs(media, tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("odd")
+    face = cv2.imread(str(media["single_face.jpg"]))
+    video = media["single_face.mp4"].read_bytes()
+    (d / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(50_000))
+    (d / "truncated.mp4").write_bytes(video[: len(video) // 2])
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "text.png").write_text("this is not an image\n")
+    shutil.copy(media["free-mountain-vector-01.jpg"], d / "mountain.jpg")
+    cv2.imwrite(str(d / "gray.png"), cv2.cvtColor(face, cv2.COLOR_BGR2GRAY))
+    rgba = cv2.cvtColor(face, cv2.COLOR_BGR2BGRA)
+    rgba[..., 3] = 128
+    cv2.imwrite(str(d / "rgba.png"), rgba)
+    cv2.imwrite(str(d / "deep.png"), face.astype(np.uint16) * 257)
+    canvas = np.full((5000, 5000, 3), GREY, np.uint8)
+    # a ~110-px face in 25 Mpixel: about 4 px in the detector's 192-px view of the whole image
+    small = cv2.resize(face, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    canvas[3100 : 3100 + small.shape[0], 1700 : 1700 + small.shape[1]] = small
+    cv2.imwrite(str(d / "huge.jpg"), canvas)
+    cv2.imwrite(str(d / "tiny.png"), cv2.resize(face, (20, 20), interpolation=cv2.INTER_AREA))
+    # the files really are what their names say
+    shapes = {p.name: cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in d.glob("*.png")}
+    assert shapes["gray.png"].shape == face.shape[:2]
+    assert shapes["rgba.png"].shape == (*face.shape[:2], 4)
+    assert shapes["deep.png"].dtype == np.uint16 and shapes["deep.png"].max() > 255
+    assert shapes["text.png"] is None and shapes["tiny.png"].shape == (20, 20, 3)
+    return d
+
+
+EXPECTED = {
+    "corrupt.mp4": "decode_error",
+    "truncated.mp4": "decode_error",
+    "empty.jpg": "unreadable",
+    "text.png": "unreadable",
+    "mountain.jpg": "no_face",
+    "tiny.png": "too_small",
+    "gray.png": "ok",
+    "rgba.png": "ok",
+    "deep.png": "ok",
+    "huge.jpg": "ok",
+}
+
+
+def test_bad_and_unusual_files_each_get_a_status_and_a_reason(odd_inputs, tmp_path):
+    items = [prep.SourceItem(odd_inputs / name, 0, "train") for name in sorted(EXPECTED)]
+    t0 = time.perf_counter()
+    index = prep.prepare_index("odd", items, tmp_path, FS, MaskSpec())
+    secs = time.perf_counter() - t0
+    assert secs < 30, f"{secs:.1f} s for ten small files and one 5000x5000 image"
+
+    by = _by_source(index.rows)
+    assert set(by) == set(EXPECTED)  # every file is in the manifest, none skipped silently
+    assert {k: sorted({r["status"] for r in v}) for k, v in by.items()} == {
+        k: [v] for k, v in EXPECTED.items()
+    }
+    single = ("corrupt.mp4", "empty.jpg", "text.png", "mountain.jpg", "tiny.png")
+    assert {k: len(by[k]) for k in single} == dict.fromkeys(single, 1)
+    for r in index.rows:
+        if r["status"] != "ok":
+            assert r["source"] in r["reason"], r  # the reason says which file
+            assert not r["image"] and not r["landmarks"]
+    # a file that cannot be opened at all is one row for the file, with the OpenCV verdict
+    assert by["corrupt.mp4"][0]["frame"] == -1 and "could not open" in by["corrupt.mp4"][0]["reason"]
+    assert "could not decode" in by["empty.jpg"][0]["reason"]
+    assert "min_face_size 48" in by["tiny.png"][0]["reason"] and by["tiny.png"][0]["det_score"]
+
+    # greyscale, RGBA and 16-bit images are read as 8-bit RGB: one full face each
+    for name in ("gray.png", "rgba.png", "deep.png", "huge.jpg"):
+        (row,) = by[name]
+        crop, lms = _load_ok(index, row)
+        assert crop.shape == (256, 256, 3) and crop.dtype == np.uint8, name
+        assert lms.shape == (NUM_LANDMARKS, 3) and lms.dtype == np.float32
+        assert (lms[:, :2] > 0).mean() > 0.95 and (lms[:, :2] < 256).mean() > 0.95, name
+        assert float(row["det_score"]) >= FS.min_confidence
+    gray, _ = _load_ok(index, by["gray.png"][0])
+    assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1], gray[..., 2])
+    # the small face in the huge canvas is found (by the overlapping tiles, too small for the whole
+    # view) where it is: its crop holds face pixels, not the flat background around it
+    huge, _ = _load_ok(index, by["huge.jpg"][0])
+    assert (huge == GREY).all(-1).mean() < 0.05
+    t0 = time.perf_counter()  # the 25-Mpixel image alone (tiled detection): about a second
+    rows, _ = prep._pipeline(FS).index(prep.SourceItem(odd_inputs / "huge.jpg", 0, "train"), tmp_path / "x")
+    assert [r["status"] for r in rows] == ["ok"] and time.perf_counter() - t0 < 10
+
+    # the manifest on disk says the same (as text: a fresh index holds int frames, the CSV strings),
+    # and the unusable files are exactly the bad ones
+    as_text = [{k: str(v) for k, v in r.items()} for r in index.rows]
+    assert [{k: str(v) for k, v in r.items()} for r in prep.read_manifest(index.manifest)] == as_text
+    bad = [it.key for it in prep.unusable_sources(items, index.rows)]
+    assert bad == sorted(k for k, v in EXPECTED.items() if v != "ok")
+
+
+def test_low_confidence_face_is_recorded_with_its_score(media, clips, tmp_path, monkeypatch):
+    calls = []
+
+    def unsure(self, rgb):
+        calls.append(rgb.shape)
+        h, w = rgb.shape[:2]
+        return [Detection((w * 0.3, h * 0.3, w * 0.7, h * 0.7), 0.35)]
+
+    monkeypatch.setattr(FaceDetector, "detect", unsure)
+    (tmp_path / "clip.mp4").write_bytes(clips["face"])
+    items = [
+        prep.SourceItem(media["single_face.jpg"], 1, "val"),
+        prep.SourceItem(tmp_path / "clip.mp4", 1, "val"),
+    ]
+    index = prep.prepare_index("unsure", items, tmp_path / "cache", FS, MaskSpec())
+    assert len(calls) == 3  # the image and both sampled frames went through the detector
+    assert [(r["source"], r["frame"], r["status"]) for r in index.rows] == [
+        ("single_face.jpg", 0, "low_confidence"),
+        ("clip.mp4", 0, "low_confidence"),
+        ("clip.mp4", 5, "low_confidence"),
+    ]
+    for r in index.rows:
+        assert r["det_score"] == "0.350" and "0.35 < min_confidence 0.5" in r["reason"], r
+        assert r["source"] in r["reason"] and r["image"] == "" and r["face"] == -1
+    assert index.ok_rows() == [] and len(prep.unusable_sources(items, index.rows)) == 2
+    assert "low_confidence" in prep.status_table(index.rows)
+
+
+@pytest.fixture(scope="module")
+def group_faces(media) -> list[Detection]:
+    """The faces of multi_face.jpg above min_confidence, straight from the detector."""
+    with FaceDetector(FS.model_selection, FS.low_confidence) as det:
+        dets = det.detect(read_image(media["multi_face.jpg"]))
+    return [d for d in dets if d.score >= FS.min_confidence]
+
+
+@pytest.mark.parametrize("policy", ["all", "largest", "best"])
+def test_face_policy_on_a_group_photo(policy, media, clips, group_faces, tmp_path):
+    largest = max(group_faces, key=lambda d: d.size)
+    best = max(group_faces, key=lambda d: d.score)
+    assert len(group_faces) >= 3 and largest is not best  # the photo tells the two policies apart
+    (tmp_path / "group.mp4").write_bytes(clips["group"])
+    items = [
+        prep.SourceItem(media["multi_face.jpg"], 0, "train"),
+        prep.SourceItem(tmp_path / "group.mp4", 0, "train"),
+    ]
+    # the image follows image_faces; the video (the same photo twice) follows video_faces
+    other = "all" if policy != "all" else "largest"
+    fs = prep.FaceSettings(frames_per_video=2, image_faces=policy, video_faces=other)
+    index = prep.prepare_index("group", items, tmp_path / "cache", fs, MaskSpec())
+    photo = [r for r in index.rows if r["source"] == "multi_face.jpg"]
+    clip = [r for r in index.rows if r["source"] == "group.mp4"]
+    assert all(r["status"] == "ok" for r in photo + clip)
+    scores = [r["det_score"] for r in photo]
+    if policy == "all":
+        assert sorted(scores) == sorted(f"{d.score:.3f}" for d in group_faces)
+        assert [r["face"] for r in photo] == list(range(len(group_faces)))
+        # each face of a still photo is its own clip
+        assert len({r["video_id"] for r in photo}) == len(photo)
+        assert len(clip) == 2 and {r["face"] for r in clip} == {0}  # video: the largest face per frame
+    else:
+        want = largest if policy == "largest" else best
+        assert scores == [f"{want.score:.3f}"] and photo[0]["face"] == 0
+        assert len(clip) > 2 and {r["frame"] for r in clip} == {0, 1}  # video: every face per frame
+        assert {r["video_id"] for r in clip} == {"group.mp4"}
+
+
+# --------------------------------------------------------------------------- layouts end to end
+
+
+def _ffpp_tree(root: Path, clips: dict[str, bytes]) -> Path:
+    files = {
+        "original_sequences/youtube/c23/videos/000.mp4": "face",
+        "original_sequences/youtube/c23/videos/003.mp4": "face",
+        "original_sequences/youtube/c23/videos/071.mp4": "noface",
+        "manipulated_sequences/Deepfakes/c23/videos/000_003.mp4": "face",
+        "manipulated_sequences/Face2Face/c23/videos/000_003.mp4": "face",
+    }
+    for rel, clip in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(clips[clip])
+    splits = root.parent / "splits"
+    splits.mkdir()
+    for name, pairs in {"train": [["000", "003"]], "val": [["071", "054"]], "test": [["999", "998"]]}.items():
+        (splits / f"{name}.json").write_text(json.dumps(pairs))
+    return splits
+
+
+def test_ffpp_tree_through_the_prepare_cli(clips, cache_dir, tmp_path):
+    root = tmp_path / "ff"
+    splits = _ffpp_tree(root, clips)
+    args = [
+        "data=ffpp",
+        f"data.root={root}",
+        f"data.source.split_dir={splits}",
+        "data.source.manipulations=[Deepfakes,Face2Face]",
+        "data.faces.frames_per_video=2",
+        "workers=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    proc = run_cli("lmguide.prepare", args, tmp_path, cache_dir, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "lmguide prepare: ffpp: 5 files (5 videos, 0 images)" in out
+    assert (
+        "10 rows (no_face=2, ok=8); usable faces: train 8 (4 real, 4 fake), val 0 (0 real, 0 fake), "
+        "test 0 (0 real, 0 fake)"
+    ) in out
+    assert "no usable face: original_sequences/youtube/c23/videos/071.mp4 (val, label 0): no_face" in out
+    manifest = Path(next(ln for ln in out.splitlines() if ln.startswith("manifest: "))[len("manifest: ") :])
+    assert manifest.is_file() and manifest.is_relative_to(cache_dir / "ffpp")
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    clips_of = {r["video_id"]: (r["label"], r["split"]) for r in rows}
+    assert clips_of == {
+        "youtube/000": ("0", "train"),
+        "youtube/003": ("0", "train"),
+        "youtube/071": ("0", "val"),
+        "Deepfakes/000_003": ("1", "train"),
+        "Face2Face/000_003": ("1", "train"),
+    }
+    # the two fakes of the same pair are two clips with their own cached crops
+    fakes = [r for r in rows if r["label"] == "1"]
+    assert len(fakes) == 4 and len({r["image"] for r in fakes}) == 4
+    folders = {r["sample_id"].split("/")[1] for r in fakes}
+    assert folders == {"Deepfakes", "Face2Face"} and all(r["sample_id"].startswith("manip") for r in fakes)
+
+
+@pytest.fixture(scope="module")
+def folder_dm(media, clips, cache_dir, tmp_path_factory):
+    """A real/fake folder tree with split folders, prepared and set up through FaceDataModule."""
+    root = tmp_path_factory.mktemp("folder_tree")
+    face = cv2.imread(str(media["single_face.jpg"]))
+    files = {
+        "train/real/face.jpg": face,
+        "train/real/group.jpg": cv2.imread(str(media["multi_face.jpg"])),
+        "train/fake/flipped.png": face[:, ::-1],
+        "train/fake/mountain.jpg": cv2.imread(str(media["free-mountain-vector-01.jpg"])),
+        "val/real/gray.png": cv2.cvtColor(face, cv2.COLOR_BGR2GRAY),
+        "val/fake/dark.png": (face * 0.6).astype(np.uint8),
+        "test/real/deep.png": face.astype(np.uint16) * 257,
+    }
+    for rel, img in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / rel), img)
+    (root / "test/fake").mkdir()
+    (root / "test/fake/clip.mp4").write_bytes(clips["face"])
+    overrides = [
+        "data=folder",
+        f"data.root={root}",
+        "data.faces.frames_per_video=2",
+        "data.num_workers=0",
+        "data.prepare_workers=1",
+        "data.batch_size=2",
+    ]
+    cfg = compose_cfg(overrides, tmp_path_factory.mktemp("out"), cache_dir)
+    dm = hydra.utils.instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_folder_tree_is_ready_to_train(folder_dm):
+    dm = folder_dm
+    assert dm.fakes is None  # data=folder turns self-blending off: the fakes are the fake/ files
+    rows = dm.index.rows
+    n_group = sum(r["source"] == "train/real/group.jpg" for r in rows)
+    assert n_group >= 3 and all(r["status"] == "ok" for r in rows if r["source"] == "train/real/group.jpg")
+    expect = {"train": (1 + n_group, 1), "val": (1, 1), "test": (1, 2)}  # (real faces, fake faces)
+    for split, (real, fake) in expect.items():
+        ds = dm.datasets[split]
+        assert len(ds) == len(dm.index.ok_rows(split)) == real + fake, split
+        assert sorted(ds.labels) == [0] * real + [1] * fake, split
+        assert not any(v.startswith("sbi:") for v in ds.video_names)
+        item = ds[0]
+        assert item["image"].shape == (3, dm.image_size, dm.image_size) and item["mask"].max() > 0
+    (bad,) = prep.unusable_sources(dm.source.items(), rows)
+    assert (bad.key, bad.label) == ("train/fake/mountain.jpg", 1)
+    assert dm.class_weights().shape == (2,)
+
+
+def test_new_mask_radius_on_a_layout_redraws_without_mediapipe(folder_dm, monkeypatch):
+    dm = folder_dm
+    monkeypatch.setattr(prep, "FramePipeline", lambda *a, **k: pytest.fail("MediaPipe ran again"))
+    monkeypatch.setattr(prep, "_PIPELINE", None)  # no graph left over from an earlier test either
+    wide = MaskSpec(regions=dm.mask.regions, radius=2 * dm.mask.radius, soft=dm.mask.soft)
+    again = prep.prepare_index(dm.source.name, dm.source.items(), dm.cache_dir, dm.faces, wide)
+    assert again.root == dm.index.root and again.mask_dir != dm.index.mask_dir
+    assert again.rows == dm.index.rows
+    ok = dm.index.ok_rows()
+    drawn = [p.relative_to(again.mask_dir).as_posix() for p in again.mask_dir.rglob("*.png") if p.is_file()]
+    assert sorted(drawn) == sorted(f"{r['sample_id']}.png" for r in ok)
+    sid = ok[0]["sample_id"]
+    narrow_px = (cv2.imread(str(dm.index.mask_dir / f"{sid}.png"), cv2.IMREAD_GRAYSCALE) > 127).sum()
+    wide_px = (cv2.imread(str(again.mask_dir / f"{sid}.png"), cv2.IMREAD_GRAYSCALE) > 127).sum()
+    assert wide_px > 2 * narrow_px > 0  # twice the radius: a much larger drawn area
+
+
+# --------------------------------------------------------------------------- CLI errors
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["data=folder", "data.root=/nonexistent/lmguide-data"], "/nonexistent/lmguide-data is not a folder"),
+        (["data=ffpp"], "data.root is not set"),
+    ],
+)
+def test_prepare_cli_refuses_a_missing_root(args, needle, cache_dir, tmp_path):
+    proc = run_cli("lmguide.prepare", [*args, f"hydra.run.dir={tmp_path}"], tmp_path, cache_dir, timeout=120)
+    assert proc.returncode != 0
+    assert needle in proc.stderr, proc.stderr[-2000:]
+    assert "manifest:" not in proc.stdout and "Traceback" not in proc.stdout
+
+
+# --------------------------------------------------------------------------- parallel workers
+
+
+def test_two_workers_build_the_same_cache_as_one(media, clips, tmp_path, caplog):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(media["single_face.jpg"], src / "face.jpg")
+    shutil.copy(media["free-mountain-vector-01.jpg"], src / "mountain.jpg")
+    shutil.copy(media["multi_face.jpg"], src / "group.jpg")
+    (src / "clip.mp4").write_bytes(clips["face"])
+    splits = ["train", "val", "test", "train"]
+    paths = sorted(src.iterdir())
+    items = [prep.SourceItem(p, i % 2, s) for i, (p, s) in enumerate(zip(paths, splits, strict=True))]
+
+    built = {}
+    for workers in (1, 2):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="lmguide.data.prepare"):
+            index = prep.prepare_index(
+                "par", items, tmp_path / f"cache{workers}", FS, MaskSpec(), workers=workers
+            )
+        assert f"{workers} worker{'s' * (workers > 1)})" in caplog.text
+        base = tmp_path / f"cache{workers}"
+        files = {p.relative_to(base): p.read_bytes() for p in base.rglob("*") if p.is_file()}
+        built[workers] = (index, files)
+    (one, files1), (two, files2) = built[1], built[2]
+    assert one.manifest.relative_to(tmp_path / "cache1") == two.manifest.relative_to(tmp_path / "cache2")
+    assert one.manifest.read_bytes() == two.manifest.read_bytes()
+    assert len(one.ok_rows()) >= 6 and {r["status"] for r in one.rows} == {"ok", "no_face"}
+    # not only the manifest: every crop, landmark file, mask and done record is byte-identical
+    assert sorted(files1) == sorted(files2)
+    assert [k for k in files1 if files1[k] != files2[k]] == []
