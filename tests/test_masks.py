@@ -27,6 +27,20 @@ def test_binary_disk_on_the_right_pixels():
     )
 
 
+@pytest.mark.parametrize("radius", [0.02, 0.05, 0.3])
+def test_binary_disks_equal_the_distance_formula_everywhere(radius):
+    """The bounding-box drawing equals min-distance <= r over the whole image, faces off the edge too."""
+    rng = np.random.default_rng(1)
+    spec = MaskSpec(radius=radius)
+    yy, xx = np.mgrid[0:96, 0:96].astype(np.float32)
+    for _ in range(20):
+        lms = rng.uniform(-30, 126, (478, 3)).astype(np.float32)
+        pts = lms[spec.points(), :2]
+        d2 = ((xx[None] - pts[:, 0, None, None]) ** 2 + (yy[None] - pts[:, 1, None, None]) ** 2).min(0)
+        want = (d2 <= (radius * 96) ** 2).astype(np.float32)
+        np.testing.assert_array_equal(draw_mask(lms, (96, 96), spec), want)
+
+
 def test_only_the_chosen_regions_are_drawn():
     pts = {REGIONS["eyes"][0]: (20, 20), REGIONS["mouth"][0]: (50, 80), REGIONS["nose"][0]: (50, 50)}
     lms = _landmarks_at(pts)

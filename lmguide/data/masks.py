@@ -181,8 +181,21 @@ def draw_mask(
     names = spec.regions if region is None else (region,)
     disks = spec.point_regions()
     disk_idx = sorted({i for n in names if not spec.is_contour(n) for i in disks[n]})
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     mask = np.zeros((h, w), np.float32)
+    if disk_idx and not spec.soft:
+        # binary disks touch only their bounding boxes: the same per-pixel test as below, ~100x less work
+        for px, py in lms[disk_idx, :2]:
+            x0, x1 = max(0, int(np.floor(px - r))), min(w, int(np.ceil(px + r)) + 1)
+            y0, y1 = max(0, int(np.floor(py - r))), min(h, int(np.ceil(py + r)) + 1)
+            if x0 < x1 and y0 < y1:
+                xs = np.arange(x0, x1, dtype=np.float32)[None, :]
+                ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+                mask[y0:y1, x0:x1][(xs - px) ** 2 + (ys - py) ** 2 <= r * r] = 1.0
+        disk_idx = []
+    parts = {part for n in names if spec.is_contour(n) for part in contour_parts(n)}
+    if not (disk_idx or parts):
+        return mask
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     if disk_idx:
         pts = lms[disk_idx, :2]  # (K, 2)
         # squared distance of every pixel centre to the nearest chosen landmark
@@ -191,7 +204,6 @@ def draw_mask(
             mask = np.exp(-d2 / (2 * sigma**2)).astype(np.float32)
         else:
             mask = (d2 <= r * r).astype(np.float32)
-    parts = {part for n in names if spec.is_contour(n) for part in contour_parts(n)}
     for part in sorted(parts):
         d2 = _polygon_dist2(_hull(lms[list(part), :2]), xs.astype(np.float64), ys.astype(np.float64))
         m = np.exp(-d2 / (2 * sigma**2)) if spec.soft else (d2 == 0)
