@@ -55,6 +55,8 @@ class LandmarkGuidedDetector(L.LightningModule):
         super().__init__()
         self.backbone = backbone
         self.attention = attention(channels=backbone.out_channels)
+        if hasattr(self.attention, "bind"):  # modules that read the backbone's internals (vit_cls)
+            self.attention.bind(backbone)
         self.head = head(in_features=self.attention.out_features)
         self.loss = loss
         self.center = CenterLoss(self.attention.out_features, beta=center_beta)
@@ -75,12 +77,14 @@ class LandmarkGuidedDetector(L.LightningModule):
             self.to(memory_format=torch.channels_last)
 
     # -- model -------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> Output:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> Output:
+        """``labels`` reach the head only in training (margin heads add their margin to the true class);
+        without them the logits are the margin-free scores used for evaluation."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         fmap = self.backbone(x)  # (B, C, h, w)
         feats, maps = self.attention(fmap)  # (B, D), (B, M, h, w)
-        return Output(self.head(feats), maps, feats)
+        return Output(self.head(feats, labels), maps, feats)
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -90,7 +94,7 @@ class LandmarkGuidedDetector(L.LightningModule):
     # -- steps -------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         x, y, mask = batch["image"], batch["label"], batch["mask"]
-        out = self(x)
+        out = self(x, y)
         logits_aux = logits_aug = None
         if self.loss.needs_views:
             with torch.no_grad():
@@ -101,7 +105,7 @@ class LandmarkGuidedDetector(L.LightningModule):
                         attention_drop(x, maps, self.drop_threshold),
                     ]
                 )
-            logits_aux, logits_aug = self(views).logits.chunk(2)
+            logits_aux, logits_aug = self(views, y.repeat(2)).logits.chunk(2)
         center = self.center(out.features, y) if self.loss.w_center > 0 else None
         total, parts = self.loss(
             logits=out.logits,

@@ -1,0 +1,35 @@
+"""The benchmarks run and write what the README quotes (tiny settings: plumbing, not speed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import FAST_DATA, run_cli
+
+
+@pytest.mark.slow
+def test_prepare_and_loader_benchmarks_write_their_json(cache_dir, tmp_path):
+    out = tmp_path / "prepare.json"
+    args = ["prepare", "--copies", "1", "--frames", "2", "--repeats", "1", "--cache-dir", str(cache_dir)]
+    proc = run_cli("lmguide.bench", [*args, "--out", str(out)], tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    assert set(rep["frames_per_s"]) == {"bare", "decode", "detect", "prep1", "prep2"}
+    assert all(v > 0 for v in rep["frames_per_s"].values())
+    assert rep["workload"].startswith("4 demo videos x 2 sampled frames = 8 frames")
+    assert (
+        0 < rep["cache_bytes_per_face"]["landmarks_npy"] < 478 * 3 * 4 + 512
+    )  # one float32 (478, 3) + header
+    assert "2 workers vs 1" in proc.stdout
+
+    out = tmp_path / "loader.json"
+    args = ["loader", "--batches", "3", "--steps", "1", "--repeats", "1", "--out", str(out), *FAST_DATA]
+    proc = run_cli("lmguide.bench", [*args, "data.num_workers=1"], tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    assert set(rep["loader_images_per_s"]) == {"0", "1"} and rep["train_images_per_s"] > 0
+    assert rep["ratio_loader_to_train"] == pytest.approx(
+        rep["loader_images_per_s"]["1"] / rep["train_images_per_s"]
+    )
