@@ -58,8 +58,12 @@ class AttentionOverlay(L.Callback):
         out = pl_module(x)
         pl_module.train(was_training)
         prob = out.logits.softmax(-1)[:, 1].cpu()
+        maps_per_item = out.maps
+        if x.dim() == 5:  # clips: the first frame of each clip with its maps, P(fake) of the clip
+            maps_per_item = out.maps.reshape(x.shape[0], x.shape[1], *out.maps.shape[1:])[:, 0]
+            items = [{**it, "image": it["image"][0], "mask": it["mask"][0]} for it in items]
         rows = []
-        for it, maps, p in zip(items, out.maps, prob, strict=True):
+        for it, maps, p in zip(items, maps_per_item, prob, strict=True):
             kind = "fake" if int(it["label"]) else "real"
             rows.append(
                 attention_panel(

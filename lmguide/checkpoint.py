@@ -58,11 +58,23 @@ def checkpoint_config(ckpt: dict, overrides: Sequence[str] = (), output_dir: str
     return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
 
 
-def load_model(path: str | Path, overrides: Sequence[str] = (), output_dir: str | Path = "."):
-    """``(model in eval mode, config)`` from a checkpoint; a model of another shape is refused by name."""
+def load_model(
+    path: str | Path, overrides: Sequence[str] = (), output_dir: str | Path = ".", allow_clips: bool = False
+):
+    """``(model in eval mode, config)`` from a checkpoint; a model of another shape is refused by name.
+
+    A clip (video) model is refused unless ``allow_clips``: eval, predict and visualize score single
+    frames."""
     ckpt = read_checkpoint(path)
     cfg = checkpoint_config(ckpt, overrides, output_dir)
     model = hydra.utils.instantiate(cfg.model)
+    if getattr(model, "clip_frames", None) and not allow_clips:
+        raise CheckpointError(
+            f"{path} is a video (clip) model: backbone {cfg.model.backbone.name} with an LSTM over clips of "
+            f"{model.clip_frames} frames. lmguide.eval, lmguide.predict and lmguide.visualize score single "
+            "frames and do not support clip models; the clip- and video-level val/test metrics of its "
+            "training run are in that run's metrics.json"
+        )
     own, saved = model.state_dict(), ckpt["state_dict"]
     missing = [k for k in own if k not in saved]
     unexpected = [k for k in saved if k not in own]

@@ -96,18 +96,20 @@ def test_every_k_streams_every_kth_frame(trained_ckpt, media, tmp_path):
 def test_image_score_matches_the_training_crop(trained_ckpt, media, cache_dir, tmp_path):
     """The face is cropped exactly as training cached it: same P(fake) as the cached crop's."""
     import cv2
+    import hydra
     import torch
 
     from lmguide.checkpoint import load_model
-    from lmguide.data.prepare import read_manifest
+    from lmguide.data.prepare import prepare_index
     from lmguide.data.transforms import build_transform
 
     (res,) = predict(predict_cfg(trained_ckpt, media["single_face.jpg"], tmp_path))
     assert res.status == "ok" and res.frames_scored == 1
-    (manifest,) = (cache_dir / "demo" / "index").glob("*/manifests/*.csv")
-    (row,) = [r for r in read_manifest(manifest) if r["source"] == "single_face.jpg" and r["status"] == "ok"]
-    crop = cv2.cvtColor(cv2.imread(str(manifest.parent.parent / row["image"])), cv2.COLOR_BGR2RGB)
     model, run_cfg = load_model(trained_ckpt, output_dir=tmp_path)
+    dm = hydra.utils.instantiate(run_cfg.data)  # the cache the checkpoint was trained on
+    index = prepare_index(dm.source.name, dm.source.items(), dm.cache_dir, dm.faces, dm.mask, read_only=True)
+    (row,) = [r for r in index.rows if r["source"] == "single_face.jpg" and r["status"] == "ok"]
+    crop = cv2.cvtColor(cv2.imread(str(index.root / row["image"])), cv2.COLOR_BGR2RGB)
     x = build_transform(run_cfg.data.image_size)(image=crop)["image"][None]
     with torch.no_grad():
         expected = model(x).logits.softmax(-1)[0, 1].item()

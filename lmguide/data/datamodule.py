@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from lmguide.data.datasets import FaceDataset
+from lmguide.data.datasets import ClipDataset, FaceDataset
 from lmguide.data.fakes import SelfBlend
 from lmguide.data.masks import MaskSpec
 from lmguide.data.prepare import FaceSettings, PreparedIndex, prepare_index
@@ -20,6 +20,13 @@ log = logging.getLogger(__name__)
 
 
 class FaceDataModule(L.LightningDataModule):
+    """Frames of the cached index, or clips of ``clip_frames`` frames for a video backbone.
+
+    ``clip_frames`` (``data.clip_frames``, which follows ``backbone.clip_frames``) switches every split
+    to :class:`~lmguide.data.datasets.ClipDataset`: batches then hold images (B, T, 3, S, S) and masks
+    (B, T, 1, S, S) with one label per clip; ``clip_min_frames`` is the shortest track kept (padded).
+    """
+
     def __init__(
         self,
         source,
@@ -36,6 +43,8 @@ class FaceDataModule(L.LightningDataModule):
         root: str | None = None,
         self_blend: bool | None = None,
         prepare_workers: int | None = None,
+        clip_frames: int | None = None,
+        clip_min_frames: int = 1,
     ):
         super().__init__()
         if batch_size < 1:
@@ -55,6 +64,14 @@ class FaceDataModule(L.LightningDataModule):
         self.num_workers, self.fakes, self.seed = num_workers, fakes, seed
         self.train_tf = build_transform(image_size, list(train_augs))
         self.eval_tf = build_transform(image_size)
+        if clip_frames is not None and (isinstance(clip_frames, bool) or int(clip_frames) < 1):
+            raise ValueError(f"data.clip_frames must be null (single frames) or >= 1, got {clip_frames}")
+        if clip_frames is not None and not 1 <= clip_min_frames <= clip_frames:
+            raise ValueError(
+                f"data.clip_min_frames must be in 1..data.clip_frames={clip_frames}, got {clip_min_frames}"
+            )
+        self.clip_frames = None if clip_frames is None else int(clip_frames)
+        self.clip_min_frames = clip_min_frames
         self.index: PreparedIndex | None = None
         self.datasets: dict[str, FaceDataset] = {}
 
@@ -79,15 +96,19 @@ class FaceDataModule(L.LightningDataModule):
                 continue
             rows = self.index.ok_rows(split)
             det = split != "train"
-            self.datasets[split] = FaceDataset(
-                rows,
-                self.index.root,
-                self.index.mask_dir,
-                self.eval_tf if det else self.train_tf,
-                self.fakes,
-                deterministic=det,
-                seed=self.seed,
-            )
+            args = (rows, self.index.root, self.index.mask_dir, self.eval_tf if det else self.train_tf)
+            if self.clip_frames:
+                self.datasets[split] = ClipDataset(
+                    *args,
+                    self.clip_frames,
+                    self.fakes,
+                    deterministic=det,
+                    seed=self.seed,
+                    min_frames=self.clip_min_frames,
+                    split=split,
+                )
+            else:
+                self.datasets[split] = FaceDataset(*args, self.fakes, deterministic=det, seed=self.seed)
 
     def class_weights(self) -> torch.Tensor:
         """Inverse-frequency weights of the training labels, ``n / (2 * n_c)``."""

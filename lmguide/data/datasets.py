@@ -1,7 +1,10 @@
-"""Frame dataset over the cached index: (image, landmark mask, label, video id)."""
+"""Datasets over the cached index: single frames (image, landmark mask, label, video id) and clips of
+consecutive frames of one face track for video models."""
 
 from __future__ import annotations
 
+import logging
+from collections import defaultdict
 from pathlib import Path
 
 import albumentations as A
@@ -11,6 +14,8 @@ import torch
 from torch.utils.data import Dataset
 
 from lmguide.data.fakes import SelfBlend
+
+log = logging.getLogger(__name__)
 
 
 def _read(path: Path, flags: int, what: str, sample: str) -> np.ndarray:
@@ -66,23 +71,28 @@ class FaceDataset(Dataset):
             return [r["label"] for r in self.rows]
         return [lab for r in self.rows for lab in (r["label"], 1)]
 
-    def load(self, i: int) -> dict:
-        """The untransformed sample ``i``: RGB uint8 image, mask float32 (H, W), label, video name."""
-        fake = self.fakes is not None and i % 2 == 1
-        r = self.rows[i // 2 if self.fakes is not None else i]
+    def _seed(self, i: int) -> int:
+        return (self.seed * 1_000_003 + i) if self.deterministic else int(torch.randint(2**31, ()).item())
+
+    def _load_row(self, r: dict, fake: bool, seed: int) -> dict:
+        """Row ``r`` untransformed (a self-blended fake of it when ``fake``, drawn from ``seed``)."""
         sid = r["sample_id"]
         img = cv2.cvtColor(
             _read(self.root / r["image"], cv2.IMREAD_COLOR, "face crop", sid), cv2.COLOR_BGR2RGB
         )
         mask = _read(self.mask_dir / f"{sid}.png", cv2.IMREAD_GRAYSCALE, "mask", sid).astype(np.float32) / 255
         label, video = r["label"], r["video_id"]
-        seed = (self.seed * 1_000_003 + i) if self.deterministic else int(torch.randint(2**31, ()).item())
-        rng = np.random.default_rng(seed)
         if fake:
             lms = np.load(self.root / r["landmarks"], allow_pickle=False)
-            img, _blend = self.fakes(img, lms, rng)
+            img, _blend = self.fakes(img, lms, np.random.default_rng(seed))
             label, video = 1, f"sbi:{video}"
         return {"image": img, "mask": mask, "label": label, "video": video, "seed": seed}
+
+    def load(self, i: int) -> dict:
+        """The untransformed sample ``i``: RGB uint8 image, mask float32 (H, W), label, video name."""
+        fake = self.fakes is not None and i % 2 == 1
+        r = self.rows[i // 2 if self.fakes is not None else i]
+        return self._load_row(r, fake, self._seed(i))
 
     def __getitem__(self, i: int) -> dict:
         s = self.load(i)
@@ -91,6 +101,122 @@ class FaceDataset(Dataset):
         return {
             "image": out["image"],  # (3, S, S) float
             "mask": out["mask"].float().unsqueeze(0),  # (1, S, S) in [0, 1]
+            "label": torch.tensor(s["label"], dtype=torch.long),
+            "video": torch.tensor(self._video_index[s["video"]], dtype=torch.long),
+        }
+
+
+class ClipDataset(FaceDataset):
+    """Clips of ``frames`` faces from one face track: image (T, 3, S, S), mask (T, 1, S, S), the video's
+    label and video id.
+
+    A track is the ok rows of one ``(video_id, face)``, ordered by frame: the largest face of each
+    sampled frame of a video (``video_faces=largest``, the default), or one face of a still image (a
+    one-frame track). A track of ``n >= frames`` faces gives ``n // frames`` clips of consecutive
+    sampled frames, plus one clip ending on the last frame when ``frames`` does not divide ``n`` (it
+    overlaps the one before), so every frame is used. A shorter track gives one clip repeat-padded to
+    ``frames`` (each frame repeated in order, ``np.linspace`` over its frames) when it has at least
+    ``min_frames`` faces, and is skipped otherwise; both are counted (``padded``, ``skipped``) and
+    logged, never silent.
+
+    With ``fakes`` every real clip ``k`` is item ``2k`` and a self-blended fake of it item ``2k + 1``:
+    one seed per clip, so each frame is blended with the same random parameters (a temporally
+    consistent fake), and each frame of a clip gets the same augmentation parameters.
+    """
+
+    def __init__(
+        self,
+        rows: list[dict],
+        root: Path,
+        mask_dir: Path,
+        transform: A.Compose,
+        frames: int,
+        fakes: SelfBlend | None = None,
+        deterministic: bool = False,
+        seed: int = 0,
+        min_frames: int = 1,
+        split: str = "",
+    ):
+        if frames < 1:
+            raise ValueError(f"data.clip_frames must be >= 1, got {frames}")
+        if not 1 <= min_frames <= frames:
+            raise ValueError(f"data.clip_min_frames must be in 1..clip_frames={frames}, got {min_frames}")
+        super().__init__(rows, root, mask_dir, transform, fakes, deterministic, seed)
+        self.frames, self.min_frames = frames, min_frames
+        tracks: dict[tuple[str, int], list[dict]] = defaultdict(list)
+        for r in rows:
+            tracks[(r["video_id"], r["face"])].append(r)
+        self.clips: list[list[dict]] = []
+        self.padded = self.skipped = 0
+        for key in sorted(tracks):
+            track = sorted(tracks[key], key=lambda r: r["frame"])
+            n = len(track)
+            if n < min_frames:
+                self.skipped += 1
+            elif n < frames:
+                self.padded += 1
+                self.clips.append([track[j] for j in np.linspace(0, n - 1, frames).round().astype(int)])
+            else:
+                starts = list(range(0, n - frames + 1, frames))
+                if starts[-1] + frames < n:
+                    starts.append(n - frames)
+                self.clips += [track[s : s + frames] for s in starts]
+        where = f" of the {split} split" if split else ""
+        if self.padded or self.skipped:
+            log.warning(
+                "clips%s: %d of %d face tracks have fewer than %d usable frames: %d repeat-padded to "
+                "one clip each, %d skipped (fewer than data.clip_min_frames=%d)",
+                where,
+                self.padded + self.skipped,
+                len(tracks),
+                frames,
+                self.padded,
+                self.skipped,
+                min_frames,
+            )
+        if not self.clips:
+            raise ValueError(
+                f"no clips{where}: all {len(tracks)} face tracks have fewer than "
+                f"data.clip_min_frames={min_frames} usable frames ({root}/manifest.csv)"
+            )
+        log.info(
+            "clips%s: %d clips of %d frames from %d face tracks", where, len(self.clips), frames, len(tracks)
+        )
+
+    def __len__(self) -> int:
+        return len(self.clips) * (2 if self.fakes else 1)
+
+    @property
+    def labels(self) -> list[int]:
+        if self.fakes is None:
+            return [c[0]["label"] for c in self.clips]
+        return [lab for c in self.clips for lab in (c[0]["label"], 1)]
+
+    def load(self, i: int) -> dict:
+        """The untransformed clip ``i``: lists of T images and masks, label, video name, seed."""
+        fake = self.fakes is not None and i % 2 == 1
+        clip = self.clips[i // 2 if self.fakes is not None else i]
+        seed = self._seed(i)
+        frames = [self._load_row(r, fake, seed) for r in clip]
+        return {
+            "image": [f["image"] for f in frames],
+            "mask": [f["mask"] for f in frames],
+            "label": frames[0]["label"],
+            "video": frames[0]["video"],
+            "seed": seed,
+        }
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.load(i)
+        images, masks = [], []
+        for img, mask in zip(s["image"], s["mask"], strict=True):
+            self.transform.set_random_seed(s["seed"] + 1)  # the same augmentation on every frame
+            out = self.transform(image=img, mask=mask)
+            images.append(out["image"])
+            masks.append(out["mask"].float().unsqueeze(0))
+        return {
+            "image": torch.stack(images),  # (T, 3, S, S)
+            "mask": torch.stack(masks),  # (T, 1, S, S)
             "label": torch.tensor(s["label"], dtype=torch.long),
             "video": torch.tensor(self._video_index[s["video"]], dtype=torch.long),
         }

@@ -53,7 +53,10 @@ class CompositeLoss(nn.Module):
         logits_aux: torch.Tensor | None = None,
         logits_aug: torch.Tensor | None = None,
         class_weight: torch.Tensor | None = None,
+        frame_labels: torch.Tensor | None = None,
     ):
+        """``frame_labels``: the label of each attention-map set when they are per frame of a clip
+        (``maps`` (B*T, ...), ``labels`` (B,)); the landmark term uses them instead of ``labels``."""
         parts: dict[str, torch.Tensor] = {}
         weighted: list[torch.Tensor] = []
 
@@ -69,7 +72,8 @@ class CompositeLoss(nn.Module):
             add("ce_aug", self.w_aug, lambda: F.cross_entropy(logits_aug, labels, weight=class_weight))
         if center is not None:
             add("center", self.w_center, lambda: center)
-        add("landmark", self.lambda_lm, lambda: self.landmark(maps, mask, labels))
+        lm_labels = labels if frame_labels is None else frame_labels
+        add("landmark", self.lambda_lm, lambda: self.landmark(maps, mask, lm_labels))
         total = torch.stack(weighted).sum()
         parts["total"] = total
         return total, parts

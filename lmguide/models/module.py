@@ -20,15 +20,20 @@ from lmguide.models.views import attention_crop, attention_drop
 @dataclass
 class Output:
     logits: torch.Tensor  # (B, 2)
-    maps: torch.Tensor  # (B, M, h, w) attention maps
-    features: torch.Tensor  # (B, D) pooled part features
+    maps: torch.Tensor  # (B, M, h, w) attention maps; clips: (B*T, M, h, w), one set per frame
+    features: torch.Tensor  # (B, D) pooled part features; clips: the clip feature of the temporal model
 
 
 class LandmarkGuidedDetector(L.LightningModule):
     """Binary real/fake detector whose attention maps are guided towards landmark regions.
 
     Args:
-        backbone: module mapping images (B, 3, S, S) to a feature map with ``out_channels``.
+        backbone: module mapping images (B, 3, S, S) to a feature map with ``out_channels``. A video
+            backbone (one with ``clip_frames``, e.g. :class:`~lmguide.models.backbones.FrameLSTM`)
+            makes this a clip model: inputs are clips (B, T, 3, S, S); backbone and attention run on
+            every frame, the attention maps (and the landmark loss, with the (B, T, 1, S, S) masks)
+            stay per frame, and ``backbone.temporal(D)`` turns the T frame features into the clip
+            feature the head classifies. The WS-DAN views are cut per frame.
         attention: partial taking ``channels`` (see :mod:`lmguide.models.attention`).
         head: partial taking ``in_features``.
         loss: the composite objective.
@@ -57,9 +62,12 @@ class LandmarkGuidedDetector(L.LightningModule):
         self.attention = attention(channels=backbone.out_channels)
         if hasattr(self.attention, "bind"):  # modules that read the backbone's internals (vit_cls)
             self.attention.bind(backbone)
-        self.head = head(in_features=self.attention.out_features)
+        self.clip_frames: int | None = getattr(backbone, "clip_frames", None)
+        self.temporal = backbone.temporal(self.attention.out_features) if self.clip_frames else None
+        feat_dim = self.temporal.out_features if self.temporal is not None else self.attention.out_features
+        self.head = head(in_features=feat_dim)
         self.loss = loss
-        self.center = CenterLoss(self.attention.out_features, beta=center_beta)
+        self.center = CenterLoss(feat_dim, beta=center_beta)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_monitor = scheduler_monitor
         self.crop_threshold, self.drop_threshold = tuple(crop_threshold), tuple(drop_threshold)
@@ -79,12 +87,37 @@ class LandmarkGuidedDetector(L.LightningModule):
     # -- model -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> Output:
         """``labels`` reach the head only in training (margin heads add their margin to the true class);
-        without them the logits are the margin-free scores used for evaluation."""
+        without them the logits are the margin-free scores used for evaluation.
+        ``x``: images (B, 3, S, S), or clips (B, T, 3, S, S) for a clip model."""
+        clip = self._check_input(x)
+        if clip:
+            b, t = x.shape[:2]
+            x = x.flatten(0, 1)  # the B*T frames
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         fmap = self.backbone(x)  # (B, C, h, w)
         feats, maps = self.attention(fmap)  # (B, D), (B, M, h, w)
+        if clip:
+            feats = self.temporal(feats.reshape(b, t, -1))  # (B, D_clip)
         return Output(self.head(feats, labels), maps, feats)
+
+    def _check_input(self, x: torch.Tensor) -> bool:
+        """True for a clip batch; a clip model given frames, or a frame model given clips, is refused."""
+        if self.clip_frames:
+            if x.dim() != 5:
+                raise ValueError(
+                    f"this is a clip model (backbone {self.backbone.name} with an LSTM over "
+                    f"{self.clip_frames} frames): it takes clips (B, T, 3, S, S), got {tuple(x.shape)}"
+                )
+            return True
+        if x.dim() != 4:
+            raise ValueError(f"expected images (B, 3, S, S), got {tuple(x.shape)}")
+        return False
+
+    @staticmethod
+    def _frames(t: torch.Tensor) -> torch.Tensor:
+        """Clips' per-frame tensors (B, T, ...) as frames (B*T, ...); frame batches unchanged."""
+        return t.flatten(0, 1) if t.dim() == 5 else t
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -95,14 +128,15 @@ class LandmarkGuidedDetector(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         x, y, mask = batch["image"], batch["label"], batch["mask"]
         out = self(x, y)
+        frames, mask = self._frames(x), self._frames(mask)  # clips: per-frame views and landmark loss
         logits_aux = logits_aug = None
         if self.loss.needs_views:
             with torch.no_grad():
                 maps = out.maps.detach()
                 views = torch.cat(
                     [
-                        attention_crop(x, maps, self.crop_threshold),
-                        attention_drop(x, maps, self.drop_threshold),
+                        attention_crop(frames, maps, self.crop_threshold).reshape(x.shape),
+                        attention_drop(frames, maps, self.drop_threshold).reshape(x.shape),
                     ]
                 )
             logits_aux, logits_aug = self(views, y.repeat(2)).logits.chunk(2)
@@ -116,6 +150,7 @@ class LandmarkGuidedDetector(L.LightningModule):
             logits_aux=logits_aux,
             logits_aug=logits_aug,
             class_weight=self.class_weight,
+            frame_labels=y.repeat_interleave(x.shape[1]) if x.dim() == 5 else None,
         )
         bs = x.shape[0]
         for name, value in parts.items():
@@ -138,6 +173,7 @@ class LandmarkGuidedDetector(L.LightningModule):
     def _eval_step(self, batch: dict, stage: str) -> None:
         x, y, mask = batch["image"], batch["label"], batch["mask"]
         out = self(x)
+        mask = self._frames(mask)
         prob = out.logits.softmax(-1)[:, 1]
         self.log(
             f"{stage}/loss",
