@@ -102,6 +102,9 @@ class SoftmaxHead(nn.Module):
 class _MarginHead(nn.Module):
     """Shared pieces: class weights (C, D) without bias, dropout and the "is the margin on" rule."""
 
+    #: training logits depend on the labels (the margin): the module scores train/acc without them
+    uses_labels = True
+
     def __init__(self, in_features: int, num_classes: int, dropout: float):
         super().__init__()
         self.in_features = _int_at_least("in_features", in_features, 1)

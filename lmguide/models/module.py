@@ -167,7 +167,9 @@ class LandmarkGuidedDetector(L.LightningModule):
         with torch.no_grad():
             self.train_attn_ratio(attention_in_mask(out.maps, mask))
         self.log("train/attn_in_lm", self.train_attn_ratio, on_step=False, on_epoch=True, batch_size=bs)
-        self.log("train/acc", (out.logits.argmax(-1) == y).float().mean(), batch_size=bs)
+        with torch.no_grad():  # margin heads: accuracy of the margin-free logits, as evaluation scores them
+            logits = self.head(out.features) if getattr(self.head, "uses_labels", False) else out.logits
+        self.log("train/acc", (logits.argmax(-1) == y).float().mean(), batch_size=bs)
         return total
 
     def _eval_step(self, batch: dict, stage: str) -> None:
