@@ -1,4 +1,4 @@
-"""``python -m lmguide.bench [train|prepare|loader] [options]``: benchmarks, printed and written as JSON.
+"""``python -m lmguide.bench [train|prepare|loader|models] [options]``: benchmarks, printed + JSON.
 
 Each benchmark measures its cases side by side in one run against a baseline measured in the same
 run (medians, ratios), because the machines are noisy:
@@ -8,13 +8,15 @@ run (medians, ratios), because the machines are noisy:
   MediaPipe FaceMesh on the same frames, 1 vs 2 workers, cache bytes per frame.
 * ``loader``: images/s from the cached index through augmentation to batches, against the rate at
   which the default model's training step consumes them.
+* ``models``: parameters, forward + backward ms per image at 224 px and peak memory of every backbone
+  with ``none`` and ``multi`` attention.
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = ("train", "prepare", "loader")
+COMMANDS = ("train", "prepare", "loader", "models")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -27,6 +29,8 @@ def main(argv: list[str] | None = None) -> dict:
         from lmguide.bench.prepare import main as run
     elif cmd == "loader":
         from lmguide.bench.loader import main as run
+    elif cmd == "models":
+        from lmguide.bench.models import main as run
     else:
         from lmguide.bench.train_step import main as run
     return run(argv)
