@@ -15,11 +15,25 @@ ROOT_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT_DIR / "conf"
 
 
+def sweep_group() -> str | None:
+    """Name of the running Hydra multirun (its sweep dir, e.g. ``2026-11-25_01-10-00``), else None:
+    the W&B group that keeps the runs of one sweep together."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+
+
 def _register_resolvers() -> None:
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("lmguide_root"):
         OmegaConf.register_new_resolver("lmguide_root", lambda: str(ROOT_DIR))
+    if not OmegaConf.has_resolver("lmguide_sweep_group"):
+        OmegaConf.register_new_resolver("lmguide_sweep_group", sweep_group)
     if not OmegaConf.has_resolver("expanduser"):
         OmegaConf.register_new_resolver("expanduser", lambda p: os.path.expanduser(str(p)))
 

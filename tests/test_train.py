@@ -112,5 +112,13 @@ def test_cli_multirun_lambda_grid(cache_dir, tmp_path):
     assert [p.name for p in jobs] == ["0", "1"]
     lambdas = [(p / ".hydra" / "overrides.yaml").read_text() for p in jobs]
     assert "loss.lambda_lm=0" in lambdas[0] and "loss.lambda_lm=1" in lambdas[1]
+    aucs = []
     for p in jobs:
-        assert "test/auc" in json.loads((p / "metrics.json").read_text())
+        aucs.append(json.loads((p / "metrics.json").read_text())["val/auc"])
+    # the sweep callback wrote the report: one row per λ, the value of its (only) seed
+    table = (tmp_path / "sweep_report.md").read_text()
+    assert (
+        f"| loss.lambda_lm=0 | 0 | {aucs[0]:.3f} |" in table
+        and f"| loss.lambda_lm=1 | 0 | {aucs[1]:.3f} |" in table
+    )
+    assert (tmp_path / "sweep_report.csv").exists() and (tmp_path / "sweep_report.png").exists()
