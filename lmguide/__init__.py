@@ -27,6 +27,23 @@ def sweep_group() -> str | None:
     return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
 
 
+def job_device() -> int | list[int]:
+    """``trainer.devices`` for a job of a parallel (joblib) sweep: job k gets GPU k mod n as a list
+    ``[k mod n]``; without GPUs (or outside a sweep) 1 device."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        import torch
+
+        n = torch.cuda.device_count()
+    except ImportError:
+        n = 0
+    if n == 0 or not HydraConfig.initialized():
+        return 1
+    num = HydraConfig.get().job.get("num") or 0
+    return [int(num) % n]
+
+
 def _register_resolvers() -> None:
     from omegaconf import OmegaConf
 
@@ -34,6 +51,8 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("lmguide_root", lambda: str(ROOT_DIR))
     if not OmegaConf.has_resolver("lmguide_sweep_group"):
         OmegaConf.register_new_resolver("lmguide_sweep_group", sweep_group)
+    if not OmegaConf.has_resolver("lmguide_job_device"):
+        OmegaConf.register_new_resolver("lmguide_job_device", job_device)
     if not OmegaConf.has_resolver("expanduser"):
         OmegaConf.register_new_resolver("expanduser", lambda p: os.path.expanduser(str(p)))
 
