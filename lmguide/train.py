@@ -69,7 +69,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model.run_overrides = _hydra_overrides()
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_cfg.pop("compile", None)  # ours, not a Trainer argument
+    trainer = hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+    if cfg.trainer.get("compile"):  # trainer.compile=true: the LightningModule's forward compiled
+        import torch
+
+        model = torch.compile(model)
     for lg in loggers:
         lg.log_hyperparams(model.run_config)
 
@@ -94,8 +100,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         finish_wandb(loggers)
 
     metrics["wall_time_s"] = time.perf_counter() - t0
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    print_summary(metrics, trainer, out_dir)
+    if trainer.is_global_zero:  # DDP: every rank holds the same (synced) metrics; rank 0 writes them
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        print_summary(metrics, trainer, out_dir)
     return metrics
 
 
