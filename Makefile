@@ -42,8 +42,8 @@ BENCH ?= train prepare loader
 bench: $(STAMP)  ## benchmarks (BENCH="train prepare loader"), printed and written as JSON
 	@for b in $(BENCH); do $(PY) -m lmguide.bench $$b $(ARGS) || exit 1; done
 
-sweep: $(STAMP)  ## the λ grid on the demo data (Hydra multirun)
-	$(PY) -m lmguide.train -m experiment=demo loss.lambda_lm=0,0.1,0.3,1 $(ARGS)
+sweep: $(STAMP)  ## the λ grid (4 λ x 3 seeds) on the demo data (Hydra multirun + sweep report)
+	$(PY) -m lmguide.train experiment=demo sweep=lambda $(ARGS)
 
 clean:  ## remove run outputs (not the data cache)
 	rm -rf logs outputs multirun .pytest_cache
