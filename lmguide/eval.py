@@ -48,7 +48,7 @@ def score_split(model, dataset, batch_size: int = 32) -> dict:
     }
 
 
-def _plot_curves(
+def plot_curves(
     scores: torch.Tensor, labels: torch.Tensor, threshold: float, out_dir: Path, title: str
 ) -> None:
     import matplotlib
@@ -145,7 +145,7 @@ def evaluate(cfg: DictConfig) -> dict:
             w.writerow(["frame", i, v, y, f"{p:.6f}", int(p >= 0.5), int(p >= threshold)])
         for v, p, y in video_rows:
             w.writerow(["video", v, v, y, f"{p:.6f}", int(p >= 0.5), int(p >= threshold)])
-    _plot_curves(res["prob"], res["label"], threshold, out_dir, f"{cfg.split} (frames)")
+    plot_curves(res["prob"], res["label"], threshold, out_dir, f"{cfg.split} (frames)")
     _send_to_loggers(cfg, metrics, out_dir)
     _print(metrics, cfg.split, out_dir)
     return metrics

@@ -96,6 +96,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, weights_only=True)
             for res in results:
                 metrics.update({k: float(v) for k, v in res.items()})
+            if trainer.is_global_zero:
+                log_test_curves(model, datamodule, out_dir, loggers)
     finally:
         finish_wandb(loggers)
 
@@ -104,6 +106,34 @@ def train(cfg: DictConfig) -> dict[str, float]:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         print_summary(metrics, trainer, out_dir)
     return metrics
+
+
+def log_test_curves(model, datamodule, out_dir: Path, loggers: list) -> None:
+    """ROC, PR and confusion matrix (threshold 0.5) of the tested weights on the test split's frames:
+    PNGs under ``<run dir>/curves/``, also sent to W&B (images) and TensorBoard when they log."""
+    if getattr(model, "clip_frames", None):
+        log.info("test curves are drawn for frame models only (this is a clip model)")
+        return
+    import cv2
+
+    from lmguide.eval import plot_curves, score_split
+
+    was_training = model.training
+    model.eval()
+    res = score_split(model, datamodule.datasets["test"], datamodule.eval_batch_size)
+    model.train(was_training)
+    curves = out_dir / "curves"
+    curves.mkdir(parents=True, exist_ok=True)
+    plot_curves(res["prob"], res["label"], 0.5, curves, "test (frames)")
+    paths = [curves / f"{n}.png" for n in ("roc", "pr", "confusion")]
+    for lg in loggers:
+        name = type(lg).__name__
+        if name == "WandbLogger":
+            lg.log_image("test/curves", [str(p) for p in paths], caption=["ROC", "PR", "confusion @0.5"])
+        elif name == "TensorBoardLogger":
+            for p in paths:
+                img = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+                lg.experiment.add_image(f"test/{p.stem}", img, dataformats="HWC")
 
 
 def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
@@ -127,6 +157,7 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
         "metrics CSV": next(iter(out_dir.glob("csv/**/metrics.csv")), ""),
         "TensorBoard": out_dir / "tensorboard" if (out_dir / "tensorboard").exists() else "",
         "overlays": out_dir / "overlays" if (out_dir / "overlays").exists() else "",
+        "test curves": out_dir / "curves" if (out_dir / "curves").exists() else "",
         "metrics JSON": out_dir / "metrics.json",
     }
     console = Console()

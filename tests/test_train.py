@@ -55,13 +55,39 @@ def test_short_run_writes_checkpoints_logs_and_every_loss_part(cache_dir, tmp_pa
     assert list((tmp_path / "tensorboard").glob("events.*"))
 
 
-def test_wandb_logger_runs_offline(cache_dir, tmp_path, monkeypatch):
+def test_wandb_logger_is_offline_without_a_key(cache_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     cfg = compose_cfg(FAST_DATA + ["trainer.fast_dev_run=true", "logger=wandb"], tmp_path, cache_dir)
     train(cfg)
     assert os.environ["WANDB_MODE"] == "offline"
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.slow
+def test_wandb_run_gets_curves_overlays_and_the_checkpoint(cache_dir, tmp_path, monkeypatch):
+    """logger=many offline: scalars, attention overlays, test curves and the best checkpoint as an
+    artifact reach the W&B run; the API key is never written anywhere."""
+    secret = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    monkeypatch.setenv("WANDB_MODE", "offline")  # a key is set, but this machine has no network
+    overrides = [
+        "logger=many",
+        "logger.wandb.log_model=true",
+        "trainer.max_steps=2",
+        "+trainer.limit_train_batches=1",
+    ]
+    cfg = compose_cfg(FAST_DATA + overrides, tmp_path, cache_dir)
+    train(cfg)
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    media = {p.parent.name + "/" + p.name.split("_")[0] for p in (run / "files" / "media").rglob("*.png")}
+    assert {"test/curves", "val/attention"} <= media
+    assert {p.name for p in (tmp_path / "curves").iterdir()} == {"roc.png", "pr.png", "confusion.png"}
+    assert b"best.ckpt" in next(run.glob("*.wandb")).read_bytes()  # the checkpoint artifact
+    assert list((tmp_path / "tensorboard").glob("events.*")) and (tmp_path / "csv" / "metrics.csv").exists()
+    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert not leaked, leaked
 
 
 def _cli(args: list[str], tmp_path: Path, cache_dir: Path, timeout: int = 600) -> subprocess.CompletedProcess:
