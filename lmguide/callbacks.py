@@ -16,14 +16,23 @@ log = logging.getLogger(__name__)
 
 
 class MinLRStopping(L.Callback):
-    """Stop once every learning rate has fallen below ``factor`` x its initial value (ReduceLROnPlateau)."""
+    """Stop once every learning rate has fallen below ``factor`` x its initial value.
+
+    Only with ReduceLROnPlateau, whose reductions have no end of their own; a schedule in steps
+    (``scheduler=cosine``) sets its floor itself and ends at ``trainer.max_steps``, so it is left alone."""
 
     def __init__(self, factor: float = 1e-5):
         self.factor = factor
         self._initial: list[float] | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._initial = [g.get("initial_lr", g["lr"]) for g in trainer.optimizers[0].param_groups]
+        plateau = any(
+            isinstance(c.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+            for c in trainer.lr_scheduler_configs
+        )
+        self._initial = (
+            [g.get("initial_lr", g["lr"]) for g in trainer.optimizers[0].param_groups] if plateau else None
+        )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         lrs = [g["lr"] for g in trainer.optimizers[0].param_groups]

@@ -1,0 +1,140 @@
+"""LR schedulers: the cosine schedule's values, how the module hands each scheduler to Lightning, the
+min-lr stop (plateau only) and a short cosine run through the CLI."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import hydra
+import pytest
+import torch
+
+from lmguide.callbacks import MinLRStopping
+
+from .conftest import FAST_DATA, compose_cfg, run_cli
+
+
+def _lrs(scheduler_partial, steps: int, lr: float = 0.1) -> list[float]:
+    """The lr used by each of ``steps`` optimizer steps (scheduler stepped after each, as Lightning does)."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = scheduler_partial(optimizer=opt)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_cosine_config_warms_up_linearly_then_decays_to_the_floor_at_max_steps(tmp_path):
+    cfg = compose_cfg(
+        [
+            "scheduler=cosine",
+            "trainer.max_steps=20",
+            "scheduler.warmup_steps=4",
+            "scheduler.min_lr_factor=0.1",
+        ],
+        tmp_path,
+    )
+    assert cfg.scheduler.total_steps == 20  # ${trainer.max_steps}
+    lrs = _lrs(hydra.utils.instantiate(cfg.scheduler), steps=23, lr=0.1)
+    expected = {
+        0: 0.1 * 1 / 4,  # warm-up: (s + 1) / W
+        1: 0.1 * 2 / 4,
+        3: 0.1,  # last warm-up step: full lr
+        4: 0.1,  # cosine starts at the full lr
+        8: 0.1 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4))),  # a quarter of the decay
+        12: 0.1 * (0.1 + 0.9 * 0.5),  # half-way: the mean of lr and floor
+        19: 0.1 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 15 / 16))),  # the last step of the run
+        20: 0.01,  # floor at trainer.max_steps
+        22: 0.01,  # and it stays there
+    }
+    for step, lr in expected.items():
+        assert lrs[step] == pytest.approx(lr, rel=1e-9), step
+    decay = lrs[4:21]
+    assert all(a > b for a, b in zip(decay, decay[1:], strict=False))
+
+
+def test_cosine_without_warm_up_starts_at_the_full_lr():
+    from lmguide.schedulers import warmup_cosine
+
+    lrs = _lrs(lambda optimizer: warmup_cosine(optimizer, total_steps=10), steps=11, lr=1.0)
+    assert lrs[0] == 1.0 and lrs[5] == pytest.approx(0.5) and lrs[10] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"total_steps": -1}, "max_steps"),
+        ({"total_steps": 10, "warmup_steps": 10}, "warmup_steps"),
+        ({"total_steps": 10, "min_lr_factor": 2.0}, "min_lr_factor"),
+    ],
+)
+def test_cosine_refuses_bad_settings_by_name(kwargs, match):
+    from lmguide.schedulers import warmup_cosine
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(ValueError, match=match):
+        warmup_cosine(opt, **kwargs)
+
+
+@pytest.mark.parametrize("scheduler", ["plateau", "cosine"])
+def test_configure_optimizers_steps_each_scheduler_at_its_interval(scheduler, tmp_path):
+    cfg = compose_cfg([f"scheduler={scheduler}", "attention.num_maps=2"], tmp_path)
+    model = hydra.utils.instantiate(cfg.model)
+    conf = model.configure_optimizers()
+    assert isinstance(conf["optimizer"], torch.optim.Adam)
+    sched = conf["lr_scheduler"]
+    if scheduler == "plateau":
+        assert isinstance(sched["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
+        assert sched["interval"] == "epoch" and sched["monitor"] == "val/loss"
+    else:
+        assert isinstance(sched["scheduler"], torch.optim.lr_scheduler.LambdaLR)
+        assert sched["interval"] == "step" and "monitor" not in sched
+
+
+def test_no_scheduler_returns_the_optimizer_alone(tmp_path):
+    cfg = compose_cfg(["model.scheduler=null", "attention.num_maps=2"], tmp_path)
+    model = hydra.utils.instantiate(cfg.model)
+    assert isinstance(model.configure_optimizers(), torch.optim.Adam)
+
+
+@pytest.mark.parametrize("kind", ["plateau", "cosine"])
+def test_min_lr_stop_applies_to_plateau_only(kind):
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+    if kind == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+    else:
+        from lmguide.schedulers import warmup_cosine
+
+        sched = warmup_cosine(opt, total_steps=10, min_lr_factor=0.0)
+    trainer = SimpleNamespace(
+        optimizers=[opt], lr_scheduler_configs=[SimpleNamespace(scheduler=sched)], should_stop=False
+    )
+    stop = MinLRStopping(factor=1e-5)
+    stop.on_train_start(trainer, None)
+    opt.param_groups[0]["lr"] = 0.0  # plateau cut to nothing / cosine at a zero floor
+    stop.on_train_epoch_end(trainer, None)
+    assert trainer.should_stop is (kind == "plateau")
+
+
+def test_cli_fit_with_cosine_steps_the_schedule_every_optimizer_step(cache_dir, tmp_path):
+    args = [
+        "scheduler=cosine",
+        "scheduler.warmup_steps=1",
+        "scheduler.min_lr_factor=0.5",
+        "trainer.max_steps=4",
+        "+trainer.limit_train_batches=2",  # 2 epochs of 2 steps: per-epoch stepping would stop at 2
+        "attention.num_maps=2",
+        "test=false",
+        *FAST_DATA,
+        f"hydra.run.dir={tmp_path}",
+    ]
+    proc = run_cli("lmguide.train", args, tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert ckpt["global_step"] == 4 and ckpt["epoch"] == 1
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == 4  # one scheduler step per optimizer step
+    # after 4 steps with W=1, T=4: the floor, 0.5 x the Adam lr of conf/optim/adam.yaml
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.5e-4)
