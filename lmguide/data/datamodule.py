@@ -12,9 +12,10 @@ from torch.utils.data import DataLoader
 
 from lmguide.data.datasets import ClipDataset, FaceDataset
 from lmguide.data.fakes import SelfBlend
-from lmguide.data.masks import MaskSpec
+from lmguide.data.masks import CONTOURS, MaskSpec
 from lmguide.data.prepare import FaceSettings, PreparedIndex, prepare_index
 from lmguide.data.transforms import build_transform
+from lmguide.losses.landmark import APPLY_TO
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,15 @@ class FaceDataModule(L.LightningDataModule):
     ``clip_frames`` (``data.clip_frames``, which follows ``backbone.clip_frames``) switches every split
     to :class:`~lmguide.data.datasets.ClipDataset`: batches then hold images (B, T, 3, S, S) and masks
     (B, T, 1, S, S) with one label per clip; ``clip_min_frames`` is the shortest track kept (padded).
+
+    Extra targets of the landmark loss, in training batches only (evaluation never uses them), each
+    set from the loss config so the default path stays as it is:
+
+    * ``region_masks`` (``data.region_masks``, follows ``loss.landmark.regions``: ``loss=per_head``):
+      names of landmark regions; batches hold ``region_masks`` (B, R, S, S) (clips (B, T, R, S, S)),
+      drawn from the cached landmarks with the ``mask`` spec, in this order.
+    * ``landmark_apply_to`` (follows ``loss.landmark.apply_to``): ``fake_blend`` makes batches hold
+      ``blend_mask`` (B, 1, S, S) (clips (B, T, 1, S, S)): an SBI fake's blend mask, zeros otherwise.
     """
 
     def __init__(
@@ -45,6 +55,8 @@ class FaceDataModule(L.LightningDataModule):
         prepare_workers: int | None = None,
         clip_frames: int | None = None,
         clip_min_frames: int = 1,
+        region_masks: Sequence[str] | None = None,
+        landmark_apply_to: str = "both",
     ):
         super().__init__()
         if batch_size < 1:
@@ -72,6 +84,16 @@ class FaceDataModule(L.LightningDataModule):
             )
         self.clip_frames = None if clip_frames is None else int(clip_frames)
         self.clip_min_frames = clip_min_frames
+        if isinstance(region_masks, str):
+            region_masks = [region_masks]
+        self.region_masks = tuple(region_masks) if region_masks else ()
+        known = {*mask.point_regions(), *CONTOURS}
+        unknown = [r for r in self.region_masks if r not in known]
+        if unknown:
+            raise ValueError(f"data.region_masks: unknown region(s) {unknown}; known: {sorted(known)}")
+        if landmark_apply_to not in APPLY_TO:
+            raise ValueError(f"data.landmark_apply_to must be one of {APPLY_TO}, got {landmark_apply_to!r}")
+        self.blend_masks = landmark_apply_to == "fake_blend"
         self.index: PreparedIndex | None = None
         self.datasets: dict[str, FaceDataset] = {}
 
@@ -97,6 +119,7 @@ class FaceDataModule(L.LightningDataModule):
             rows = self.index.ok_rows(split)
             det = split != "train"
             args = (rows, self.index.root, self.index.mask_dir, self.eval_tf if det else self.train_tf)
+            extra = {} if det else self.extra_targets()
             if self.clip_frames:
                 self.datasets[split] = ClipDataset(
                     *args,
@@ -106,9 +129,21 @@ class FaceDataModule(L.LightningDataModule):
                     seed=self.seed,
                     min_frames=self.clip_min_frames,
                     split=split,
+                    **extra,
                 )
             else:
-                self.datasets[split] = FaceDataset(*args, self.fakes, deterministic=det, seed=self.seed)
+                self.datasets[split] = FaceDataset(
+                    *args, self.fakes, deterministic=det, seed=self.seed, **extra
+                )
+
+    def extra_targets(self) -> dict:
+        """Keyword arguments of the training dataset for the landmark loss's extra targets."""
+        extra: dict = {}
+        if self.region_masks:
+            extra.update(spec=self.mask, region_masks=self.region_masks)
+        if self.blend_masks:
+            extra["blend_masks"] = True
+        return extra
 
     def class_weights(self) -> torch.Tensor:
         """Inverse-frequency weights of the training labels, ``n / (2 * n_c)``."""

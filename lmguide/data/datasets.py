@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import albumentations as A
@@ -14,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lmguide.data.fakes import SelfBlend
+from lmguide.data.masks import MaskSpec, draw_mask
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,18 @@ class FaceDataset(Dataset):
     ``deterministic=True`` (val/test) seeds each fake by its index, so every evaluation sees the same
     fakes; otherwise each epoch draws new ones from torch's RNG (seeded per worker by Lightning).
     A sample that cannot be read raises an error naming the file: no other sample is substituted.
+
+    Extra loss targets, only when asked (the default path reads and transforms image and mask only):
+
+    * ``region_masks`` (names of ``spec``'s regions): the item also holds ``region_masks`` (R, S, S),
+      one mask per region drawn from the cached landmarks with ``spec`` (``draw_mask(..., region=)``),
+      for the ``per_head`` landmark loss.
+    * ``blend_masks``: the item also holds ``blend_mask`` (1, S, S), the self-blend mask of an SBI
+      fake (where and how strongly the face was altered) and zeros for every other sample, for the
+      landmark loss's ``apply_to=fake_blend``.
+
+    Both go through the same albumentations call as image and mask (``masks=``), so every geometric
+    step moves them exactly like the landmark mask.
     """
 
     def __init__(
@@ -47,6 +61,10 @@ class FaceDataset(Dataset):
         fakes: SelfBlend | None = None,
         deterministic: bool = False,
         seed: int = 0,
+        *,
+        spec: MaskSpec | None = None,
+        region_masks: Sequence[str] | None = None,
+        blend_masks: bool = False,
     ):
         if not rows:
             raise ValueError(f"no usable faces for this split in {root}/manifest.csv")
@@ -58,6 +76,10 @@ class FaceDataset(Dataset):
         self.rows, self.root, self.mask_dir = rows, Path(root), Path(mask_dir)
         self.transform, self.fakes = transform, fakes
         self.deterministic, self.seed = deterministic, seed
+        self.regions = tuple(region_masks) if region_masks else ()
+        if self.regions and spec is None:
+            raise ValueError("region masks need the MaskSpec they are drawn with (spec=)")
+        self.spec, self.blend_masks = spec, bool(blend_masks)
         names = [r["video_id"] for r in rows] + ([f"sbi:{r['video_id']}" for r in rows] if fakes else [])
         self.video_names = sorted(set(names))
         self._video_index = {v: i for i, v in enumerate(self.video_names)}
@@ -82,14 +104,42 @@ class FaceDataset(Dataset):
         )
         mask = _read(self.mask_dir / f"{sid}.png", cv2.IMREAD_GRAYSCALE, "mask", sid).astype(np.float32) / 255
         label, video = r["label"], r["video_id"]
+        lms = np.load(self.root / r["landmarks"], allow_pickle=False) if fake or self.regions else None
+        blend = None
         if fake:
-            lms = np.load(self.root / r["landmarks"], allow_pickle=False)
-            img, _blend = self.fakes(img, lms, np.random.default_rng(seed))
+            img, blend = self.fakes(img, lms, np.random.default_rng(seed))
             label, video = 1, f"sbi:{video}"
-        return {"image": img, "mask": mask, "label": label, "video": video, "seed": seed}
+        s = {"image": img, "mask": mask, "label": label, "video": video, "seed": seed}
+        if self.regions:  # landmarks are in pixels of the crop: draw at its size
+            size = img.shape[:2]
+            s["region_masks"] = np.stack([draw_mask(lms, size, self.spec, region=n) for n in self.regions])
+        if self.blend_masks:
+            s["blend_mask"] = blend if blend is not None else np.zeros(img.shape[:2], np.float32)
+        return s
+
+    def _transform(self, s: dict, image: np.ndarray, mask: np.ndarray, k: int | None = None) -> dict:
+        """Image, mask and the extra targets of ``s`` (frame ``k`` of a clip) through one transform call:
+        ``{"image", "mask" (1, S, S), ["blend_mask" (1, S, S)], ["region_masks" (R, S, S)]}``."""
+        extra = []
+        if self.blend_masks:
+            extra.append(s["blend_mask"] if k is None else s["blend_mask"][k])
+        if self.regions:
+            extra.extend(s["region_masks"] if k is None else s["region_masks"][k])
+        if not extra:
+            out = self.transform(image=image, mask=mask)
+            return {"image": out["image"], "mask": out["mask"].float().unsqueeze(0)}
+        out = self.transform(image=image, mask=mask, masks=np.stack(extra))
+        more = torch.as_tensor(out["masks"]).float()  # (1 + R or R or 1, S, S)
+        res = {"image": out["image"], "mask": out["mask"].float().unsqueeze(0)}
+        if self.blend_masks:
+            res["blend_mask"], more = more[:1], more[1:]
+        if self.regions:
+            res["region_masks"] = more
+        return res
 
     def load(self, i: int) -> dict:
-        """The untransformed sample ``i``: RGB uint8 image, mask float32 (H, W), label, video name."""
+        """The untransformed sample ``i``: RGB uint8 image, mask float32 (H, W), label, video name, seed
+        (and, when asked, ``region_masks`` (R, H, W) and ``blend_mask`` (H, W), float32)."""
         fake = self.fakes is not None and i % 2 == 1
         r = self.rows[i // 2 if self.fakes is not None else i]
         return self._load_row(r, fake, self._seed(i))
@@ -97,13 +147,10 @@ class FaceDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         s = self.load(i)
         self.transform.set_random_seed(s["seed"] + 1)
-        out = self.transform(image=s["image"], mask=s["mask"])
-        return {
-            "image": out["image"],  # (3, S, S) float
-            "mask": out["mask"].float().unsqueeze(0),  # (1, S, S) in [0, 1]
-            "label": torch.tensor(s["label"], dtype=torch.long),
-            "video": torch.tensor(self._video_index[s["video"]], dtype=torch.long),
-        }
+        out = self._transform(s, s["image"], s["mask"])  # image (3, S, S) float, mask (1, S, S) in [0, 1]
+        out["label"] = torch.tensor(s["label"], dtype=torch.long)
+        out["video"] = torch.tensor(self._video_index[s["video"]], dtype=torch.long)
+        return out
 
 
 class ClipDataset(FaceDataset):
@@ -136,12 +183,27 @@ class ClipDataset(FaceDataset):
         seed: int = 0,
         min_frames: int = 1,
         split: str = "",
+        *,
+        spec: MaskSpec | None = None,
+        region_masks: Sequence[str] | None = None,
+        blend_masks: bool = False,
     ):
         if frames < 1:
             raise ValueError(f"data.clip_frames must be >= 1, got {frames}")
         if not 1 <= min_frames <= frames:
             raise ValueError(f"data.clip_min_frames must be in 1..clip_frames={frames}, got {min_frames}")
-        super().__init__(rows, root, mask_dir, transform, fakes, deterministic, seed)
+        super().__init__(
+            rows,
+            root,
+            mask_dir,
+            transform,
+            fakes,
+            deterministic,
+            seed,
+            spec=spec,
+            region_masks=region_masks,
+            blend_masks=blend_masks,
+        )
         self.frames, self.min_frames = frames, min_frames
         tracks: dict[tuple[str, int], list[dict]] = defaultdict(list)
         for r in rows:
@@ -198,25 +260,26 @@ class ClipDataset(FaceDataset):
         clip = self.clips[i // 2 if self.fakes is not None else i]
         seed = self._seed(i)
         frames = [self._load_row(r, fake, seed) for r in clip]
-        return {
+        out = {
             "image": [f["image"] for f in frames],
             "mask": [f["mask"] for f in frames],
             "label": frames[0]["label"],
             "video": frames[0]["video"],
             "seed": seed,
         }
+        for key in ("region_masks", "blend_mask"):
+            if key in frames[0]:
+                out[key] = [f[key] for f in frames]
+        return out
 
     def __getitem__(self, i: int) -> dict:
         s = self.load(i)
-        images, masks = [], []
-        for img, mask in zip(s["image"], s["mask"], strict=True):
+        frames = []
+        for k, (img, mask) in enumerate(zip(s["image"], s["mask"], strict=True)):
             self.transform.set_random_seed(s["seed"] + 1)  # the same augmentation on every frame
-            out = self.transform(image=img, mask=mask)
-            images.append(out["image"])
-            masks.append(out["mask"].float().unsqueeze(0))
-        return {
-            "image": torch.stack(images),  # (T, 3, S, S)
-            "mask": torch.stack(masks),  # (T, 1, S, S)
-            "label": torch.tensor(s["label"], dtype=torch.long),
-            "video": torch.tensor(self._video_index[s["video"]], dtype=torch.long),
-        }
+            frames.append(self._transform(s, img, mask, k))
+        # image (T, 3, S, S), mask (T, 1, S, S) [, blend_mask (T, 1, S, S), region_masks (T, R, S, S)]
+        out = {key: torch.stack([f[key] for f in frames]) for key in frames[0]}
+        out["label"] = torch.tensor(s["label"], dtype=torch.long)
+        out["video"] = torch.tensor(self._video_index[s["video"]], dtype=torch.long)
+        return out

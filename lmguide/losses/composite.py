@@ -2,6 +2,14 @@
 
 Defaults are the seed's weights (1/3, 1, 2/3, 1). A term whose weight is 0 is not computed. The loss
 returns ``(total, parts)``; every part is logged as ``train/loss/<name>``.
+
+* λ warm-up: with ``lambda_warmup_steps = N > 0`` the landmark weight at training step ``t`` is
+  ``λ·min(1, t / N)``: 0 at the first step, ``λ/2`` at ``N/2``, ``λ`` from step ``N`` on (the module
+  passes ``global_step`` and logs the value as ``train/lambda_lm``). The landmark term is still
+  computed (and logged) while its weight is 0.
+* ``focal_gamma = γ > 0`` replaces each cross-entropy (raw, aux, aug) by the focal loss
+  ``-α_y (1 - p_y)^γ log p_y`` with the class weights as ``α``, averaged like weighted CE
+  (``Σ α_y ℓ / Σ α_y``); ``γ = 0`` is plain (weighted) cross-entropy.
 """
 
 from __future__ import annotations
@@ -13,6 +21,21 @@ from torch import nn
 from lmguide.losses.landmark import LandmarkLoss
 
 
+def focal_loss(
+    logits: torch.Tensor, labels: torch.Tensor, gamma: float, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean focal loss ``-α_y (1 - p_y)^γ log p_y`` of (B, C) logits; ``weight`` (C,) gives ``α``, and
+    the mean is then weighted like :func:`torch.nn.functional.cross_entropy`'s. γ = 0 is that CE."""
+    logp = F.log_softmax(logits.float(), -1).gather(1, labels[:, None]).squeeze(1)  # log p_y, (B,)
+    # 1 - p_y from expm1 (exact near p_y = 1); the floor keeps the gradient of x^γ (γ < 1) finite at 0
+    one_minus_p = (-torch.expm1(logp)).clamp_min(1e-12)
+    per = -one_minus_p.pow(gamma) * logp
+    if weight is None:
+        return per.mean()
+    w = weight.to(per.dtype)[labels]
+    return (w * per).sum() / w.sum()
+
+
 class CompositeLoss(nn.Module):
     def __init__(
         self,
@@ -22,13 +45,23 @@ class CompositeLoss(nn.Module):
         w_aux: float = 1.0,
         w_aug: float = 2 / 3,
         w_center: float = 1.0,
+        lambda_warmup_steps: int = 0,
+        focal_gamma: float = 0.0,
     ):
         super().__init__()
         for k, v in dict(
-            lambda_lm=lambda_lm, w_raw=w_raw, w_aux=w_aux, w_aug=w_aug, w_center=w_center
+            lambda_lm=lambda_lm,
+            w_raw=w_raw,
+            w_aux=w_aux,
+            w_aug=w_aug,
+            w_center=w_center,
+            focal_gamma=focal_gamma,
         ).items():
-            if v < 0:
-                raise ValueError(f"loss.{k} must be >= 0, got {v}")
+            if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0:
+                raise ValueError(f"loss.{k} must be a number >= 0, got {v!r}")
+        n = lambda_warmup_steps
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"loss.lambda_warmup_steps must be an integer >= 0, got {lambda_warmup_steps!r}")
         self.landmark = landmark
         self.lambda_lm, self.w_raw, self.w_aux, self.w_aug, self.w_center = (
             lambda_lm,
@@ -37,10 +70,25 @@ class CompositeLoss(nn.Module):
             w_aug,
             w_center,
         )
+        self.lambda_warmup_steps, self.focal_gamma = lambda_warmup_steps, float(focal_gamma)
 
     @property
     def needs_views(self) -> bool:
         return self.w_aux > 0 or self.w_aug > 0
+
+    def lambda_at(self, step: int | None) -> float:
+        """The landmark weight at training step ``step``: ``λ·min(1, step / N)``; ``λ`` without warm-up
+        or without a step."""
+        n = self.lambda_warmup_steps
+        if n == 0 or step is None:
+            return float(self.lambda_lm)
+        return float(self.lambda_lm) * min(1.0, max(int(step), 0) / n)
+
+    def ce(self, logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        """Cross-entropy, or the focal loss when ``focal_gamma > 0``."""
+        if self.focal_gamma == 0:
+            return F.cross_entropy(logits, labels, weight=weight)
+        return focal_loss(logits, labels, self.focal_gamma, weight)
 
     def forward(
         self,
@@ -54,26 +102,37 @@ class CompositeLoss(nn.Module):
         logits_aug: torch.Tensor | None = None,
         class_weight: torch.Tensor | None = None,
         frame_labels: torch.Tensor | None = None,
+        region_masks: torch.Tensor | None = None,
+        blend_mask: torch.Tensor | None = None,
+        step: int | None = None,
     ):
         """``frame_labels``: the label of each attention-map set when they are per frame of a clip
-        (``maps`` (B*T, ...), ``labels`` (B,)); the landmark term uses them instead of ``labels``."""
+        (``maps`` (B*T, ...), ``labels`` (B,)); the landmark term uses them instead of ``labels``.
+        ``region_masks`` / ``blend_mask``: the per-region masks (``per_head``) and the fakes' blend
+        masks (``apply_to=fake_blend``), per map set like ``mask``. ``step``: the training step (λ
+        warm-up)."""
         parts: dict[str, torch.Tensor] = {}
         weighted: list[torch.Tensor] = []
 
-        def add(name: str, weight: float, fn) -> None:
+        def add(name: str, weight: float, fn, effective: float | None = None) -> None:
             if weight > 0:
                 parts[name] = fn()
-                weighted.append(weight * parts[name])
+                weighted.append((weight if effective is None else effective) * parts[name])
 
-        add("ce_raw", self.w_raw, lambda: F.cross_entropy(logits, labels, weight=class_weight))
+        add("ce_raw", self.w_raw, lambda: self.ce(logits, labels, class_weight))
         if logits_aux is not None:
-            add("ce_aux", self.w_aux, lambda: F.cross_entropy(logits_aux, labels, weight=class_weight))
+            add("ce_aux", self.w_aux, lambda: self.ce(logits_aux, labels, class_weight))
         if logits_aug is not None:
-            add("ce_aug", self.w_aug, lambda: F.cross_entropy(logits_aug, labels, weight=class_weight))
+            add("ce_aug", self.w_aug, lambda: self.ce(logits_aug, labels, class_weight))
         if center is not None:
             add("center", self.w_center, lambda: center)
         lm_labels = labels if frame_labels is None else frame_labels
-        add("landmark", self.lambda_lm, lambda: self.landmark(maps, mask, lm_labels))
+        add(
+            "landmark",
+            self.lambda_lm,
+            lambda: self.landmark(maps, mask, lm_labels, region_masks=region_masks, blend_mask=blend_mask),
+            effective=self.lambda_at(step),
+        )
         total = torch.stack(weighted).sum()
         parts["total"] = total
         return total, parts

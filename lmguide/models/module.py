@@ -67,6 +67,7 @@ class LandmarkGuidedDetector(L.LightningModule):
         feat_dim = self.temporal.out_features if self.temporal is not None else self.attention.out_features
         self.head = head(in_features=feat_dim)
         self.loss = loss
+        self._check_landmark_heads()
         self.center = CenterLoss(feat_dim, beta=center_beta)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_monitor = scheduler_monitor
@@ -114,6 +115,16 @@ class LandmarkGuidedDetector(L.LightningModule):
             raise ValueError(f"expected images (B, 3, S, S), got {tuple(x.shape)}")
         return False
 
+    def _check_landmark_heads(self) -> None:
+        """``per_head``: refuse fewer attention maps than landmark regions now, not at the first step.
+        The map count is known up front for ``multi`` (``num_maps``) and ``vit_cls`` (the ViT's heads);
+        the single-map modules give 1 (checked again on the real maps by the loss)."""
+        lm = self.loss.landmark
+        if not getattr(lm, "needs_regions", False) or lm.regions is None:
+            return
+        m = getattr(self.attention, "num_maps", None) or getattr(self.attention, "num_heads", None) or 1
+        lm.head_regions(int(m))
+
     @staticmethod
     def _frames(t: torch.Tensor) -> torch.Tensor:
         """Clips' per-frame tensors (B, T, ...) as frames (B*T, ...); frame batches unchanged."""
@@ -141,6 +152,8 @@ class LandmarkGuidedDetector(L.LightningModule):
                 )
             logits_aux, logits_aug = self(views, y.repeat(2)).logits.chunk(2)
         center = self.center(out.features, y) if self.loss.w_center > 0 else None
+        # extra landmark targets (per_head, apply_to=fake_blend), per frame like the mask
+        extra = {k: self._frames(batch[k]) for k in ("region_masks", "blend_mask") if k in batch}
         total, parts = self.loss(
             logits=out.logits,
             labels=y,
@@ -151,10 +164,13 @@ class LandmarkGuidedDetector(L.LightningModule):
             logits_aug=logits_aug,
             class_weight=self.class_weight,
             frame_labels=y.repeat_interleave(x.shape[1]) if x.dim() == 5 else None,
+            step=self.global_step,
+            **extra,
         )
         bs = x.shape[0]
         for name, value in parts.items():
             self.log(f"train/loss/{name}", value, batch_size=bs, prog_bar=name == "total")
+        self.log("train/lambda_lm", self.loss.lambda_at(self.global_step), batch_size=bs)
         if "landmark" in parts:  # samples without a landmark target contribute zero: count them
             self.log(
                 "train/empty_masks",
@@ -182,6 +198,7 @@ class LandmarkGuidedDetector(L.LightningModule):
             torch.nn.functional.cross_entropy(out.logits, y),
             batch_size=x.shape[0],
             prog_bar=stage == "val",
+            sync_dist=True,  # DDP: the mean over every rank's batches, like the torchmetrics metrics
         )
         self.metrics[stage].update(prob, y)
         self.video_scores[stage].update(prob, y, batch["video"])
@@ -217,19 +234,17 @@ class LandmarkGuidedDetector(L.LightningModule):
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self):
+        """ReduceLROnPlateau steps after each validation epoch on ``scheduler_monitor``; any other
+        scheduler (e.g. ``scheduler=cosine``) is a schedule in optimizer steps, stepped after each one."""
         opt = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return opt
         sched = self.scheduler_factory(optimizer=opt)
-        return {
-            "optimizer": opt,
-            "lr_scheduler": {
-                "scheduler": sched,
-                "monitor": self.scheduler_monitor,
-                "interval": "epoch",
-                "frequency": 1,
-            },
-        }
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config = {"interval": "epoch", "monitor": self.scheduler_monitor}
+        else:
+            config = {"interval": "step"}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "frequency": 1, **config}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:
