@@ -134,6 +134,19 @@ def test_self_blend_changes_only_the_face(demo_datamodule):
     assert np.array_equal(fake, again)  # same seed, same fake
 
 
+def test_every_self_blended_fake_is_altered(demo_datamodule):
+    """No draw may yield a "fake" identical to its real face (float rounding once zeroed ~10% of masks)."""
+    ds = demo_datamodule.datasets["train"]
+    sbi = SelfBlend()
+    for k in range(0, len(ds.rows), max(1, len(ds.rows) // 8)):
+        img = ds.load(2 * k)["image"]
+        lms = np.load(ds.root / ds.rows[k]["landmarks"], allow_pickle=False)
+        for seed in range(30):
+            fake, blend = sbi(img, lms, np.random.default_rng(seed))
+            assert blend.max() >= 0.25 - 1e-6, (k, seed)  # the smallest blend ratio
+            assert np.abs(fake.astype(int) - img.astype(int)).sum() > 0, (k, seed)
+
+
 def test_augmentation_moves_mask_with_image():
     img = np.zeros((64, 64, 3), np.uint8)
     img[10:20, 5:15] = 255

@@ -65,9 +65,14 @@ class SelfBlend:
         c = pts.mean(0)
         pts = c + (pts - c) * rng.uniform(*self.hull_scale, size=2).astype(np.float32)
         mask = hull_mask(pts, (h, w))
-        mask = cv2.GaussianBlur(mask, (self._blur_odd(rng),) * 2, 0)
-        mask[mask < 1] = 0  # keep only the inner part, then soften it again (SBI's two-step blur)
-        mask = cv2.GaussianBlur(mask, (self._blur_odd(rng),) * 2, 0)
+        blurred = cv2.GaussianBlur(mask, (self._blur_odd(rng),) * 2, 0)
+        # keep only the inner part, then soften it again (SBI's two-step blur). "Inner" = the blur left it
+        # at 1; in float32 the blurred interior is 1 only up to rounding (0.99999994), so compare with a
+        # tolerance: an exact `< 1` zeroed the whole mask for ~10% of draws (fakes identical to the real)
+        inner = np.where(blurred >= 1 - 1e-3, blurred, 0).astype(np.float32)
+        if not inner.any():  # a hull too thin to survive the erosion: blend through the blurred hull
+            inner = blurred
+        mask = cv2.GaussianBlur(inner, (self._blur_odd(rng),) * 2, 0)
         mask = mask / max(float(mask.max()), 1e-6) * float(rng.choice(self.blend_ratios))
         fake = source.astype(np.float32) * mask[..., None] + rgb.astype(np.float32) * (1 - mask[..., None])
         return np.clip(fake.round(), 0, 255).astype(np.uint8), mask.astype(np.float32)
