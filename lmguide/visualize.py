@@ -26,6 +26,7 @@ from torch import nn
 from lmguide import CONF_DIR
 from lmguide.data import media
 from lmguide.data.prepare import face_settings
+from lmguide.models.backbones import feature_stage, vit_model
 
 CLASS_NAMES = ("real", "fake")
 
@@ -73,10 +74,8 @@ class LogitsOnly(nn.Module):
 
 def vit_grid(net: nn.Module) -> tuple[int, int] | None:
     """Patch grid (gh, gw) if ``net`` (a TimmBackbone's ``.model``) is a ViT, else None."""
-    inner = getattr(net, "model", net)  # features_only ViTs are wrapped in a FeatureGetterNet
-    if hasattr(inner, "num_prefix_tokens") and hasattr(inner, "patch_embed"):
-        return tuple(inner.patch_embed.grid_size)
-    return None
+    inner = vit_model(net)
+    return None if inner is None else tuple(inner.patch_embed.grid_size)
 
 
 def gradcam_target(backbone: nn.Module):
@@ -87,8 +86,7 @@ def gradcam_target(backbone: nn.Module):
     tokens are reshaped to the patch grid (prefix/class tokens dropped).
     """
     net = backbone.model
-    inner = getattr(net, "model", net)
-    layer = inner.get_submodule(net.feature_info.module_name()[-1])
+    inner, layer = getattr(net, "model", net), feature_stage(net)
     grid = vit_grid(net)
     if grid is None:
         return layer, None
@@ -114,8 +112,7 @@ def vit_cls_attention(model: nn.Module, image: torch.Tensor) -> np.ndarray | Non
     grid = vit_grid(net)
     if grid is None:
         return None
-    inner = getattr(net, "model", net)
-    attn = inner.get_submodule(net.feature_info.module_name()[-1]).attn
+    inner, attn = vit_model(net), feature_stage(net).attn
     captured: list[torch.Tensor] = []
     handle = attn.attn_drop.register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach()))
     fused, attn.fused_attn = attn.fused_attn, False

@@ -85,6 +85,19 @@ def _input_kwargs(name: str, model_kwargs: dict) -> dict:
     return model_kwargs
 
 
+def vit_model(net: nn.Module) -> nn.Module | None:
+    """The timm ViT inside a TimmBackbone's features-only ``.model`` (patch tokens with prefix tokens),
+    or None for any other architecture."""
+    inner = getattr(net, "model", net)  # features_only ViTs are wrapped in a FeatureGetterNet
+    return inner if all(hasattr(inner, a) for a in ("num_prefix_tokens", "patch_embed")) else None
+
+
+def feature_stage(net: nn.Module) -> nn.Module:
+    """The block/stage of a TimmBackbone's features-only ``.model`` that ``out_index`` picks."""
+    inner = getattr(net, "model", net)
+    return inner.get_submodule(net.feature_info.module_name()[-1])
+
+
 class TimmBackbone(nn.Module):
     """``timm.create_model(name, features_only=True)`` cut after ``out_index``.
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmguide.models.attention.common import check_int
+from lmguide.models.backbones import feature_stage, vit_model
 
 
 class ViTClsAttention(nn.Module):
@@ -70,15 +71,12 @@ class ViTClsAttention(nn.Module):
         """
         name = getattr(backbone, "name", type(backbone).__name__)
         net = getattr(backbone, "model", None)  # timm's features-only wrapper (FeatureGetterNet)
-        inner = getattr(net, "model", net)
-        is_vit = hasattr(net, "feature_info") and all(
-            hasattr(inner, a) for a in ("num_prefix_tokens", "patch_embed")
-        )
-        if not is_vit:
+        inner = vit_model(net) if hasattr(net, "feature_info") else None
+        if inner is None:
             raise ValueError(f"attention=vit_cls needs a ViT backbone (backbone=vit), got {name}")
         if getattr(inner, "cls_token", None) is None:
             raise ValueError(f"attention=vit_cls needs a ViT with a class token, {name} has none")
-        block = inner.get_submodule(net.feature_info.module_name()[-1])
+        block = feature_stage(net)
         attn = getattr(block, "attn", None)
         if attn is None or not all(hasattr(attn, a) for a in ("fused_attn", "attn_drop", "num_heads")):
             raise ValueError(f"attention=vit_cls needs timm's standard ViT attention block, {name} differs")
