@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -230,6 +231,24 @@ def test_ffpp_refuses_videos_outside_the_official_split(tmp_path, touch):
         FFPPSource(root=str(root), split_dir="splits").items()
 
 
+@pytest.mark.parametrize(
+    "name,match",
+    [
+        ("000.mp4", "fake video .*Deepfakes/c23/videos/000.mp4 is not named <target>_<source>.mp4"),
+        ("000_003_x.mp4", "000_003_x.mp4 is not named <target>_<source>"),
+        ("000_000.mp4", "000_000.mp4: pair \\('000', '000'\\) is in none"),
+        ("000_998.mp4", "000_998.mp4: pair \\('000', '998'\\) is in none"),  # ids of two splits
+    ],
+)
+def test_ffpp_refuses_a_fake_without_a_pair_of_the_official_split(tmp_path, touch, name, match):
+    # the label is the folder (original_sequences real, manipulated_sequences fake); the split is the pair
+    root = make_ffpp(tmp_path / "ff", touch)
+    write_ff_splits(root / "splits")
+    touch(root, f"manipulated_sequences/Deepfakes/c23/videos/{name}")
+    with pytest.raises(LayoutError, match=match):
+        FFPPSource(root=str(root), split_dir="splits").items()
+
+
 # --------------------------------------------------------------------------- Celeb-DF
 
 
@@ -307,6 +326,25 @@ def test_celebdf_refuses_bad_test_list_lines(tmp_path, touch, line, match):
     with pytest.raises(LayoutError, match=match) as err:
         CelebDFSource(root=str(root)).items()
     assert f"List_of_testing_videos.txt:2 ({line!r})" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "rel",
+    ["Celeb-fake/id0_id16_0001.mp4", "id0_0002.mp4", "Celeb-real/old/id0_0003.mp4", "YouTube-real/a/b.avi"],
+)
+def test_celebdf_refuses_videos_outside_its_three_folders(tmp_path, touch, rel):
+    root = make_celebdf(tmp_path / "cdf", touch)
+    touch(root, rel)
+    with pytest.raises(
+        LayoutError, match="is not directly in one of \\['Celeb-real', .* so it has no label"
+    ) as e:
+        CelebDFSource(root=str(root)).items()
+    assert f"video {root / rel} " in str(e.value)
+    # other files (frames extracted beside the videos, notes) have no label to miss: not refused
+    (root / rel).unlink()
+    touch(root, "Celeb-real-frames/id0_0000/000.png")
+    (root / "README.txt").write_text("Celeb-DF v2\n")
+    assert len(CelebDFSource(root=str(root)).items()) == 8
 
 
 def test_celebdf_refuses_missing_folder(tmp_path, touch):
@@ -405,6 +443,27 @@ def test_dfdc_refuses_bad_metadata(tmp_path, touch):
         DFDCSource(root=str(root)).items()
 
 
+@pytest.mark.parametrize(
+    "record,shown",
+    [
+        ({"label": "UNKNOWN"}, "'UNKNOWN'"),
+        ({"label": 2}, "2"),
+        ({"label": 1}, "1"),  # DFDC writes REAL/FAKE, never 0/1
+        ({"label": ""}, "''"),
+        ({"label": None}, "None"),
+        ({"split": "train", "original": None}, "None"),  # no label at all
+    ],
+)
+def test_dfdc_refuses_labels_other_than_real_or_fake(tmp_path, touch, record, shown):
+    root = make_dfdc(tmp_path / "dfdc", touch)
+    meta = _edit_meta(root, lambda m: m.update({"bbb.mp4": record}))
+    with pytest.raises(LayoutError) as err:
+        DFDCSource(root=str(root)).items()
+    assert str(err.value) == f"{meta}: entry 'bbb.mp4': label {shown} is not REAL or FAKE"
+    _edit_meta(root, lambda m: m.update({"bbb.mp4": {"label": "fake", "original": "aaa.mp4"}}))
+    assert table(DFDCSource(root=str(root)).items())["dfdc_train_part_0/bbb.mp4"][0] == 1  # any case
+
+
 def test_dfdc_refuses_part_without_metadata_and_wrong_root(tmp_path, touch):
     root = make_dfdc(tmp_path / "dfdc", touch)
     touch(root, "dfdc_train_part_7/fff.mp4")
@@ -466,6 +525,42 @@ def test_folder_refuses_bad_trees(tmp_path, touch):
         FolderSource(root=str(split_root)).items()
 
 
+@pytest.mark.parametrize(
+    "files,stray,allowed",
+    [
+        (["real/a.png", "fake/b.png", "unknown/c.png"], "unknown/c.png", "['fake', 'real']"),
+        (["real/a.png", "fake/b.png", "c.mp4"], "c.mp4", "['fake', 'real']"),
+        (
+            ["train/real/a.png", "train/fake/b.png", "train/unknown/c.png"],
+            "train/unknown/c.png",
+            "['fake', 'real']",
+        ),
+        (
+            ["train/real/a.png", "test/fake/b.png", "training/real/c.png"],
+            "training/real/c.png",
+            "['test', 'train', 'val']",
+        ),
+    ],
+)
+def test_folder_refuses_media_in_a_folder_that_is_no_label(tmp_path, touch, files, stray, allowed):
+    root = tmp_path / "f"
+    touch(root, *files)
+    with pytest.raises(LayoutError) as err:
+        FolderSource(root=str(root)).items()
+    assert f"{root / stray} is not under one of {allowed}" in str(err.value)
+    assert "so it has no label/split" in str(err.value)
+    (root / stray).unlink()  # without it the tree is fine; its folder, now without media, is no error
+    assert {it.label for it in FolderSource(root=str(root)).items()} == {0, 1}
+
+
+def test_folder_without_real_or_fake_folders_names_the_folder(tmp_path, touch):
+    touch(tmp_path / "f", "0/a.png", "1/b.png")
+    with pytest.raises(
+        LayoutError, match=re.escape(f"{tmp_path / 'f'} has neither a real/ nor a fake/ folder")
+    ):
+        FolderSource(root=str(tmp_path / "f")).items()
+
+
 # --------------------------------------------------------------------------- csv
 
 
@@ -509,6 +604,12 @@ def test_csv_root_defaults_to_the_csv_folder_and_absolute_paths(tmp_path, touch)
         ("a.png,0\n", "missing column\\(s\\) \\['path', 'label'\\]"),
         ("path,label\na.png,0\nmissing.png,1\n", "list.csv:3: file missing.png does not exist"),
         ("path,label\na.png,maybe\n", "list.csv:2: label 'maybe'"),
+        ("path,label\na.png,0\nb.png,2\n", "list.csv:3: label '2' is not one of 0, 1, real, fake"),
+        ("path,label\na.png,-1\n", "list.csv:2: label '-1' is not one of"),
+        ("path,label\na.png,\n", "list.csv:2: label '' is not one of"),
+        ("path,label\na.png\n", "list.csv:2: label '' is not one of"),  # the cell is missing
+        ("path\na.png\n", "missing column\\(s\\) \\['label'\\]"),
+        ("path,label\n.,0\n", "list.csv:2: path . is a folder, not a file"),
         ("path,label,split\na.png,0,training\n", "list.csv:2: split 'training'"),
         ("path,label\n../a.png,0\n", "list.csv:2: path ../a.png escapes data.root"),
         ("path,label\n,0\n", "list.csv:2: empty path"),
@@ -530,6 +631,25 @@ def test_csv_refuses_missing_file(tmp_path):
         CSVSource(file=str(tmp_path / "nope.csv")).items()
     with pytest.raises(LayoutError, match="file is not set"):
         CSVSource(file="???").items()
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def test_demo_labels_everything_real_and_refuses_bad_splits(cache_dir):
+    from lmguide.data.layouts.demo import DemoSource
+
+    def items(splits: dict) -> list[SourceItem]:
+        return DemoSource(str(cache_dir), splits, use_npm=False).items()
+
+    got = table(items({"train": ["single_face.jpg"], "val": ["no_face.mp4"]}))
+    assert got == {"single_face.jpg": (0, "train", None), "no_face.mp4": (0, "val", None)}  # real faces only
+    with pytest.raises(LayoutError, match="unknown split\\(s\\) \\['training'\\]"):
+        items({"training": ["single_face.jpg"]})
+    with pytest.raises(LayoutError, match="single_face.jpg is listed in more than one split"):
+        items({"train": ["single_face.jpg"], "test": ["single_face.jpg"]})
+    with pytest.raises(FileNotFoundError, match="demo media file face.jpg is not in"):
+        items({"train": ["face.jpg"]})
 
 
 # --------------------------------------------------------------------------- the Hydra configs

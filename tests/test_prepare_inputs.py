@@ -4,10 +4,15 @@ face policies, layouts end to end (CLI and datamodule), CLI errors and a paralle
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import shutil
+import struct
+import subprocess
+import sys
 import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -171,6 +176,184 @@ def test_bad_and_unusual_files_each_get_a_status_and_a_reason(odd_inputs, tmp_pa
     assert [{k: str(v) for k, v in r.items()} for r in prep.read_manifest(index.manifest)] == as_text
     bad = [it.key for it in prep.unusable_sources(items, index.rows)]
     assert bad == sorted(k for k, v in EXPECTED.items() if v != "ok")
+
+
+# a subprocess indexes one image and reports its time and the peak memory the indexing added (VmHWM:
+# the peak RSS of this process image; ru_maxrss would start from the parent's RSS, exec keeps it)
+_MEASURE = """
+import json, re, sys, time
+from pathlib import Path
+from lmguide.data import prepare as prep
+from lmguide.data.masks import MaskSpec
+def peak_mb():
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) / 1024
+item = prep.SourceItem(Path(sys.argv[1]), 0, "train")
+before, t0 = peak_mb(), time.perf_counter()
+index = prep.prepare_index("big", [item], sys.argv[2], prep.FaceSettings(frames_per_video=2), MaskSpec())
+secs, added_mb = time.perf_counter() - t0, peak_mb() - before
+print(json.dumps({"rows": index.rows, "root": str(index.root), "secs": secs, "added_mb": added_mb}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the peak memory from /proc/self/status")
+def test_a_10000_px_image_is_indexed_in_bounded_time_and_memory(media, tmp_path):
+    side = 10_000
+    canvas = np.full((side, side, 3), GREY, np.uint8)
+    face = cv2.imread(str(media["single_face.jpg"]))
+    canvas[6100 : 6100 + face.shape[0], 3700 : 3700 + face.shape[1]] = face
+    cv2.imwrite(str(tmp_path / "giant.jpg"), canvas)
+    frame_mb = canvas.nbytes / 2**20  # 286 MiB decoded
+    del canvas
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(tmp_path / "giant.jpg"), str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    (row,) = got["rows"]
+    assert row["status"] == "ok" and row["source"] == "giant.jpg"
+    crop = cv2.imread(str(Path(got["root"]) / row["image"]))
+    assert crop.shape == (256, 256, 3) and (crop == GREY).all(-1).mean() < 0.05  # the face, found by tiles
+    # about 5 s and 680 MB: the decoded frame twice (BGR, RGB) at the peak, whatever the tile count
+    assert got["secs"] < 60, got["secs"]
+    assert frame_mb < got["added_mb"] < 4 * frame_mb, got["added_mb"]
+
+
+def _png_header(w: int, h: int) -> bytes:
+    """A PNG that says it is ``w`` x ``h`` RGB in about a kilobyte (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"\x00" * (3 * w + 1) * 4)
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def test_an_image_over_the_decoder_limit_is_a_status_not_a_crash(media, tmp_path):
+    (tmp_path / "bomb.png").write_bytes(_png_header(40_000, 40_000))  # 1.6 Gpixel, 4.8 GB decoded
+    items = [
+        prep.SourceItem(tmp_path / "bomb.png", 1, "train"),
+        prep.SourceItem(media["single_face.jpg"], 0, "train"),
+    ]
+    index = prep.prepare_index("bomb", items, tmp_path / "cache", FS, MaskSpec())
+    bomb, face = _by_source(index.rows)["bomb.png"], _by_source(index.rows)["single_face.jpg"]
+    assert [(r["status"], r["frame"], r["image"]) for r in bomb] == [("unreadable", -1, "")]
+    reason = bomb[0]["reason"]
+    assert reason.startswith(str(tmp_path / "bomb.png")) and "too large to decode" in reason
+    assert "OPENCV_IO_MAX_IMAGE_PIXELS" in reason
+    assert [r["status"] for r in face] == ["ok"]  # the run went on with the next file
+
+
+@pytest.fixture(scope="module")
+def two_faces(media, tmp_path_factory) -> dict[str, Path]:
+    """One frame with two faces, the demo face in colour and a smaller grey copy beside it; as a PNG and
+    as a 2-frame clip."""
+    d = tmp_path_factory.mktemp("two")
+    face = cv2.imread(str(media["single_face.jpg"]))
+    small = cv2.resize(face, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
+    grey = cv2.cvtColor(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    (h, w), (gh, gw) = face.shape[:2], grey.shape[:2]
+    frame = np.full((h, w + gw, 3), GREY, np.uint8)
+    frame[:, :w] = face
+    frame[(h - gh) // 2 : (h - gh) // 2 + gh, w:] = grey
+    cv2.imwrite(str(d / "two.png"), frame)
+    even = frame[: h - h % 2, : (w + gw) - (w + gw) % 2]
+    _reencode([even, even], d / "two.mp4")
+    return {"image": d / "two.png", "video": d / "two.mp4"}
+
+
+def _greyness(crop: np.ndarray) -> float:
+    """Mean spread between the colour channels: about 0 for a grey crop."""
+    c = crop.astype(np.int16)
+    return float(np.abs(c - c.mean(-1, keepdims=True)).mean())
+
+
+@pytest.mark.parametrize("policy", ["largest", "all"])
+def test_a_frame_with_two_faces(policy, two_faces, tmp_path):
+    items = [prep.SourceItem(two_faces["image"], 1, "test"), prep.SourceItem(two_faces["video"], 1, "test")]
+    fs = prep.FaceSettings(frames_per_video=2, image_faces=policy, video_faces=policy)
+    index = prep.prepare_index("two", items, tmp_path, fs, MaskSpec())
+    faces = [0] if policy == "largest" else [0, 1]
+    frames = [("two.png", 0)] + [("two.mp4", f) for f in (0, 1)]
+    assert [(r["source"], r["frame"], r["face"]) for r in index.rows] == [
+        (src, f, k) for src, f in frames for k in faces
+    ]
+    assert {r["status"] for r in index.rows} == {"ok"}
+    crops = {}
+    for r in index.rows:
+        crop, lms = _load_ok(index, r)
+        assert crop.shape == (256, 256, 3) and lms.shape == (NUM_LANDMARKS, 3)
+        assert (index.mask_dir / f"{r['sample_id']}.png").is_file()
+        crops[(r["source"], r["frame"], r["face"])] = crop
+    assert len({r["image"] for r in index.rows}) == len({r["landmarks"] for r in index.rows}) == len(crops)
+    for src, f in frames:  # one colour crop and, under `all`, one grey: each face its own crop
+        grey = sorted(_greyness(crops[(src, f, k)]) < 5 for k in faces)  # grey: ~1, colour: ~24
+        assert grey == ([False] if policy == "largest" else [False, True]), (src, f)
+    photo = [r["video_id"] for r in index.rows if r["source"] == "two.png"]
+    assert photo == [f"two.png#{k}" for k in faces]  # each face of a photo is its own clip
+    assert {r["video_id"] for r in index.rows if r["source"] == "two.mp4"} == {"two.mp4"}
+
+
+def test_a_video_without_a_face_is_recorded_frame_by_frame(media, tmp_path, caplog):
+    item = prep.SourceItem(media["no_face.mp4"], 0, "val")
+    with caplog.at_level(logging.WARNING, logger="lmguide.data.prepare"):
+        index = prep.prepare_index(
+            "noface", [item], tmp_path, prep.FaceSettings(frames_per_video=3), MaskSpec()
+        )
+    # its header claims 98 frames, 97 decode: the last wanted one is a decode_error, the others no_face
+    assert [(r["frame"], r["status"]) for r in index.rows] == [
+        (0, "no_face"), (48, "no_face"), (97, "decode_error")
+    ]  # fmt: skip
+    assert index.rows[0]["reason"] == "no face detected in frame 0 of no_face.mp4"
+    assert all("no_face.mp4" in r["reason"] and r["image"] == r["landmarks"] == "" for r in index.rows)
+    assert index.ok_rows() == [] and prep.unusable_sources([item], index.rows) == [item]
+    assert not (index.root / "faces").exists()  # nothing cropped
+    assert "1 source file(s) have no usable face: no_face.mp4 (val)" in caplog.text
+    assert [(r["frame"], r["status"]) for r in prep.read_manifest(index.manifest)] == [
+        (r["frame"], r["status"]) for r in index.rows
+    ]
+
+
+def _files(root: Path) -> dict[str, tuple[str, int]]:
+    """sha1 and mtime (ns) of every file under ``root``."""
+    return {
+        p.relative_to(root).as_posix(): (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def test_bad_files_added_later_leave_the_cached_files_untouched(media, clips, odd_inputs, tmp_path, caplog):
+    src, cache = tmp_path / "src", tmp_path / "cache"
+    src.mkdir()
+    shutil.copy(media["single_face.jpg"], src / "face.jpg")
+    (src / "clip.mp4").write_bytes(clips["face"])
+    good = [prep.SourceItem(src / "clip.mp4", 0, "train"), prep.SourceItem(src / "face.jpg", 0, "val")]
+    first = prep.prepare_index("grow", good, cache, FS, MaskSpec())
+    assert len(first.ok_rows()) == 3
+    before = _files(cache)
+
+    bad = {"corrupt.mp4": "decode_error", "empty.jpg": "unreadable", "text.png": "unreadable"}
+    for name in bad:
+        shutil.copy(odd_inputs / name, src / name)
+    items = good + [prep.SourceItem(src / name, 1, "train") for name in bad]
+    with caplog.at_level(logging.INFO, logger="lmguide.data.prepare"):
+        second = prep.prepare_index("grow", items, cache, FS, MaskSpec())
+    assert second.root == first.root and "2 of 5 files already indexed" in caplog.text
+    after = _files(cache)
+    # every file cached before is still there, byte for byte, and was not even rewritten
+    assert {k: after.get(k) for k in before} == before
+    # new: the three done records, the manifest of the longer list and its "masks complete" marker
+    marker = second.mask_dir / f".complete-{second.manifest.stem}"
+    written = [second.root / f"done/{name}.json" for name in bad] + [second.manifest, marker]
+    assert sorted(set(after) - set(before)) == sorted(p.relative_to(cache).as_posix() for p in written)
+    by = _by_source(second.rows)
+    assert {name: [r["status"] for r in by[name]] for name in bad} == {k: [v] for k, v in bad.items()}
+    assert all(str(src / name) in by[name][0]["reason"] for name in bad)
+    assert [r for r in second.rows if r["source"] in ("clip.mp4", "face.jpg")] == first.rows
+    # the first manifest still serves the first file list
+    assert prep.prepare_index("grow", good, cache, FS, MaskSpec(), read_only=True).rows == first.rows
 
 
 def test_low_confidence_face_is_recorded_with_its_score(media, clips, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import re
 import signal
 import subprocess
@@ -44,12 +45,27 @@ def _snapshot(cache: Path) -> dict[str, str]:
     Temp files a killed write leaves behind (``.<name>.<random>``, never read) are left out here and
     checked separately: they are the only trace a kill may leave.
     """
-    (work,) = (cache / "demo" / "index").iterdir()
+    work = _work(cache)
+    if work is None:
+        return {}
     return {
         str(p.relative_to(work)): hashlib.sha1(p.read_bytes()).hexdigest()
         for p in sorted(work.rglob("*"))
         if p.is_file() and not _is_temp(p)
     }
+
+
+def _work(cache: Path) -> Path | None:
+    """The crop folder of the demo index (one at most), None before the first file is written."""
+    index = cache / "demo" / "index"
+    works = list(index.iterdir()) if index.is_dir() else []
+    assert len(works) <= 1, works
+    return works[0] if works else None
+
+
+def _temps(cache: Path) -> list[Path]:
+    work = _work(cache)
+    return sorted(p for p in work.rglob(".*") if p.is_file() and _is_temp(p)) if work else []
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +81,21 @@ def media_cache(cache_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(media_cache, tmp_path_factory) -> dict[str, str]:
-    """The uninterrupted run's files."""
+def reference_run(media_cache, tmp_path_factory) -> tuple[dict[str, str], float]:
+    """The uninterrupted run (1 worker): its files and its wall time in seconds."""
     import shutil
 
     cache = tmp_path_factory.mktemp("ref")
     shutil.copytree(media_cache, cache, dirs_exist_ok=True)
+    t0 = time.monotonic()
     _prepare(cache, tmp_path_factory.mktemp("ref_run"))
-    return _snapshot(cache)
+    return _snapshot(cache), time.monotonic() - t0
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run) -> dict[str, str]:
+    """The uninterrupted run's files."""
+    return reference_run[0]
 
 
 def _fresh(media_cache: Path, tmp_path: Path) -> Path:
@@ -83,8 +106,20 @@ def _fresh(media_cache: Path, tmp_path: Path) -> Path:
     return cache
 
 
-def _kill_after(cache: Path, run_dir: Path, n_done: int, workers: int) -> int:
-    """Start prepare, SIGKILL it once ``n_done`` source files are recorded; returns how many were."""
+def _n_done(cache: Path) -> int:
+    return sum(1 for _ in (cache / "demo" / "index").glob("*/done/**/*.json"))
+
+
+def _n_masks(cache: Path) -> int:
+    return sum(1 for p in (cache / "demo" / "index").glob("*/masks/*/**/*.png") if not _is_temp(p))
+
+
+def _kill_when(cache: Path, run_dir: Path, workers: int, stop) -> tuple[float, bool]:
+    """Start prepare and SIGKILL it once ``stop(seconds since start)`` is true.
+
+    Returns (seconds at the kill, whether it was killed: False if it exited first).
+    """
+    t0 = time.monotonic()
     proc = subprocess.Popen(
         _cmd(run_dir, workers),
         env=_env(cache),
@@ -92,17 +127,23 @@ def _kill_after(cache: Path, run_dir: Path, n_done: int, workers: int) -> int:
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # the pool workers die with it (the whole process group is killed)
     )
-    deadline = time.monotonic() + 300
-    done = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        done = sum(1 for _ in (cache / "demo" / "index").glob("*/done/**/*.json"))
-        if done >= n_done:
+    while proc.poll() is None and time.monotonic() - t0 < 300:
+        if stop(time.monotonic() - t0):
             break
         time.sleep(0.02)
-    assert proc.poll() is None, "prepare finished before it could be killed: raise the frame count"
-    os.killpg(proc.pid, signal.SIGKILL)
+    killed = proc.poll() is None
+    if killed:
+        os.killpg(proc.pid, signal.SIGKILL)
+    secs = time.monotonic() - t0
     proc.wait()
-    return done
+    return secs, killed
+
+
+def _kill_after(cache: Path, run_dir: Path, n_done: int, workers: int) -> int:
+    """Start prepare, SIGKILL it once ``n_done`` source files are recorded; returns how many were."""
+    _, killed = _kill_when(cache, run_dir, workers, lambda _secs: _n_done(cache) >= n_done)
+    assert killed, "prepare finished before it could be killed: raise the frame count"
+    return _n_done(cache)
 
 
 @pytest.mark.parametrize(("n_done", "workers"), [(3, 1), (11, 2)])
@@ -110,12 +151,96 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(media_cache, reference, 
     cache = _fresh(media_cache, tmp_path)
     done = _kill_after(cache, tmp_path / "killed", n_done, workers)
     assert not list((cache / "demo" / "index").glob("*/manifests/*.csv"))  # killed before the end
+    # what a kill in the middle of a write leaves: a temp file (never read), here in a source not done
+    work = _work(cache)
+    todo = next(k for k in reference if k.startswith("done/") and not (work / k).exists())[5:-5]
+    stale = work / "faces" / todo / ".f00000_k00.png.kill0001.png"
+    young = work / "landmarks" / todo / ".f00000_k00.npy.kill0002.npy"  # maybe a concurrent run's
+    for temp, age in ((stale, 3600), (young, 0)):
+        temp.parent.mkdir(parents=True, exist_ok=True)
+        temp.write_bytes(b"\x89PNG\r\n half a file")
+        os.utime(temp, (time.time() - age, time.time() - age))
 
     proc = _prepare(cache, tmp_path / "resumed", workers)
     resumed = re.search(r"(\d+) of (\d+) files already indexed", proc.stdout + proc.stderr)
     assert resumed and int(resumed[1]) >= done and int(resumed[2]) == 20  # it resumed, not restarted
     # every crop, landmark file, mask, done record and the manifest, byte for byte
     assert _snapshot(cache) == reference
+    assert not stale.exists() and young.exists()  # an old temp file is deleted, a young one left alone
+
+
+N_TRIALS = 8  # each of 1 and 2 workers: 2 kills at a random time, 1 at a random done/mask count
+STAGES = ("faces", "landmarks", "done")  # the folders of a source, where resume deletes old temp files
+
+
+def _phase(cache: Path, done: int) -> str:
+    """Where a killed run stopped: before any file, in the landmark pass, in the mask pass, or after."""
+    work = _work(cache)
+    if work is not None and list(work.glob("masks/*/.complete-*")):
+        return "finished"
+    return "startup" if done == 0 else "landmarks" if done < 20 else "masks"
+
+
+def _kill_and_resume(i: int, cache: Path, tmp: Path, reference: dict, workers: int, stop, when: str) -> dict:
+    """One trial: kill prepare when ``stop`` says, check what it left, resume, compare to ``reference``."""
+    secs, killed = _kill_when(cache, tmp / f"k{i}", workers, stop)
+    done, left = _n_done(cache), _snapshot(cache)
+    phase = _phase(cache, done) if killed else "exited"
+    # nothing half-written is visible: every file a kill leaves is byte-identical to the reference's
+    assert {k: v for k, v in left.items() if reference.get(k) != v} == {}, f"trial {i}"
+    temps = _temps(cache)
+    old = time.time() - 3600  # as if killed an hour ago: resume deletes temps older than 600 s it meets
+    for t in temps:
+        os.utime(t, (old, old))
+
+    proc = _prepare(cache, tmp / f"r{i}", workers)
+    resumed = re.search(r"(\d+) of 20 files already indexed", proc.stdout + proc.stderr)
+    if any(k.startswith("manifests/") for k in left):
+        assert "landmark cache reused" in proc.stdout + proc.stderr and not resumed, f"trial {i}"
+    else:  # resumed with exactly the files recorded before the kill, not restarted
+        assert (int(resumed[1]) if resumed else 0) == done, f"trial {i}"
+    after = _snapshot(cache)
+    stale = [t for t in _temps(cache) if t.relative_to(_work(cache)).parts[0] in STAGES]
+    return {
+        "trial": i, "workers": workers, "when": when, "kill_s": secs, "killed": killed, "phase": phase,
+        "done": done, "files": len(left), "temps": len(temps), "recovered": after == reference,
+        "lost": sum(after.get(k) != v for k, v in reference.items()), "stale": len(stale),
+    }  # fmt: skip
+
+
+def _kill_table(trials: list[dict]) -> str:
+    cols = ("trial", "workers", "when", "kill_s", "phase", "done", "files", "temps", "recovered", "lost")
+    lines = [" ".join(f"{c:>9}" for c in cols)]
+    for t in trials:
+        cells = {**t, "kill_s": f"{t['kill_s']:.2f}", "recovered": "yes" if t["recovered"] else "NO"}
+        lines.append(" ".join(f"{cells[c]!s:>9}" for c in cols))
+    return "\n".join(lines)
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume(media_cache, reference_run, tmp_path):
+    reference, ref_secs = reference_run
+    rng = random.Random(1009)
+    trials = []
+    n_masks = sum(k.startswith("masks/") and k.endswith(".png") for k in reference)
+    for i in range(N_TRIALS):
+        cache = _fresh(media_cache, tmp_path / f"t{i}")
+        if i % 4 < 2:  # a moment within the uninterrupted run's duration
+            at = rng.uniform(0.05, 0.95) * ref_secs
+            stop, when = (lambda t, at=at: t >= at), f"t>={at:.2f}s"
+        elif i % 4 == 2:  # once a random number of the 20 source files is recorded
+            n = rng.randint(1, 19)
+            stop, when = (lambda _t, c=cache, n=n: _n_done(c) >= n), f"done>={n}"
+        else:  # in the mask pass, once a random number of masks is drawn
+            n = rng.randint(1, n_masks - 1)
+            stop, when = (lambda _t, c=cache, n=n: _n_masks(c) >= n), f"masks>={n}"
+        workers = 1 + (i + i // 4) % 2
+        trials.append(_kill_and_resume(i, cache, tmp_path, reference, workers, stop, when))
+    print(f"\nkill -9 at random moments; uninterrupted run: {ref_secs:.1f} s, {len(reference)} files")
+    print(_kill_table(trials))
+    assert [(t["recovered"], t["lost"], t["stale"]) for t in trials] == [(True, 0, 0)] * N_TRIALS
+    assert sum(t["killed"] for t in trials) >= 5
+    assert len({t["phase"] for t in trials if t["killed"]}) >= 2  # the kills landed at different stages
 
 
 def test_two_concurrent_prepares_share_the_cache(media_cache, reference, tmp_path):

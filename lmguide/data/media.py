@@ -31,7 +31,15 @@ def plan_frames(total: int, frames_per_video: int | None, every_k: int | None) -
 
 def read_image(path: Path) -> np.ndarray:
     """RGB uint8 (alpha dropped, greyscale expanded, as the training data is read)."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as err:  # an image over OpenCV's size limit raises instead of returning None
+        if "CV_IO_MAX_IMAGE" in str(err.err):
+            raise MediaError(
+                f"image too large to decode ({err.err} failed: OpenCV reads at most "
+                "OPENCV_IO_MAX_IMAGE_PIXELS, 2^30 pixels by default)"
+            ) from None
+        raise MediaError(f"not a readable image (OpenCV: {err.err})") from None
     if bgr is None:
         raise MediaError("not a readable image (OpenCV could not decode it)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

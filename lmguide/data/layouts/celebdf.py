@@ -8,7 +8,7 @@ Folders::
     List_of_testing_videos.txt           the official test set: "<label> <relpath>", label 1 = REAL
 
 The test split is the official list; the remaining videos are train, with a ``val_fraction`` carved
-out by a stable hash of the identity.
+out by a stable hash of the identity. A video anywhere else under the root would have no label: refused.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from lmguide.data.layouts.base import (
     check_fractions,
     check_root,
     hash_split,
+    media_files,
     rel_key,
     require_items,
     resolve_under,
@@ -82,6 +83,17 @@ def read_test_list(path: Path, root: Path) -> set[str]:
     return keys
 
 
+def _refuse_stray_videos(root: Path, keys: set[str]) -> None:
+    """A video under ``root`` outside the three folders has no label and would be left out: refuse it."""
+    stray = [p for p in media_files(root, VIDEO_SUFFIXES) if rel_key(p, root) not in keys]
+    if stray:
+        more = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
+        raise LayoutError(
+            f"celebdf: video {stray[0]}{more} is not directly in one of {sorted(FOLDERS)}, so it has no "
+            "label; move it or remove it"
+        )
+
+
 @dataclass
 class CelebDFSource:
     """Celeb-DF v2 videos.
@@ -121,4 +133,5 @@ class CelebDFSource:
                 else:
                     split = hash_split(identity_group(folder, video.stem), fractions)
                 out.append(SourceItem(video, label, split, key=key, video_id=f"{folder}/{video.stem}"))
+        _refuse_stray_videos(root, {it.key for it in out})
         return require_items(out, "celebdf", root)

@@ -87,6 +87,8 @@ class CSVSource:
         if not rel:
             raise LayoutError(f"{where}: empty path")
         path = resolve_under(root, rel, self.allow_absolute, what=f"{where}: path")
+        if path.is_dir():
+            raise LayoutError(f"{where}: path {rel} is a folder, not a file ({path})")
         if not path.is_file():
             raise LayoutError(f"{where}: file {rel} does not exist ({path})")
         key = (
