@@ -44,6 +44,18 @@ def job_device() -> int | list[int]:
     return [int(num) % n]
 
 
+def _resume_run_dir(*args):
+    from lmguide.resume import run_dir
+
+    return run_dir(*args)
+
+
+def _resume_hydra_subdir(*args):
+    from lmguide.resume import hydra_subdir
+
+    return hydra_subdir(*args)
+
+
 def _register_resolvers() -> None:
     from omegaconf import OmegaConf
 
@@ -53,6 +65,10 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("lmguide_sweep_group", sweep_group)
     if not OmegaConf.has_resolver("lmguide_job_device"):
         OmegaConf.register_new_resolver("lmguide_job_device", job_device)
+    if not OmegaConf.has_resolver("lmguide_run_dir"):
+        OmegaConf.register_new_resolver("lmguide_run_dir", _resume_run_dir)
+    if not OmegaConf.has_resolver("lmguide_hydra_subdir"):
+        OmegaConf.register_new_resolver("lmguide_hydra_subdir", _resume_hydra_subdir)
     if not OmegaConf.has_resolver("expanduser"):
         OmegaConf.register_new_resolver("expanduser", lambda p: os.path.expanduser(str(p)))
 

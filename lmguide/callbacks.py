@@ -1,8 +1,10 @@
-"""Training callbacks: the seed's minimum-lr stop and the per-validation attention overlays."""
+"""Training callbacks: per-epoch seeding (exact resume), the seed's minimum-lr stop, the
+per-validation attention overlays."""
 
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 
 import cv2
@@ -15,6 +17,24 @@ from lmguide.viz.overlays import attention_panel
 log = logging.getLogger(__name__)
 
 
+class EpochSeed(L.Callback):
+    """Seed the global RNGs (torch, numpy, random) from ``(seed, epoch)`` at every training epoch start.
+
+    What a training step draws from them (the WS-DAN view thresholds, dropout, the samples of a
+    loader without workers) then depends on the epoch alone, so a run resumed from an end-of-epoch
+    checkpoint repeats the uninterrupted run's draws exactly. The data order and the worker seeds
+    follow ``(seed, epoch)`` too (:class:`~lmguide.data.datamodule.EpochShuffle`)."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = int(seed)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        s = (self.seed * 1_000_003 + 7919 * (trainer.current_epoch + 1)) % 2**32
+        torch.manual_seed(s)  # every device's generator too
+        np.random.seed(s)
+        random.seed(s)
+
+
 class MinLRStopping(L.Callback):
     """Stop once every learning rate has fallen below ``factor`` x its initial value.
 
@@ -25,8 +45,16 @@ class MinLRStopping(L.Callback):
         self.factor = factor
         self._initial: list[float] | None = None
 
+    def state_dict(self) -> dict:
+        return {"initial": self._initial}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._initial = state_dict.get("initial")
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        plateau = any(
+        if self._initial is not None:  # resumed: the lrs of the run's start, not the reduced ones
+            return
+        plateau = getattr(pl_module, "plateau", None) is not None or any(
             isinstance(c.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
             for c in trainer.lr_scheduler_configs
         )

@@ -8,15 +8,49 @@ checkpoints without them fall back to the stored resolved config (``lmguide_conf
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from lmguide import CONF_DIR
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written whole or not at all: each goes to a temp file beside its target
+    (``.<name>.tmp-<pid>``), is flushed to disk, then renamed over the old one. A ``kill -9`` or a full
+    disk mid-write leaves the previous ``last.ckpt`` intact. (Lightning's own writer stages local
+    files in the system temp dir and *copies* them when that is another file system, e.g. local
+    ``/tmp`` and a network run dir: not atomic, and a killed write leaves the stage behind.)
+    Remote paths (``s3://``...) keep Lightning's writer."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temps(ckpt_dir: Path) -> list[Path]:
+    """Delete the temp files of checkpoint writes a killed run left in ``ckpt_dir``; returns them."""
+    stale = sorted(Path(ckpt_dir).glob(".*.ckpt.tmp-*"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 class CheckpointError(RuntimeError):

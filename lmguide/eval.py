@@ -142,9 +142,9 @@ def evaluate(cfg: DictConfig) -> dict:
         for i, (p, y, v) in enumerate(
             zip(res["prob"].tolist(), res["label"].tolist(), res["video"], strict=True)
         ):
-            w.writerow(["frame", i, v, y, f"{p:.6f}", int(p >= 0.5), int(p >= threshold)])
+            w.writerow(["frame", i, v, y, f"{p:.9g}", int(p >= 0.5), int(p >= threshold)])
         for v, p, y in video_rows:
-            w.writerow(["video", v, v, y, f"{p:.6f}", int(p >= 0.5), int(p >= threshold)])
+            w.writerow(["video", v, v, y, f"{p:.9g}", int(p >= 0.5), int(p >= threshold)])
     plot_curves(res["prob"], res["label"], threshold, out_dir, f"{cfg.split} (frames)")
     _send_to_loggers(cfg, metrics, out_dir)
     _print(metrics, cfg.split, out_dir)

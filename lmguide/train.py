@@ -53,25 +53,74 @@ def finish_wandb(loggers: list) -> None:
         wandb.finish()
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit (and test) from a composed config; returns the final metrics as floats."""
+def check_output_dir(out_dir: Path, need_bytes: int) -> None:
+    """Refuse to start a run whose checkpoints could not be written: an output directory that cannot be
+    created or written to, or a disk with less than ``need_bytes`` free."""
+    import shutil
+    import tempfile
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-check-") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise RuntimeError(
+            f"output directory {out_dir} is not writable ({err.strerror or err}): "
+            "checkpoints and logs could not be saved; point hydra.run.dir (or paths.log_dir) elsewhere"
+        ) from None
+    free = shutil.disk_usage(out_dir).free
+    if free < need_bytes:
+        raise RuntimeError(
+            f"only {free / 2**20:.0f} MiB free on the disk of {out_dir}; this run needs about "
+            f"{need_bytes / 2**20:.0f} MiB for its checkpoints (best and last: weights and optimizer state) "
+            "and logs. Free space or point hydra.run.dir elsewhere"
+        )
+
+
+def checkpoint_bytes(model) -> int:
+    """About what the run writes: best.ckpt and last.ckpt (weights + buffers + Adam's two moments,
+    written to a temp file before replacing: 3 copies at once) and 64 MiB of logs and overlays."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return 3 * (weights + 2 * params) + 64 * 2**20
+
+
+def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float]:
+    """Fit (and test) from a composed config; returns the final metrics as floats.
+
+    ``run_overrides``: the group choices and overrides recorded in checkpoints (default: this Hydra
+    run's; a resumed run passes the original run's)."""
     import lightning as L
+    from lightning.pytorch.plugins.io import CheckpointIO
+
+    from lmguide.checkpoint import AtomicCheckpointIO
 
     t0 = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     wandb_offline_by_default()
     out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out_dir, 0)
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
+    check_output_dir(out_dir, checkpoint_bytes(model))
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
-    model.run_overrides = _hydra_overrides()
+    model.run_overrides = run_overrides or _hydra_overrides()
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg.pop("compile", None)  # ours, not a Trainer argument
-    trainer = hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+    plugins = [
+        p if isinstance(p, str) else hydra.utils.instantiate(p)
+        for p in trainer_cfg.pop("plugins", None) or []
+    ]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())  # a killed write never leaves a broken last.ckpt
+    trainer = hydra.utils.instantiate(
+        trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins
+    )
     if cfg.trainer.get("compile"):  # trainer.compile=true: the LightningModule's forward compiled
         import torch
 
@@ -81,7 +130,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     metrics: dict[str, float] = {}
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        if cfg.get("ckpt_path"):
+            log.info("fitting from %s", cfg.ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
         ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if ckpt:
@@ -150,10 +201,11 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
             continue
         table.add_row(k, "-" if v is None else f"{v:.4f}", "-" if t is None else f"{t:.4f}")
     ck = trainer.checkpoint_callback
+    last = out_dir / "checkpoints" / "last.ckpt"
     where = {
         "run dir": out_dir,
         "best checkpoint": ck.best_model_path if ck else "",
-        "last checkpoint": ck.last_model_path if ck else "",
+        "last checkpoint": last if last.exists() else "",
         "metrics CSV": next(iter(out_dir.glob("csv/**/metrics.csv")), ""),
         "TensorBoard": out_dir / "tensorboard" if (out_dir / "tensorboard").exists() else "",
         "overlays": out_dir / "overlays" if (out_dir / "overlays").exists() else "",
@@ -174,8 +226,34 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    from lmguide.resume import is_resume
+
+    overrides = None
+    if is_resume(cfg.task_name, cfg.get("resume"), cfg.get("ckpt_path")):
+        cfg, overrides = _resumed(cfg)
+    metrics = train(cfg, overrides)
     return metrics.get("val/auc")
+
+
+def _resumed(cfg: DictConfig) -> tuple[DictConfig, dict]:
+    """The config of the interrupted run (this Hydra run dir: see conf/hydra/default.yaml), with this
+    command's other overrides on top."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from lmguide.resume import ResumeError, resume_config
+
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        raise ResumeError("resume= continues one run: give it one job's directory, without -m")
+    run = Path(hc.runtime.output_dir)
+    skip = ("resume", "ckpt_path")
+    new = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") not in skip]
+    resumed, overrides = resume_config(run, new)
+    if resumed.get("logger") and "csv" in resumed.logger:  # the CSV logger would overwrite metrics.csv
+        resumed.logger.csv.version = Path(hc.output_subdir).name  # csv/resumed-<time>/metrics.csv
+    log.info("resuming %s from %s (new overrides: %s)", run, resumed.ckpt_path, new or "none")
+    return resumed, overrides
 
 
 if __name__ == "__main__":

@@ -84,14 +84,36 @@ def test_configure_optimizers_steps_each_scheduler_at_its_interval(scheduler, tm
     cfg = compose_cfg([f"scheduler={scheduler}", "attention.num_maps=2"], tmp_path)
     model = hydra.utils.instantiate(cfg.model)
     conf = model.configure_optimizers()
-    assert isinstance(conf["optimizer"], torch.optim.Adam)
-    sched = conf["lr_scheduler"]
-    if scheduler == "plateau":
-        assert isinstance(sched["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
-        assert sched["interval"] == "epoch" and sched["monitor"] == "val/loss"
-    else:
+    if scheduler == "cosine":  # a schedule in optimizer steps: Lightning steps it after each one
+        assert isinstance(conf["optimizer"], torch.optim.Adam) and model.plateau is None
+        sched = conf["lr_scheduler"]
         assert isinstance(sched["scheduler"], torch.optim.lr_scheduler.LambdaLR)
         assert sched["interval"] == "step" and "monitor" not in sched
+        return
+    # plateau: stepped by the module at the end of an epoch with a validation, before the epoch's
+    # last.ckpt is written (Lightning would step it after: a resumed run would miss that step)
+    assert isinstance(conf, torch.optim.Adam)
+    assert (
+        isinstance(model.plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        and model.plateau.optimizer is conf
+    )
+    model._trainer = SimpleNamespace(callback_metrics={"val/loss": torch.tensor(0.7)}, sanity_checking=False)
+    model.on_train_epoch_end()  # no validation since the last step (a resumed run re-entering the epoch end)
+    assert model.plateau.last_epoch == 0
+    model._validated = True
+    model.on_train_epoch_end()
+    model.on_train_epoch_end()  # once per validation
+    assert model.plateau.last_epoch == 1 and model.plateau.best == pytest.approx(0.7)
+    ckpt = {"state_dict": model.state_dict()}
+    model.on_save_checkpoint(ckpt)
+    again = hydra.utils.instantiate(cfg.model)
+    again.on_load_checkpoint(ckpt)
+    again.configure_optimizers()
+    assert again.plateau.state_dict() == model.plateau.state_dict()
+    model._validated = True
+    model._trainer = SimpleNamespace(callback_metrics={"val/auc": torch.tensor(0.5)}, sanity_checking=False)
+    with pytest.raises(KeyError, match="scheduler_monitor='val/loss' was not logged"):
+        model.on_train_epoch_end()
 
 
 def test_no_scheduler_returns_the_optimizer_alone(tmp_path):

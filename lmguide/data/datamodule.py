@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from lmguide.data.datasets import ClipDataset, FaceDataset
 from lmguide.data.fakes import SelfBlend
@@ -18,6 +18,36 @@ from lmguide.data.transforms import build_transform
 from lmguide.losses.landmark import APPLY_TO
 
 log = logging.getLogger(__name__)
+
+
+class EpochShuffle(Sampler[int]):
+    """A random order of ``n`` items that is a function of ``(seed, epoch)`` alone.
+
+    Its :attr:`generator` is also the DataLoader's, so the worker seeds (which draw every sample's
+    self-blend and augmentation) come from the same place. A run resumed at epoch k therefore sees the
+    same order and the same samples as an uninterrupted run, whatever happened to the global RNG
+    before. ``epoch_fn`` (the trainer's ``current_epoch``) names the epoch when Lightning calls
+    ``set_epoch`` before each epoch's iterator: the number Lightning passes runs one ahead after a
+    resume. The generator is re-seeded only when the epoch changes.
+    """
+
+    def __init__(self, n: int, seed: int = 0, epoch_fn: Callable[[], int] | None = None):
+        self.n, self.seed, self.epoch_fn = n, seed, epoch_fn
+        self.generator = torch.Generator()
+        self.epoch: int | None = None
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        epoch = self.epoch_fn() if self.epoch_fn is not None else epoch
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.generator.manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
+
+    def __iter__(self):
+        yield from torch.randperm(self.n, generator=self.generator).tolist()
+
+    def __len__(self) -> int:
+        return self.n
 
 
 class FaceDataModule(L.LightningDataModule):
@@ -154,15 +184,26 @@ class FaceDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.datasets[split]
+        sampler = None
+        if shuffle:  # the order and the worker seeds follow (seed, epoch): see EpochShuffle
+            sampler = EpochShuffle(len(ds), self.seed, self._epoch)
         return DataLoader(
             ds,
             batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
+            generator=sampler.generator if sampler else None,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            # training workers start afresh each epoch, seeded from the epoch's generator (a persistent
+            # worker's random state would depend on how many epochs it lived: not resumable)
+            persistent_workers=self.num_workers > 0 and not shuffle,
             drop_last=shuffle and len(ds) > self.batch_size,
             pin_memory=torch.cuda.is_available(),
         )
+
+    def _epoch(self) -> int:
+        """The trainer's current epoch (0 outside a trainer)."""
+        trainer = getattr(self, "trainer", None)
+        return 0 if trainer is None else int(trainer.current_epoch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

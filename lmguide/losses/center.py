@@ -46,7 +46,8 @@ class CenterLoss(nn.Module):
             dist.all_reduce(stats, op=dist.ReduceOp.SUM)
         sums, counts = stats[:, :-1], stats[:, -1]
         means = sums / counts.clamp_min(1)[:, None]  # (K, D)
-        present = (counts > 0)[:, None]
+        # a batch with non-finite features (a skipped bad step) leaves the centers as they are
+        present = (counts > 0)[:, None] & torch.isfinite(stats).all()
         self.centers.copy_(
             torch.where(present, self.centers + self.beta * (means - self.centers), self.centers)
         )

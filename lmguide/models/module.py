@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ from lmguide.losses.composite import CompositeLoss
 from lmguide.losses.landmark import attention_in_mask
 from lmguide.metrics import VideoScores, detection_metrics
 from lmguide.models.views import attention_crop, attention_drop
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,6 +44,8 @@ class LandmarkGuidedDetector(L.LightningModule):
         center_beta: moving-average rate of the class centers.
         crop_threshold / drop_threshold: ranges of the WS-DAN view thresholds.
         channels_last: NHWC memory format for convolutions (about 1.5x faster on CPU for EfficientNet).
+        max_bad_steps: a step whose loss or gradients hold NaN/Inf is skipped (no update, counted as
+            ``train/skipped_steps``); this many in a row stop training with an error.
     """
 
     def __init__(
@@ -56,8 +61,18 @@ class LandmarkGuidedDetector(L.LightningModule):
         crop_threshold: tuple[float, float] = (0.4, 0.6),
         drop_threshold: tuple[float, float] = (0.2, 0.5),
         channels_last: bool = True,
+        max_bad_steps: int = 10,
     ):
         super().__init__()
+        if max_bad_steps < 1:
+            raise ValueError(f"model.max_bad_steps must be >= 1, got {max_bad_steps}")
+        self.max_bad_steps = max_bad_steps
+        self.skipped_steps = 0  # steps skipped for NaN/Inf over the whole run (kept in checkpoints)
+        self._bad_in_row = 0
+        self._bad_terms: list[str] = []
+        self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+        self._plateau_state: dict | None = None  # from a checkpoint, loaded when the optimizer exists
+        self._validated = False
         self.backbone = backbone
         self.attention = attention(channels=backbone.out_channels)
         if hasattr(self.attention, "bind"):  # modules that read the backbone's internals (vit_cls)
@@ -167,6 +182,7 @@ class LandmarkGuidedDetector(L.LightningModule):
             step=self.global_step,
             **extra,
         )
+        self._bad_terms = [n for n, v in parts.items() if n != "total" and not torch.isfinite(v).all()]
         bs = x.shape[0]
         for name, value in parts.items():
             self.log(f"train/loss/{name}", value, batch_size=bs, prog_bar=name == "total")
@@ -226,28 +242,90 @@ class LandmarkGuidedDetector(L.LightningModule):
         self.attn_ratio[stage].reset()
         self.mask_area[stage].reset()
 
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 
     # -- optimisation --------------------------------------------------------------------------
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Skip the update of a step whose loss terms or gradients are not finite (under DDP the
+        gradients are already averaged, so every rank skips the same steps); stop after
+        ``max_bad_steps`` such steps in a row."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        finite = bool(torch.isfinite(torch.stack([torch.linalg.vector_norm(g) for g in grads])).all())
+        if finite and not self._bad_terms:
+            self._bad_in_row = 0
+        else:
+            for p in self.parameters():  # no gradient: the optimizer leaves the weights and its state
+                p.grad = None
+            self.skipped_steps += 1
+            self._bad_in_row += 1
+            what = f"loss terms {self._bad_terms}" if self._bad_terms else "gradients"
+            log.warning(
+                "step %d: non-finite %s, update skipped (%d in a row, %d in all)",
+                self.global_step, what, self._bad_in_row, self.skipped_steps,
+            )  # fmt: skip
+            if self._bad_in_row >= self.max_bad_steps:
+                raise FloatingPointError(
+                    f"{self._bad_in_row} training steps in a row had non-finite {what} (NaN/Inf), up to "
+                    f"step {self.global_step}; stopping (model.max_bad_steps={self.max_bad_steps}). The "
+                    "weights were never updated from them: checkpoints/last.ckpt holds the last good state. "
+                    "Lower optim.lr, check the data, or use trainer=default precision"
+                )
+        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+
     def configure_optimizers(self):
-        """ReduceLROnPlateau steps after each validation epoch on ``scheduler_monitor``; any other
-        scheduler (e.g. ``scheduler=cosine``) is a schedule in optimizer steps, stepped after each one."""
+        """Any scheduler but ReduceLROnPlateau (e.g. ``scheduler=cosine``) is a schedule in optimizer
+        steps, stepped by Lightning after each one. ReduceLROnPlateau is stepped here, once per epoch
+        after its validation, on ``scheduler_monitor`` (:meth:`on_train_epoch_end`): Lightning would step
+        it after the end-of-epoch checkpoint is written, so a resumed run would miss that step."""
         opt = self.optimizer_factory(params=self.parameters())
+        self.plateau = None
         if self.scheduler_factory is None:
             return opt
         sched = self.scheduler_factory(optimizer=opt)
         if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            config = {"interval": "epoch", "monitor": self.scheduler_monitor}
-        else:
-            config = {"interval": "step"}
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "frequency": 1, **config}}
+            self.plateau = sched
+            if self._plateau_state is not None:  # resumed
+                sched.load_state_dict(self._plateau_state)
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+        if not self.trainer.sanity_checking:
+            self._validated = True
+
+    def on_train_epoch_end(self) -> None:
+        """Step ReduceLROnPlateau on this epoch's validation (once; not again when a resumed run
+        re-enters the end of the epoch its checkpoint was written at, with no validation since)."""
+        if self.plateau is None or not self._validated:
+            return
+        value = self.trainer.callback_metrics.get(self.scheduler_monitor)
+        if value is None:
+            raise KeyError(
+                f"model.scheduler_monitor={self.scheduler_monitor!r} was not logged by the validation; "
+                f"logged: {sorted(self.trainer.callback_metrics)}"
+            )
+        self.plateau.step(float(value))
+        self._validated = False
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        bad = [
+            k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and not v.isfinite().all()
+        ]
+        if bad:  # never a silent NaN checkpoint
+            raise FloatingPointError(
+                f"refusing to write a checkpoint at step {self.global_step}: non-finite values in {bad[:5]}"
+                f"{' and more' if len(bad) > 5 else ''}"
+            )
+        checkpoint["lmguide_skipped_steps"] = self.skipped_steps
+        if getattr(self, "plateau", None) is not None:
+            checkpoint["lmguide_plateau"] = self.plateau.state_dict()
         if self.run_config is not None:
             checkpoint["lmguide_config"] = self.run_config
         if self.run_overrides is not None:
             checkpoint["lmguide_overrides"] = self.run_overrides
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.skipped_steps = int(checkpoint.get("lmguide_skipped_steps", 0))
+        self._plateau_state = checkpoint.get("lmguide_plateau")

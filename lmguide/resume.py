@@ -1,0 +1,84 @@
+"""Continue an interrupted training run in its own directory.
+
+``python -m lmguide.train resume=<run dir>`` (or ``resume=last``, or ``ckpt_path=last``: the newest run
+under ``logs/train/runs`` that holds ``checkpoints/last.ckpt``) makes that directory the Hydra run dir
+again, re-composes the run's own config from the overrides recorded in its last checkpoint (plus any
+new ones on the command line, e.g. a higher ``trainer.max_steps``), and fits from ``last.ckpt``: weights,
+optimizer, scheduler, center buffers, step and epoch counters, the best-checkpoint record and the
+callbacks' states. The global RNGs and the data order are functions of ``(seed, epoch)``
+(:class:`~lmguide.callbacks.EpochSeed`, :class:`~lmguide.data.datamodule.EpochShuffle`), so the resumed
+run repeats the uninterrupted one. The resumed attempt's Hydra files go to ``.hydra/resumed-<time>/``;
+the run's original ``.hydra/`` files stay as they were.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LAST = Path("checkpoints") / "last.ckpt"
+
+
+class ResumeError(RuntimeError):
+    """A ``resume=`` target without a usable last checkpoint."""
+
+
+def is_resume(task: str | None, resume: str | None, ckpt_path: str | None) -> bool:
+    """True when a training command asks to continue a run (``resume=...`` or ``ckpt_path=last``)."""
+    return task == "train" and (bool(resume) or ckpt_path == "last")
+
+
+def resume_dir(task: str | None, resume: str | None, ckpt_path: str | None, runs_root: str) -> Path | None:
+    """The run directory to continue, or None for a fresh run.
+
+    ``resume``: a run directory, or ``last`` (also ``ckpt_path=last``): the newest directory under
+    ``runs_root`` whose ``checkpoints/last.ckpt`` exists (by the checkpoint's modification time)."""
+    if not is_resume(task, resume, ckpt_path):
+        return None
+    target = str(resume) if resume else "last"
+    if target == "last":
+        root = Path(runs_root).expanduser()
+        found = sorted(root.glob(f"*/{LAST}"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+        if not found:
+            raise ResumeError(f"resume=last: no run under {root} has {LAST} to continue from")
+        return found[-1].parent.parent.resolve()
+    run = Path(target).expanduser().resolve()
+    if not run.is_dir():
+        raise ResumeError(f"resume={target}: {run} is not a run directory")
+    if not (run / LAST).is_file():
+        raise ResumeError(
+            f"resume={target}: {run / LAST} does not exist (a run writes it at its first validation; "
+            "an earlier kill leaves nothing to resume: start the run again)"
+        )
+    return run
+
+
+def run_dir(task: str | None, resume: str | None, ckpt_path: str | None, runs_root: str, fresh: str) -> str:
+    """``hydra.run.dir``: the resumed run's directory, else ``fresh`` (a new timestamped one)."""
+    found = resume_dir(task, resume, ckpt_path, runs_root)
+    return str(found) if found else fresh
+
+
+def hydra_subdir(task: str | None, resume: str | None, ckpt_path: str | None, stamp: str) -> str:
+    """``hydra.output_subdir``: a resumed attempt keeps its Hydra files apart from the run's own."""
+    return f".hydra/resumed-{stamp}" if is_resume(task, resume, ckpt_path) else ".hydra"
+
+
+def resume_config(run: Path, new_overrides: list[str]):
+    """``(config, recorded overrides)`` of the run in ``run`` with ``new_overrides`` on top, and the
+    checkpoint to fit from set as ``ckpt_path``."""
+    from omegaconf import open_dict
+
+    from lmguide.checkpoint import checkpoint_config, read_checkpoint, remove_stale_temps
+
+    last = run / LAST
+    remove_stale_temps(last.parent)  # a write the kill interrupted: the previous last.ckpt stands
+    ckpt = read_checkpoint(last)
+    recorded = ckpt.get("lmguide_overrides")
+    if not recorded:
+        raise ResumeError(f"{last} holds no recorded overrides (written by an older lmguide): cannot resume")
+    resumed = checkpoint_config(ckpt, new_overrides, output_dir=run)
+    with open_dict(resumed):
+        resumed.ckpt_path = str(last)
+        resumed.resume = None
+    overrides = {"choices": recorded["choices"], "overrides": [*recorded["overrides"], *new_overrides]}
+    return resumed, overrides

@@ -1,0 +1,243 @@
+"""Resuming training: ``resume=<run dir>`` after a stop or a ``kill -9`` ends where an uninterrupted run
+ends (same weights, optimizer state, centers, metrics), in the run's own directory, losing nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lmguide.checkpoint import AtomicCheckpointIO, remove_stale_temps
+from lmguide.data.datamodule import EpochShuffle
+from lmguide.resume import ResumeError, hydra_subdir, is_resume, resume_dir
+
+from .conftest import run_cli
+
+# 2 batches per epoch, 3 epochs, 2 loader workers (their seeds must follow the epoch too)
+RUN = [
+    "attention.num_maps=2",
+    "+trainer.limit_train_batches=2",
+    "data.faces.frames_per_video=3",
+    "data.batch_size=4",
+    "data.eval_batch_size=8",
+    "data.num_workers=2",
+    "trainer.log_every_n_steps=1",
+]
+STEPS = 6
+
+
+# --------------------------------------------------------------------------- units (fast)
+
+
+def test_epoch_shuffle_is_a_function_of_seed_and_epoch():
+    a, b = EpochShuffle(50, seed=3), EpochShuffle(50, seed=3)
+    first = list(a)
+    assert sorted(first) == list(range(50)) and first != list(range(50))
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert list(b) == first
+    a.set_epoch(1)
+    second = list(a)
+    assert second != first
+    # a fresh sampler put straight at epoch 1 (a resumed run) draws the same order and worker seeds
+    c = EpochShuffle(50, seed=3)
+    c.set_epoch(1)
+    assert list(c) == second
+    state = c.generator.get_state()
+    c.set_epoch(1)  # Lightning sets the same epoch again after the first iterator drew: no re-seed
+    assert torch.equal(c.generator.get_state(), state)
+    assert list(EpochShuffle(50, seed=4)) != first
+
+
+def test_epoch_shuffle_follows_the_trainers_epoch_not_lightnings_argument():
+    epoch = {"now": 0}
+    s = EpochShuffle(20, seed=0, epoch_fn=lambda: epoch["now"])
+    epoch["now"] = 2
+    s.set_epoch(3)  # after a resume Lightning passes one more than the epoch it runs
+    assert s.epoch == 2 and list(s) == list(EpochShuffle(20, seed=0, epoch_fn=lambda: 2))
+
+
+def test_resume_dir_finds_the_run_or_says_why_not(tmp_path):
+    runs = tmp_path / "runs"
+    assert resume_dir("train", None, None, str(runs)) is None
+    assert resume_dir("eval", "last", "last", str(runs)) is None  # only training resumes
+    with pytest.raises(ResumeError, match="no run under .* has checkpoints/last.ckpt"):
+        resume_dir("train", "last", None, str(runs))
+    with pytest.raises(ResumeError, match="is not a run directory"):
+        resume_dir("train", str(tmp_path / "nope"), None, str(runs))
+    old, new, empty = runs / "a", runs / "b", runs / "c"
+    for d in (old, new):
+        (d / "checkpoints").mkdir(parents=True)
+        (d / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        time.sleep(0.02)
+    empty.mkdir()
+    with pytest.raises(ResumeError, match="last.ckpt does not exist .* start the run again"):
+        resume_dir("train", str(empty), None, str(runs))
+    os.utime(old / "checkpoints" / "last.ckpt")  # the newest checkpoint wins, not the newest name
+    assert resume_dir("train", "last", None, str(runs)) == old.resolve()
+    assert resume_dir("train", None, "last", str(runs)) == old.resolve()  # ckpt_path=last: the same
+    assert resume_dir("train", str(new), None, str(runs)) == new.resolve()
+    assert is_resume("train", None, "last") and not is_resume("train", None, "x.ckpt")
+    assert hydra_subdir("train", str(new), None, "T") == ".hydra/resumed-T"
+    assert hydra_subdir("train", None, None, "T") == ".hydra"
+
+
+def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_one(tmp_path, monkeypatch):
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"w": torch.ones(3)}, path)
+
+    def disk_full(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temp file left
+    # a kill -9 cannot clean up: its temp file is removed when the run is resumed
+    (tmp_path / ".last.ckpt.tmp-4242").write_bytes(b"half")
+    assert [p.name for p in remove_stale_temps(tmp_path)] == [".last.ckpt.tmp-4242"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_is_refused(cache_dir, tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    proc = run_cli("lmguide.train", [f"resume={run}"], tmp_path, cache_dir)
+    assert proc.returncode != 0
+    assert "last.ckpt does not exist" in proc.stderr and str(run) in proc.stderr
+    assert not (run / "checkpoints").exists()  # nothing started
+
+
+# --------------------------------------------------------------------------- end to end (slow)
+
+
+def _train(run: Path, extra: list[str], cache_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
+    proc = run_cli("lmguide.train", [*RUN, *extra, f"hydra.run.dir={run}"], cwd, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _resume(run: Path, extra: list[str], cache_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
+    proc = run_cli("lmguide.train", [f"resume={run}", *extra], cwd, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _metrics(run: Path) -> dict[str, float]:
+    m = json.loads((run / "metrics.json").read_text())
+    m.pop("wall_time_s")
+    return m
+
+
+def _assert_same_run(run: Path, ref: Path) -> None:
+    """Same metrics, and the last checkpoint holds the same step, weights, centers and Adam state."""
+    assert _metrics(run) == pytest.approx(_metrics(ref), abs=1e-6)
+    a, b = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in (run, ref))
+    assert a["global_step"] == b["global_step"] == STEPS and a["epoch"] == b["epoch"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k, v in a["state_dict"].items():
+        torch.testing.assert_close(v, b["state_dict"][k], rtol=0, atol=1e-6, msg=k)
+    assert a["state_dict"]["center.centers"].abs().sum() > 0
+    sa, sb = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        for k in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(sa[i][k], sb[i][k], rtol=0, atol=1e-7)
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+    assert a["lmguide_plateau"]["last_epoch"] == STEPS // 2  # stepped after every epoch, none missed
+    assert a["lmguide_plateau"] == b["lmguide_plateau"]
+    # the callbacks' states (best-checkpoint record and score, min-lr stop), run dirs aside; a
+    # checkpoint's current_score is the score of the validation just run (none yet after a resume)
+    states = [
+        {k: {n: v for n, v in st.items() if n != "current_score"} for k, st in c["callbacks"].items()}
+        for c in (a, b)
+    ]
+    norm = [
+        json.dumps(st, default=str, sort_keys=True).replace(str(r), "RUN")
+        for st, r in zip(states, (run, ref), strict=True)
+    ]
+    assert norm[0] == norm[1] and "best.ckpt" in norm[0]
+
+
+@pytest.fixture(scope="module")
+def reference(cache_dir, tmp_path_factory) -> Path:
+    """The uninterrupted run."""
+    run = tmp_path_factory.mktemp("ref") / "run"
+    _train(run, [f"trainer.max_steps={STEPS}"], cache_dir, run.parent)
+    return run
+
+
+@pytest.mark.slow
+def test_stopped_run_resumed_with_more_steps_equals_an_uninterrupted_run(reference, cache_dir, tmp_path):
+    run = tmp_path / "run"
+    _train(run, ["trainer.max_steps=4"], cache_dir, tmp_path)
+    first_csv = (run / "csv" / "metrics.csv").read_text()
+    overrides = (run / ".hydra" / "overrides.yaml").read_text()
+    proc = _resume(run, [f"trainer.max_steps={STEPS}"], cache_dir, tmp_path)
+    assert "resuming" in proc.stderr + proc.stdout
+
+    _assert_same_run(run, reference)
+    # the run's own records are kept: the first CSV, its Hydra overrides; the resumed part beside them
+    assert (run / "csv" / "metrics.csv").read_text() == first_csv
+    (resumed_hydra,) = (run / ".hydra").glob("resumed-*")
+    assert (run / ".hydra" / "overrides.yaml").read_text() == overrides
+    assert f"trainer.max_steps={STEPS}" in (resumed_hydra / "overrides.yaml").read_text()
+    assert list((run / "csv" / resumed_hydra.name).glob("metrics.csv"))
+    # later checkpoints still rebuild the model with the run's own choices (+ the new max_steps)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    recorded = ckpt["lmguide_overrides"]["overrides"]
+    assert "attention.num_maps=2" in recorded and f"trainer.max_steps={STEPS}" in recorded
+    assert not any(o.startswith("resume=") for o in recorded)
+    assert yaml.safe_load(overrides) == recorded[: len(yaml.safe_load(overrides))]
+
+
+def _kill_during_training(run: Path, cache_dir: Path, cwd: Path, min_step: int, delay: float) -> int:
+    """Start the run; once its last.ckpt holds step ``min_step`` wait ``delay`` s, then SIGKILL the whole
+    process group (loader workers too). Returns the step last.ckpt held after the kill."""
+    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "lmguide.train", *RUN, f"trainer.max_steps={STEPS}", f"hydra.run.dir={run}"]
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    last = run / "checkpoints" / "last.ckpt"
+
+    def step() -> int:  # written atomically: a file that exists is whole
+        return int(torch.load(last, weights_only=True)["global_step"]) if last.exists() else -1
+
+    deadline = time.monotonic() + 600
+    while step() < min_step and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(delay)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return step()
+
+
+@pytest.mark.slow
+def test_kill_9_during_training_then_resume_equals_an_uninterrupted_run(reference, cache_dir, tmp_path):
+    rng = random.Random(8)
+    table = []
+    for trial, min_step in enumerate((2, 4)):  # in the 2nd and in the 3rd (last) epoch
+        run = tmp_path / f"run{trial}"
+        delay = rng.uniform(0.0, 4.0)
+        step = _kill_during_training(run, cache_dir, tmp_path, min_step, delay)
+        assert 0 < step < STEPS
+        assert not (run / "metrics.json").exists()
+        _resume(run, [], cache_dir, tmp_path)
+        _assert_same_run(run, reference)
+        table.append((trial, f"{delay:.2f}", step))
+    print("\ntrial | kill delay after that last.ckpt (s) | last.ckpt step at kill | recovered")
+    for row in table:
+        print(" | ".join(map(str, row)) + " | yes")
