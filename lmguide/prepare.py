@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from lmguide import CONF_DIR
 from lmguide.data.prepare import (
     PreparedIndex,
+    cache_errors,
     prepare_index,
     shard_from_env,
     summarize,
@@ -40,6 +41,11 @@ def parse_shard(value: object) -> tuple[int, int]:
 
 
 def prepare(cfg: DictConfig) -> PreparedIndex | None:
+    with cache_errors(cfg.paths.cache_dir):
+        return _prepare(cfg)
+
+
+def _prepare(cfg: DictConfig) -> PreparedIndex | None:
     source = hydra.utils.instantiate(cfg.data.source)
     faces = hydra.utils.instantiate(cfg.data.faces)
     mask = hydra.utils.instantiate(cfg.data.mask)

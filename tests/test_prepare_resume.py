@@ -269,3 +269,37 @@ def test_sharded_prepare_writes_the_manifest_once_all_shards_are_done(media_cach
     assert second.returncode == 0, second.stderr[-2000:]
     assert "shard 1/2" in second.stdout and "manifest:" in second.stdout
     assert _snapshot(cache) == reference
+
+
+def test_disk_full_midway_is_one_clear_error_and_the_rerun_completes_the_cache(
+    media_cache, reference, tmp_path, monkeypatch
+):
+    import errno
+
+    from hydra import compose, initialize_config_dir
+
+    import lmguide.data.cache as cache_mod
+    from lmguide import CONF_DIR
+    from lmguide.data.prepare import CacheWriteError
+    from lmguide.prepare import prepare
+
+    cache = _fresh(media_cache, tmp_path)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("prepare", overrides=[*ARGS, "workers=1", f"paths.cache_dir={cache}"])
+    real, calls = cache_mod.atomic_write, []
+
+    def disk_fills_up(path, write, suffix=""):
+        calls.append(path)
+        if len(calls) > 40:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, write, suffix)
+
+    monkeypatch.setattr(cache_mod, "atomic_write", disk_fills_up)
+    with pytest.raises(CacheWriteError, match=f"under {cache}: No space left on device .* a re-run resumes"):
+        prepare(cfg)
+    monkeypatch.undo()
+    written = _snapshot(cache)
+    assert 0 < len(written) < len(reference)
+    assert all(reference[k] == v for k, v in written.items())  # what was written is whole and right
+    prepare(cfg)  # space freed: the same command completes the cache
+    assert _snapshot(cache) == reference

@@ -119,6 +119,21 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_is_refused(cache_dir
     assert not (run / "checkpoints").exists()  # nothing started
 
 
+class _Payload:  # any class: a weights_only load must refuse to build it
+    pass
+
+
+def test_resume_refuses_a_tampered_last_checkpoint(cache_dir, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save(
+        {"state_dict": {}, "lmguide_config": {}, "evil": _Payload()}, run / "checkpoints" / "last.ckpt"
+    )
+    proc = run_cli("lmguide.train", [f"resume={run}"], tmp_path, cache_dir)
+    assert proc.returncode != 0
+    assert f"refusing {run / 'checkpoints' / 'last.ckpt'}" in proc.stderr and "weights_only" in proc.stderr
+
+
 # --------------------------------------------------------------------------- end to end (slow)
 
 

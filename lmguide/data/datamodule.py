@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Sampler
 from lmguide.data.datasets import ClipDataset, FaceDataset
 from lmguide.data.fakes import SelfBlend
 from lmguide.data.masks import CONTOURS, MaskSpec
-from lmguide.data.prepare import FaceSettings, PreparedIndex, prepare_index
+from lmguide.data.prepare import FaceSettings, PreparedIndex, cache_errors, prepare_index
 from lmguide.data.transforms import build_transform
 from lmguide.losses.landmark import APPLY_TO
 
@@ -129,14 +129,15 @@ class FaceDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Build (or resume, or reuse) the landmark cache; Lightning calls it on one process per node."""
-        prepare_index(
-            self.source.name,
-            self.source.items(),
-            self.cache_dir,
-            self.faces,
-            self.mask,
-            workers=self.prepare_workers,
-        )
+        with cache_errors(self.cache_dir):
+            prepare_index(
+                self.source.name,
+                self.source.items(),
+                self.cache_dir,
+                self.faces,
+                self.mask,
+                workers=self.prepare_workers,
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.index is None:

@@ -24,6 +24,7 @@ writes the manifest.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import logging
@@ -33,6 +34,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -123,6 +125,32 @@ def face_settings(node) -> FaceSettings:
     """FaceSettings from a config node (``data.faces`` of a run, ``_target_`` ignored); keys a config
     written by an older version lacks take their defaults."""
     return FaceSettings(**{k: v for k, v in dict(node).items() if not k.startswith("_")})
+
+
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR}
+
+
+class CacheWriteError(RuntimeError):
+    """The landmark cache could not be written (unwritable folder, full disk)."""
+
+
+@contextmanager
+def cache_errors(cache_dir: str | Path):
+    """Turn an OS error while fetching or writing into ``cache_dir`` into one message that names the
+    folder, the cause and the fix. Writes are atomic and per file: what was cached stays, and the next
+    run resumes from it."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in _WRITE_ERRNOS:  # e.g. a network error fetching the demo: its own message
+            raise
+        cause = err.strerror or str(err)
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        raise CacheWriteError(
+            f"cannot write the landmark cache under {cache_dir}: {cause}{where}. Files cached so far are "
+            "kept and a re-run resumes from them; free space or set paths.cache_dir (LMGUIDE_CACHE_DIR) "
+            "to a writable folder"
+        ) from err
 
 
 @dataclass
