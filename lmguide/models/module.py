@@ -251,7 +251,8 @@ class LandmarkGuidedDetector(L.LightningModule):
         gradients are already averaged, so every rank skips the same steps); stop after
         ``max_bad_steps`` such steps in a row."""
         grads = [p.grad for p in self.parameters() if p.grad is not None]
-        finite = bool(torch.isfinite(torch.stack([torch.linalg.vector_norm(g) for g in grads])).all())
+        norms = [torch.linalg.vector_norm(g) for g in grads]  # NaN/Inf anywhere makes its norm so
+        finite = not norms or bool(torch.isfinite(torch.stack(norms)).all())
         if finite and not self._bad_terms:
             self._bad_in_row = 0
         else:
