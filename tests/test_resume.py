@@ -22,7 +22,7 @@ from lmguide.resume import ResumeError, hydra_subdir, is_resume, resume_dir
 
 from .conftest import run_cli
 
-# 2 batches per epoch, 3 epochs, 2 loader workers (their seeds must follow the epoch too)
+# 2 batches per epoch, 4 epochs, 2 loader workers (their seeds must follow the epoch too)
 RUN = [
     "attention.num_maps=2",
     "+trainer.limit_train_batches=2",
@@ -32,7 +32,7 @@ RUN = [
     "data.num_workers=2",
     "trainer.log_every_n_steps=1",
 ]
-STEPS = 6
+STEPS = 8
 
 
 # --------------------------------------------------------------------------- units (fast)
@@ -244,9 +244,9 @@ def _kill_during_training(run: Path, cache_dir: Path, cwd: Path, min_step: int, 
 def test_kill_9_during_training_then_resume_equals_an_uninterrupted_run(reference, cache_dir, tmp_path):
     rng = random.Random(8)
     table = []
-    for trial, min_step in enumerate((2, 4)):  # in the 2nd and in the 3rd (last) epoch
+    for trial, min_step in enumerate((2, 4)):  # in the 2nd and in the 3rd of 4 epochs
         run = tmp_path / f"run{trial}"
-        delay = rng.uniform(0.0, 4.0)
+        delay = rng.uniform(0.0, 1.0)  # an epoch (2 steps + validation) takes a few seconds
         step = _kill_during_training(run, cache_dir, tmp_path, min_step, delay)
         assert 0 < step < STEPS
         assert not (run / "metrics.json").exists()

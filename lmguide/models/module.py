@@ -272,7 +272,8 @@ class LandmarkGuidedDetector(L.LightningModule):
                     "weights were never updated from them: checkpoints/last.ckpt holds the last good state. "
                     "Lower optim.lr, check the data, or use trainer=default precision"
                 )
-        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+        if self._trainer is not None:
+            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
 
     def configure_optimizers(self):
         """Any scheduler but ReduceLROnPlateau (e.g. ``scheduler=cosine``) is a schedule in optimizer
