@@ -101,11 +101,10 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
     L.seed_everything(cfg.seed, workers=True)
     wandb_offline_by_default()
     out_dir = Path(cfg.paths.output_dir)
-    check_output_dir(out_dir, 0)
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
-    check_output_dir(out_dir, checkpoint_bytes(model))
+    check_output_dir(out_dir, checkpoint_bytes(model))  # before any data is prepared or step is run
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     model.run_overrides = run_overrides or _hydra_overrides()
     callbacks = instantiate_group(cfg.get("callbacks"))

@@ -69,7 +69,7 @@ class LandmarkGuidedDetector(L.LightningModule):
         self.max_bad_steps = max_bad_steps
         self.skipped_steps = 0  # steps skipped for NaN/Inf over the whole run (kept in checkpoints)
         self._bad_in_row = 0
-        self._bad_terms: list[str] = []
+        self._terms: dict[str, torch.Tensor] = {}  # this step's loss terms, checked before the update
         self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
         self._plateau_state: dict | None = None  # from a checkpoint, loaded when the optimizer exists
         self._validated = False
@@ -182,7 +182,7 @@ class LandmarkGuidedDetector(L.LightningModule):
             step=self.global_step,
             **extra,
         )
-        self._bad_terms = [n for n, v in parts.items() if n != "total" and not torch.isfinite(v).all()]
+        self._terms = {n: v.detach() for n, v in parts.items() if n != "total"}
         bs = x.shape[0]
         for name, value in parts.items():
             self.log(f"train/loss/{name}", value, batch_size=bs, prog_bar=name == "total")
@@ -251,16 +251,18 @@ class LandmarkGuidedDetector(L.LightningModule):
         gradients are already averaged, so every rank skips the same steps); stop after
         ``max_bad_steps`` such steps in a row."""
         grads = [p.grad for p in self.parameters() if p.grad is not None]
-        norms = [torch.linalg.vector_norm(g) for g in grads]  # NaN/Inf anywhere makes its norm so
-        finite = not norms or bool(torch.isfinite(torch.stack(norms)).all())
-        if finite and not self._bad_terms:
+        # one device sync per step: NaN/Inf in a gradient makes its norm so, in a term the term itself
+        norms = torch._foreach_norm(grads) if grads else []
+        checks = [*(n.float() for n in norms), *(v.float() for v in self._terms.values())]
+        if not checks or bool(torch.isfinite(torch.stack(checks)).all()):
             self._bad_in_row = 0
         else:
+            bad_terms = [n for n, v in self._terms.items() if not torch.isfinite(v).all()]
             for p in self.parameters():  # no gradient: the optimizer leaves the weights and its state
                 p.grad = None
             self.skipped_steps += 1
             self._bad_in_row += 1
-            what = f"loss terms {self._bad_terms}" if self._bad_terms else "gradients"
+            what = f"loss terms {bad_terms}" if bad_terms else "gradients"
             log.warning(
                 "step %d: non-finite %s, update skipped (%d in a row, %d in all)",
                 self.global_step, what, self._bad_in_row, self.skipped_steps,
