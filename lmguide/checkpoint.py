@@ -1,9 +1,11 @@
 """Rebuild a trained model from its checkpoint, safely.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: only tensors and plain containers, so a
-tampered file cannot run code. The model is re-composed from the run's own Hydra choices and
-overrides (``lmguide_overrides``) with the current code, plus any new overrides the caller gives;
-checkpoints without them fall back to the stored resolved config (``lmguide_config``).
+tampered file cannot run code by unpickling. Nor through its config: the model is re-composed from
+this repository's ``conf/`` with the run's recorded group choices and plain-valued overrides
+(``lmguide_overrides``), each checked by :mod:`lmguide.config_guard`, plus any new overrides the
+caller gives; every ``_target_`` of the result must be one of ``conf/``'s. The stored resolved config
+(``lmguide_config``) is kept for people to read and is never instantiated.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import hydra
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lmguide import CONF_DIR
 
@@ -75,21 +77,46 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def checkpoint_config(ckpt: dict, overrides: Sequence[str] = (), output_dir: str | Path = ".") -> DictConfig:
-    """The training config of ``ckpt`` with ``overrides`` applied on top."""
+def checkpoint_config(
+    ckpt: dict, overrides: Sequence[str] = (), output_dir: str | Path = ".", source: str | Path = "checkpoint"
+) -> DictConfig:
+    """The training config of ``ckpt`` (read from ``source``, named in errors) with ``overrides`` (the
+    caller's own) applied on top. Refuses, naming the entry, anything the checkpoint records that is
+    not a ``conf/`` choice or a plain value, and any composed ``_target_`` that ``conf/`` does not
+    hold."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    from lmguide.config_guard import UntrustedConfig, check_targets, safe_replay
 
     recorded = ckpt.get("lmguide_overrides")
-    if recorded:
-        replay = [f"{g}={c}" for g, c in recorded["choices"].items() if c is not None]
-        args = [*replay, *recorded["overrides"], f"paths.output_dir={output_dir}", *overrides]
+    if not recorded:
+        raise CheckpointError(
+            f"{source} records no group choices and overrides (lmguide_overrides): it cannot be rebuilt "
+            "from conf/, and its stored config is never instantiated. Re-train, or load its state_dict "
+            "into a model you compose yourself"
+        )
+    try:
+        replay = safe_replay(recorded)
+    except UntrustedConfig as err:
+        raise CheckpointError(f"refusing {source}: {err}") from None
+    args = [*replay, f"paths.output_dir={output_dir}", *overrides]
+    try:
         if GlobalHydra.instance().is_initialized():  # inside an lmguide @hydra.main: conf/ is searched
-            return compose("train", overrides=args)
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            return compose("train", overrides=args)
-    cfg = OmegaConf.create(ckpt["lmguide_config"])
-    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+            cfg = compose("train", overrides=args)
+        else:
+            with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+                cfg = compose("train", overrides=args)
+    except HydraException as err:
+        raise CheckpointError(
+            f"cannot rebuild the run of {source} from conf/: {str(err).splitlines()[0]}"
+        ) from None
+    try:
+        check_targets(cfg)
+    except UntrustedConfig as err:
+        raise CheckpointError(f"refusing {source}: {err}") from None
+    return cfg
 
 
 def load_model(
@@ -100,7 +127,7 @@ def load_model(
     A clip (video) model is refused unless ``allow_clips``: eval, predict and visualize score single
     frames."""
     ckpt = read_checkpoint(path)
-    cfg = checkpoint_config(ckpt, overrides, output_dir)
+    cfg = checkpoint_config(ckpt, overrides, output_dir, source=path)
     model = hydra.utils.instantiate(cfg.model)
     if getattr(model, "clip_frames", None) and not allow_clips:
         raise CheckpointError(

@@ -76,7 +76,7 @@ def resume_config(run: Path, new_overrides: list[str]):
     recorded = ckpt.get("lmguide_overrides")
     if not recorded:
         raise ResumeError(f"{last} holds no recorded overrides (written by an older lmguide): cannot resume")
-    resumed = checkpoint_config(ckpt, new_overrides, output_dir=run)
+    resumed = checkpoint_config(ckpt, new_overrides, output_dir=run, source=last)
     with open_dict(resumed):
         resumed.ckpt_path = str(last)
         resumed.resume = None

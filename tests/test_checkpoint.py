@@ -51,3 +51,102 @@ def test_not_an_lmguide_checkpoint(tmp_path):
     torch.save({"weights": torch.zeros(1)}, path)
     with pytest.raises(CheckpointError, match="not an lmguide training checkpoint"):
         read_checkpoint(path)
+
+
+# --- a checkpoint's config never chooses code (issue 13, item 1) ---------------------------------------
+
+
+def _tampered(trained_ckpt, tmp_path, **changes):
+    """A copy of the honest checkpoint with some of its entries replaced."""
+    ckpt = torch.load(trained_ckpt, map_location="cpu", weights_only=True)
+    ckpt.update(changes)
+    path = tmp_path / "tampered.ckpt"
+    torch.save(ckpt, path)
+    return path, ckpt
+
+
+def _pickle_bomb(marker) -> bytes:
+    """Bytes that create ``marker`` when unpickled with ``weights_only=False``."""
+
+    class Bomb:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    return pickle.dumps(Bomb())
+
+
+def test_torch_load_payload_in_stored_config_is_refused(trained_ckpt, tmp_path):
+    """The reported payload: the stored config asks for torch.load(weights_only=False) of pickle bytes."""
+    marker = tmp_path / "ran"
+    model = {
+        "_target_": "torch.load",
+        "f": {"_target_": "io.BytesIO", "initial_bytes": _pickle_bomb(marker)},
+        "weights_only": False,
+    }
+    path, ckpt = _tampered(trained_ckpt, tmp_path, lmguide_overrides=None)
+    ckpt["lmguide_config"]["model"] = model
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match=r"tampered\.ckpt.*never instantiated"):
+        load_model(path, output_dir=tmp_path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "offending"),
+    [
+        (["model._target_=torch.load", "+model.weights_only=false"], "model._target_"),
+        (["model._target_=builtins.open", "+model.file=MARKER", "+model.mode=w"], "model._target_"),
+        (["+model.head._partial_=false"], "_partial_"),
+        (["+model.x={_target_:builtins.open,file:MARKER,mode:w}"], "_target_"),
+        (["+model.x=${oc.env:HOME}"], "interpolation"),
+        (["hydra.run.dir=/tmp"], "Hydra's own settings"),
+        (["loss.lambda_lm=choice(0,1)"], "sweep"),
+        (["backbone=../../../tmp/evil"], "names no file conf/backbone"),
+    ],
+)
+def test_recorded_overrides_that_choose_code_are_refused(trained_ckpt, tmp_path, overrides, offending):
+    marker = tmp_path / "ran"
+    path, ckpt = _tampered(trained_ckpt, tmp_path)
+    recorded = ckpt["lmguide_overrides"]
+    recorded["overrides"] = [*recorded["overrides"], *(o.replace("MARKER", str(marker)) for o in overrides)]
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="refusing .*tampered.ckpt") as err:
+        load_model(path, output_dir=tmp_path)
+    assert offending in str(err.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("choices", "offending"),
+    [({"backbone": "../../evil"}, "conf/backbone"), ({"os": "system"}, "'os' is not a config group")],
+)
+def test_recorded_choices_must_be_files_of_conf(trained_ckpt, tmp_path, choices, offending):
+    path, ckpt = _tampered(trained_ckpt, tmp_path)
+    ckpt["lmguide_overrides"]["choices"].update(choices)
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match=offending):
+        load_model(path, output_dir=tmp_path)
+
+
+def test_a_target_outside_conf_is_refused_whatever_brings_it(trained_ckpt, tmp_path):
+    """The final check covers the caller's overrides too (visualize's payload came as an override)."""
+    with pytest.raises(CheckpointError, match=r"model._target_='torch.load' is not a target"):
+        load_model(trained_ckpt, ["model._target_=torch.load"], output_dir=tmp_path)
+
+
+def test_allowlist_is_conf_targets():
+    from lmguide.config_guard import allowed_targets
+
+    targets = allowed_targets()
+    assert "lmguide.models.module.LandmarkGuidedDetector" in targets and "torch.optim.Adam" in targets
+    assert not {"torch.load", "builtins.open", "os.system", "io.BytesIO"} & targets
+
+
+def test_safe_replay_keeps_plain_overrides():
+    from lmguide.config_guard import safe_replay
+
+    recorded = {
+        "choices": {"backbone": "vit", "experiment": None},
+        "overrides": ["loss.lambda_lm=0.3", "+data.extra=[1,'a b',{k:2}]", "~callbacks.overlay"],
+    }
+    assert safe_replay(recorded) == ["backbone=vit", *recorded["overrides"]]
