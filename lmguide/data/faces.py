@@ -2,7 +2,9 @@
 
 Large photos are also scanned in overlapping tiles: the detector works at 192 px, so a 200-px face
 in a 1920-px group photo is too small to be found on the whole image. Tile and full-image detections
-are merged with non-maximum suppression.
+are merged with non-maximum suppression, and a tile detection is dropped when it lies inside the
+region of a larger face (the face box grown by ``region_scale``): a tile sees only part of a big face,
+and the detector then finds "faces" in its hair, ear or collar.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class FaceDetector(MediaPipeGraph):
         tile_size: int = 640,
         tile_above: int = 1000,
         nms_iou: float = 0.3,
+        region_scale: float = 1.8,
     ):
         import mediapipe as mp
 
@@ -44,6 +47,7 @@ class FaceDetector(MediaPipeGraph):
             model_selection=model_selection, min_detection_confidence=min_confidence
         )
         self.tile_size, self.tile_above, self.nms_iou = tile_size, tile_above, nms_iou
+        self.region_scale = region_scale
 
     def _run(self, rgb: np.ndarray, ox: int = 0, oy: int = 0) -> list[Detection]:
         h, w = rgb.shape[:2]
@@ -62,14 +66,30 @@ class FaceDetector(MediaPipeGraph):
         if max(h, w) > self.tile_above:
             t = self.tile_size
             step = t // 2
+            tiles = []
             for y in range(0, max(h - step, 1), step):
                 for x in range(0, max(w - step, 1), step):
-                    dets += self._run(rgb[y : y + t, x : x + t], x, y)
+                    tiles += self._run(rgb[y : y + t, x : x + t], x, y)
+            dets += [d for d in tiles if not inside_a_larger_face(d, dets + tiles, self.region_scale)]
         if not dets:
             return []
         boxes = [[d.box[0], d.box[1], d.box[2] - d.box[0], d.box[3] - d.box[1]] for d in dets]
         keep = cv2.dnn.NMSBoxes(boxes, [d.score for d in dets], 0.0, self.nms_iou)
         return sorted((dets[i] for i in np.asarray(keep).ravel()), key=lambda d: -d.score)
+
+
+def inside_a_larger_face(det: Detection, others: list[Detection], scale: float) -> bool:
+    """True when ``det``'s centre lies in the region of a face at least twice its size: that face's box
+    grown ``scale`` times about its centre (hair, ears and neck included)."""
+    cx, cy = (det.box[0] + det.box[2]) / 2, (det.box[1] + det.box[3]) / 2
+    for o in others:
+        if o is det or o.size < 2 * det.size:
+            continue
+        ox, oy = (o.box[0] + o.box[2]) / 2, (o.box[1] + o.box[3]) / 2
+        half = scale * o.size / 2
+        if abs(cx - ox) <= half and abs(cy - oy) <= half:
+            return True
+    return False
 
 
 def crop_face(
