@@ -45,9 +45,13 @@ def job_device() -> int | list[int]:
 
 
 def _resume_run_dir(*args):
-    from lmguide.resume import run_dir
+    from lmguide.cli import fail
+    from lmguide.resume import ResumeError, run_dir
 
-    return run_dir(*args)
+    try:
+        return run_dir(*args)
+    except ResumeError as err:  # raised while Hydra resolves hydra.run.dir: report it here, in one line
+        fail(str(err))
 
 
 def _resume_hydra_subdir(*args):

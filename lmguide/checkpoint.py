@@ -21,6 +21,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
 from lmguide import CONF_DIR
+from lmguide.errors import LmguideError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -55,7 +56,7 @@ def remove_stale_temps(ckpt_dir: Path) -> list[Path]:
     return stale
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(LmguideError, RuntimeError):
     """A checkpoint that cannot be used: missing, not a plain lmguide checkpoint, or another model."""
 
 
@@ -63,6 +64,17 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise CheckpointError(
+            f"checkpoint {path} is empty (0 bytes): a copy or download that did not finish?"
+        )
+    if not head.startswith(b"PK") and head[:1] != b"\x80":  # a torch.save zip, or a legacy pickle
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (neither a zip archive nor a pickle): damaged, or another "
+            "kind of file"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -145,6 +157,12 @@ def load_model(
             f"{path} does not fit the model built from its config "
             f"(backbone {cfg.model.backbone.name}): missing {missing[:3]}, unexpected {unexpected[:3]}, "
             f"shape mismatch {shape_errors[:3]}; was it trained with another backbone or attention?"
+        )
+    bad = [k for k, v in saved.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise CheckpointError(
+            f"{path} holds non-finite weights (NaN/Inf) in {len(bad)} tensor(s), e.g. {bad[0]}: it would "
+            "score every face as nan; use an earlier checkpoint of that run"
         )
     model.load_state_dict(saved)
     return model.eval(), cfg

@@ -22,12 +22,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from lmguide import CONF_DIR
+from lmguide.errors import LmguideError
 
 #: keys through which a config names or calls code (hydra.utils.instantiate)
 SPECIAL_KEYS = ("_target_", "_partial_", "_args_", "_convert_", "_recursive_")
 
 
-class UntrustedConfig(ValueError):
+class UntrustedConfig(LmguideError, ValueError):
     """A recorded choice, override or target that the project's own config files do not allow."""
 
 

@@ -20,6 +20,8 @@ import torch
 from omegaconf import DictConfig
 
 from lmguide import CONF_DIR
+from lmguide.cli import check_argv, friendly_errors
+from lmguide.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,19 @@ def plot_curves(
     plt.close(fig)
 
 
+def data_choice(cfg: DictConfig) -> str | None:
+    """The ``data=<layout>`` of this eval command: a choice of the ``data`` group (``conf/data/``),
+    or a plain name when ``cfg`` was composed by hand."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("data")
+        if choice:
+            return choice
+    data = cfg.get("data")
+    return data if isinstance(data, str) else None
+
+
 def evaluate(cfg: DictConfig) -> dict:
     from lmguide.checkpoint import load_model
     from lmguide.metrics import aggregate_videos, binary_report, calibrate_threshold
@@ -101,8 +116,9 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.split not in ("train", "val", "test"):
-        raise ValueError(f"split must be train, val or test, got {cfg.split!r}")
-    overrides = ([f"data={cfg.data}"] if cfg.get("data") else []) + list(cfg.overrides)
+        raise ConfigError(f"split must be train, val or test, got {cfg.split!r}")
+    data = data_choice(cfg)
+    overrides = ([f"data={data}"] if data else []) + list(cfg.overrides)
     model, run_cfg = load_model(cfg.ckpt_path, overrides, output_dir=out_dir)
     dm = hydra.utils.instantiate(run_cfg.data)
     dm.prepare_data()
@@ -213,9 +229,11 @@ def _print(metrics: dict, split: str, out_dir: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
+@friendly_errors
 def main(cfg: DictConfig) -> float:
     return evaluate(cfg)["frame/auc"]
 
 
 if __name__ == "__main__":
+    check_argv()
     main()

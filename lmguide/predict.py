@@ -22,8 +22,10 @@ import torch
 from omegaconf import DictConfig
 
 from lmguide import CONF_DIR
+from lmguide.cli import check_argv, check_writable, friendly_errors
 from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaError, VideoFrames, read_image
 from lmguide.data.prepare import face_settings, select_faces
+from lmguide.errors import ConfigError, InputMissing
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 CSV_FIELDS = [
@@ -76,6 +78,16 @@ class FileResult:
         s = self.scores
         return float(np.mean(s)) if s else None
 
+    @property
+    def face_scores(self) -> dict[int, float]:
+        """P(fake) per face index (the mean over the frames it was scored in): a second face, e.g. a
+        photo inside the photo, is visible instead of being averaged into the file's score."""
+        by_face: dict[int, list[float]] = {}
+        for f in self.frames:
+            if f.prob_fake is not None:
+                by_face.setdefault(f.face or 0, []).append(f.prob_fake)
+        return {k: float(np.mean(v)) for k, v in sorted(by_face.items())}
+
     def _frames_with(self, pred) -> int:
         return len({f.frame for f in self.frames if pred(f)})
 
@@ -121,11 +133,11 @@ def list_inputs(input_path: str | Path) -> tuple[list[tuple[Path, str]], list[Pa
     """``([(file, display name)], ignored files)`` for an image, a video or a folder (recursive, sorted)."""
     path = Path(input_path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"input {path} does not exist")
+        raise InputMissing(f"input {path} does not exist: give input=<an image, a video or a folder>")
     supported = ", ".join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)
     if path.is_file():
         if media_kind(path) is None:
-            raise ValueError(f"input {path} is not a supported image or video (suffixes: {supported})")
+            raise ConfigError(f"input {path} is not a supported image or video (suffixes: {supported})")
         return [(path, str(input_path))], []
     files, ignored = [], []
     for p in sorted(path.rglob("*"), key=lambda p: p.relative_to(path).as_posix()):
@@ -134,7 +146,7 @@ def list_inputs(input_path: str | Path) -> tuple[list[tuple[Path, str]], list[Pa
             continue
         (files if media_kind(p) else ignored).append(p)
     if not files:
-        raise FileNotFoundError(f"input folder {path} holds no image or video (suffixes: {supported})")
+        raise InputMissing(f"input folder {path} holds no image or video (suffixes: {supported})")
     return [(p, p.relative_to(path).as_posix()) for p in files], ignored
 
 
@@ -211,7 +223,13 @@ def _finish(result: FileResult) -> None:
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a device: use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name}: no CUDA GPU is available here; use device=cpu (or auto)")
+    return device
 
 
 def predict(cfg: DictConfig) -> list[FileResult]:
@@ -224,21 +242,23 @@ def predict(cfg: DictConfig) -> list[FileResult]:
 
     output = Path(cfg.output).expanduser() if cfg.get("output") else None
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise ValueError(f"output {output} must end in .csv or .json")
+        raise ConfigError(f"output {output} must end in .csv or .json")
+    if output is not None:
+        check_writable(output, "output")  # before any scoring: results are never thrown away at the end
     every_k = cfg.get("every_k")
     n_frames = cfg.get("frames_per_video")
     if every_k is not None and int(every_k) < 1:
-        raise ValueError(f"every_k must be >= 1 (or null), got {every_k}")
+        raise ConfigError(f"every_k must be >= 1 (or null), got {every_k}")
     if n_frames is not None and int(n_frames) < 1:
-        raise ValueError(f"frames_per_video must be >= 1 (or null for every frame), got {n_frames}")
+        raise ConfigError(f"frames_per_video must be >= 1 (or null for every frame), got {n_frames}")
     if int(cfg.batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
     files, ignored = list_inputs(cfg.input)
 
     console = Console()
     out_dir = cfg.paths.output_dir
-    model, run_cfg = load_model(cfg.ckpt_path, list(cfg.get("overrides") or []), output_dir=out_dir)
     device = _device(str(cfg.get("device", "auto")))
+    model, run_cfg = load_model(cfg.ckpt_path, list(cfg.get("overrides") or []), output_dir=out_dir)
     model.to(device)
     fs = face_settings(run_cfg.data.faces)
     console.print(
@@ -321,6 +341,7 @@ def print_table(console, results: list[FileResult]) -> None:
         ("file", "left"),
         ("type", "left"),
         ("P(fake)", "right"),
+        ("per face", "left"),
         ("frames", "right"),
         ("no face", "right"),
         ("note", "left"),
@@ -328,7 +349,11 @@ def print_table(console, results: list[FileResult]) -> None:
         table.add_column(col, justify=justify, overflow="fold")
     for r in results:
         note = r.reason if r.status == "ok" else f"{r.status.replace('_', ' ')}: {r.reason}"
-        table.add_row(r.file, r.kind, _fmt(r.prob_fake), str(r.frames_scored), str(r.frames_no_face), note)
+        faces = r.face_scores
+        per_face = "  ".join(f"{k}: {_fmt(v)}" for k, v in faces.items()) if len(faces) > 1 else ""
+        table.add_row(
+            r.file, r.kind, _fmt(r.prob_fake), per_face, str(r.frames_scored), str(r.frames_no_face), note
+        )
     console.print(table)
     no_face = [r.file for r in results if r.status == "no_face"]
     bad = [r.file for r in results if r.status in ("unreadable", "decode_error")]
@@ -372,9 +397,11 @@ def _csv_num(v: float | None) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
+@friendly_errors
 def main(cfg: DictConfig) -> list[dict]:
     return [r.summary() for r in predict(cfg)]
 
 
 if __name__ == "__main__":
+    check_argv()
     main()

@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from lmguide import CONF_DIR
+from lmguide.cli import check_argv, friendly_errors
 from lmguide.data.prepare import (
     PreparedIndex,
     cache_errors,
@@ -23,6 +24,7 @@ from lmguide.data.prepare import (
     summarize,
     unusable_sources,
 )
+from lmguide.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,9 @@ def parse_shard(value: object) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in str(value).split("/"))
     except ValueError:
-        raise ValueError(f"shard must be 'auto' or 'i/n' (e.g. 0/4), got {value!r}") from None
+        raise ConfigError(f"shard must be 'auto' or 'i/n' (e.g. 0/4), got {value!r}") from None
     if not 0 <= i < n:
-        raise ValueError(f"shard {value!r}: i must be in [0, n)")
+        raise ConfigError(f"shard {value!r}: i must be in [0, n)")
     return i, n
 
 
@@ -59,6 +61,13 @@ def _prepare(cfg: DictConfig) -> PreparedIndex | None:
         + (f", shard {shard[0]}/{shard[1]}" if shard[1] > 1 else ""),
         flush=True,
     )
+    skipped = getattr(source, "skipped", [])
+    if skipped:
+        print(f"  skipped {len(skipped)} file(s) that are not images or videos:", flush=True)
+        for p in skipped[:20]:
+            print(f"    {p}", flush=True)
+        if len(skipped) > 20:
+            print(f"    ... and {len(skipped) - 20} more", flush=True)
     index = prepare_index(
         source.name,
         items,
@@ -83,9 +92,11 @@ def _prepare(cfg: DictConfig) -> PreparedIndex | None:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="prepare")
+@friendly_errors
 def main(cfg: DictConfig) -> None:
     prepare(cfg)
 
 
 if __name__ == "__main__":
+    check_argv()
     main()

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lmguide.errors import LmguideError
+
 LAST = Path("checkpoints") / "last.ckpt"
 
 
-class ResumeError(RuntimeError):
+class ResumeError(LmguideError, RuntimeError):
     """A ``resume=`` target without a usable last checkpoint."""
 
 

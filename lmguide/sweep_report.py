@@ -246,7 +246,12 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     p.add_argument("sweep_dir", help="a Hydra multirun directory (logs/train/multiruns/<date>)")
     p.add_argument("--out", default=None, help="where to write (default: the sweep directory)")
     args = p.parse_args(argv)
-    paths = report(args.sweep_dir, args.out)
+    try:
+        paths = report(args.sweep_dir, args.out)
+    except FileNotFoundError as err:  # a missing or empty sweep directory: one line, exit code 1
+        from lmguide.cli import fail
+
+        fail(str(err))
     print(paths["markdown"].read_text())
     for k, v in paths.items():
         print(f"{k}: {v}")

@@ -16,6 +16,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lmguide import CONF_DIR
+from lmguide.cli import check_argv, friendly_errors
+from lmguide.errors import ConfigError, LmguideError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,10 @@ def finish_wandb(loggers: list) -> None:
         wandb.finish()
 
 
+class OutputDirError(LmguideError, RuntimeError):
+    """The run's output directory cannot hold its checkpoints (not writable, disk too full)."""
+
+
 def check_output_dir(out_dir: Path, need_bytes: int) -> None:
     """Refuse to start a run whose checkpoints could not be written: an output directory that cannot be
     created or written to, or a disk with less than ``need_bytes`` free."""
@@ -66,17 +72,42 @@ def check_output_dir(out_dir: Path, need_bytes: int) -> None:
             f.flush()
             os.fsync(f.fileno())
     except OSError as err:
-        raise RuntimeError(
+        raise OutputDirError(
             f"output directory {out_dir} is not writable ({err.strerror or err}): "
             "checkpoints and logs could not be saved; point hydra.run.dir (or paths.log_dir) elsewhere"
         ) from None
     free = shutil.disk_usage(out_dir).free
     if free < need_bytes:
-        raise RuntimeError(
+        raise OutputDirError(
             f"only {free / 2**20:.0f} MiB free on the disk of {out_dir}; this run needs about "
             f"{need_bytes / 2**20:.0f} MiB for its checkpoints (best and last: weights and optimizer state) "
             "and logs. Free space or point hydra.run.dir elsewhere"
         )
+
+
+#: numeric settings checked before any data is prepared: key -> (lowest allowed, whether it may equal it)
+NUMERIC_KEYS = {
+    "optim.lr": (0.0, False),
+    "optim.weight_decay": (0.0, True),
+    "loss.lambda_lm": (0.0, True),
+    "data.batch_size": (1, True),
+    "data.image_size": (32, True),
+}
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """Refuse a bad learning rate, batch size, ... up front, naming the key (not later, inside torch)."""
+    import math
+
+    for key, (low, inclusive) in NUMERIC_KEYS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if ok and (value > low or (inclusive and value == low)):
+            continue
+        bound = f">= {low}" if inclusive else f"> {low}"
+        raise ConfigError(f"{key} must be a number {bound}, got {value!r} (e.g. {key}=<number>)")
 
 
 def checkpoint_bytes(model) -> int:
@@ -97,6 +128,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
 
     from lmguide.checkpoint import AtomicCheckpointIO
 
+    check_numbers(cfg)
     t0 = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     wandb_offline_by_default()
@@ -224,6 +256,7 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+@friendly_errors
 def main(cfg: DictConfig) -> float | None:
     from lmguide.resume import is_resume
 
@@ -256,4 +289,5 @@ def _resumed(cfg: DictConfig) -> tuple[DictConfig, dict]:
 
 
 if __name__ == "__main__":
+    check_argv()
     main()

@@ -12,7 +12,6 @@ and the CLS token's attention over the patches in the block the attention uses) 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,14 +23,16 @@ from omegaconf import DictConfig
 from torch import nn
 
 from lmguide import CONF_DIR
+from lmguide.cli import check_argv, check_writable, friendly_errors
 from lmguide.data import media
 from lmguide.data.prepare import face_settings
+from lmguide.errors import ConfigError, LmguideError
 from lmguide.models.backbones import feature_stage, vit_model
 
 CLASS_NAMES = ("real", "fake")
 
 
-class VisualizeError(RuntimeError):
+class VisualizeError(LmguideError, RuntimeError):
     """An input that cannot be explained: missing or unreadable image, no face, no landmarks."""
 
 
@@ -161,7 +162,7 @@ def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", n
     from lmguide.data.transforms import build_transform
 
     if which not in ("largest", "best"):
-        raise ValueError(f"face must be 'largest' or 'best', got {which!r}")
+        raise ConfigError(f"face must be 'largest' or 'best', got {which!r}")
     fs = face_settings(run_cfg.data.faces)
     with FaceDetector(fs.model_selection, fs.min_confidence) as detector:
         dets = detector.detect(rgb)
@@ -240,11 +241,15 @@ def visualize(cfg: DictConfig) -> dict:
     from lmguide.checkpoint import load_model
 
     steps = 5
-    if int(cfg.size) < 32:
-        raise ValueError(f"size must be >= 32 pixels, got {cfg.size}")
+    if not isinstance(cfg.size, int) or isinstance(cfg.size, bool) or cfg.size < 32:
+        raise ConfigError(f"size must be >= 32 pixels, got {cfg.size}")
     if cfg.target_class not in (0, 1):
-        raise ValueError(f"target_class must be 0 (real) or 1 (fake), got {cfg.target_class}")
+        raise ConfigError(f"target_class must be 0 (real) or 1 (fake), got {cfg.target_class}")
+    alpha = cfg.alpha
+    if not isinstance(alpha, int | float) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"alpha is the heat map's opacity and must be in [0, 1], got {cfg.alpha}")
     out_dir = Path(cfg.output_dir)
+    check_writable(out_dir, "output_dir", folder=True)  # before any work
 
     print(f"[1/{steps}] Loading image {cfg.input}", flush=True)
     rgb = read_image(cfg.input)
@@ -291,14 +296,11 @@ def visualize(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="visualize")
+@friendly_errors
 def main(cfg: DictConfig) -> float:
-    from lmguide.checkpoint import CheckpointError
-
-    try:
-        return visualize(cfg)["prob_fake"]
-    except (VisualizeError, CheckpointError) as err:
-        sys.exit(f"error: {err}")
+    return visualize(cfg)["prob_fake"]
 
 
 if __name__ == "__main__":
+    check_argv()
     main()

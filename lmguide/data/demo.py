@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmguide.data.cache import atomic_write_bytes, atomic_write_text, sha256_file
+from lmguide.errors import LmguideError
 
 log = logging.getLogger(__name__)
 
 MEDIA_SUFFIXES = (".jpg", ".jpeg", ".png", ".mp4", ".mov", ".avi")
 
 
-class DemoDataError(RuntimeError):
+class DemoDataError(LmguideError, RuntimeError):
     """The demo media is neither cached nor fetchable."""
 
 

@@ -12,11 +12,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lmguide.errors import LmguideError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 
 
-class MediaError(ValueError):
+class MediaError(LmguideError, ValueError):
     """A file that cannot be decoded at all (the reason is in the message)."""
 
 
@@ -27,6 +29,28 @@ def plan_frames(total: int, frames_per_video: int | None, every_k: int | None) -
     if frames_per_video is None or frames_per_video >= total:
         return list(range(total))
     return sorted(set(np.linspace(0, total - 1, frames_per_video).round().astype(int).tolist()))
+
+
+# the marker a complete file of this kind ends with (trailing bytes after it are tolerated)
+_END_MARKERS = {".jpg": (b"\xff\xd9", "JPEG"), ".jpeg": (b"\xff\xd9", "JPEG"), ".png": (b"IEND", "PNG")}
+_TAIL = 1 << 20
+
+
+def check_complete(path: Path) -> None:
+    """A JPEG or PNG cut short decodes with its missing part grey and no error from OpenCV, and then
+    looks like a frame without a face. Refuse a decodable image as what it is when its end marker is
+    missing: a truncated file."""
+    path = Path(path)
+    if path.suffix.lower() not in _END_MARKERS:
+        return
+    marker, kind = _END_MARKERS[path.suffix.lower()]
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - _TAIL))
+        tail = f.read()
+    if marker not in tail:
+        raise MediaError(f"truncated {kind} (no end-of-image marker): the file is incomplete")
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -42,6 +66,10 @@ def read_image(path: Path) -> np.ndarray:
         raise MediaError(f"not a readable image (OpenCV: {err.err})") from None
     if bgr is None:
         raise MediaError("not a readable image (OpenCV could not decode it)")
+    try:
+        check_complete(path)
+    except OSError as err:
+        raise MediaError(f"cannot read the file ({err.strerror or err})") from None
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

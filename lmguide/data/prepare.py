@@ -46,6 +46,7 @@ from lmguide.data.landmarks import landmarker_version
 from lmguide.data.layouts.base import SPLITS, SourceItem
 from lmguide.data.masks import MaskSpec, draw_mask
 from lmguide.data.media import MediaError, VideoFrames, read_image
+from lmguide.errors import LmguideError
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def face_settings(node) -> FaceSettings:
 _WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR}
 
 
-class CacheWriteError(RuntimeError):
+class CacheWriteError(LmguideError, RuntimeError):
     """The landmark cache could not be written (unwritable folder, full disk)."""
 
 

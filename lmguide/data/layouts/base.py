@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from lmguide.errors import LmguideError
 
 SPLITS = ("train", "val", "test")
 MEDIA_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES
 _UNSAFE = re.compile(r"[^A-Za-z0-9._/+-]")
 
 
-class LayoutError(ValueError):
+class LayoutError(LmguideError, ValueError):
     """A data set that does not match its layout (missing folders, bad labels, bad paths)."""
 
 
@@ -155,6 +156,19 @@ def media_files(folder: Path, suffixes: Iterable[str] = MEDIA_SUFFIXES) -> list[
         for p in folder.rglob("*")
         if p.is_file()
         and p.suffix.lower() in suffixes
+        and not any(s.startswith(".") for s in p.relative_to(folder).parts)
+    )
+
+
+def non_media_files(folder: Path, suffixes: Iterable[str] = MEDIA_SUFFIXES) -> list[Path]:
+    """The files under ``folder`` that :func:`media_files` leaves out (hidden ones aside): listed by
+    prepare, never dropped silently."""
+    suffixes = tuple(s.lower() for s in suffixes)
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() not in suffixes
         and not any(s.startswith(".") for s in p.relative_to(folder).parts)
     )
 

@@ -23,6 +23,7 @@ from lmguide.data.layouts.base import (
     check_root,
     hash_split,
     media_files,
+    non_media_files,
     rel_key,
     require_items,
 )
@@ -62,6 +63,8 @@ class FolderSource:
     group_by_folder: bool = False
     split_fractions: Mapping[str, float] = field(default_factory=lambda: {"val": 0.1, "test": 0.1})
     name: str = "folder"
+    #: files under real/ and fake/ that are not images or videos (set by items(), listed by prepare)
+    skipped: list[Path] = field(default_factory=list, init=False, repr=False)
 
     def items(self) -> list[SourceItem]:
         root = check_root(self.root, "folder")
@@ -78,12 +81,14 @@ class FolderSource:
         else:
             bases = [(root, None)]
         out = []
+        self.skipped = []
         for base, split in bases:
             present = [c for c in CLASSES if (base / c).is_dir()]
             if not present:
                 raise LayoutError(f"folder layout: {base} has neither a real/ nor a fake/ folder")
             _refuse_stray_media(base, set(CLASSES))
             for cls in present:
+                self.skipped += non_media_files(base / cls)
                 for path in media_files(base / cls):
                     key = rel_key(path, root)
                     video_id = self._clip(path, key, base / cls)

@@ -1,0 +1,99 @@
+"""What every command does around its work: one readable line for an ordinary mistake.
+
+An :class:`~lmguide.errors.LmguideError` (a missing file, a bad value, a refused checkpoint) is printed
+as ``error: <what, where, how to fix>`` on stderr with exit code 1. ``HYDRA_FULL_ERROR=1`` (or
+``LMGUIDE_DEBUG=1``) keeps the full traceback instead; jobs of a multirun keep Hydra's own reporting.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+from lmguide.errors import LmguideError
+
+# Hydra's command-line flags that take the next argument as their value
+_VALUE_FLAGS = {
+    *("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"),
+    *("--cfg", "-c", "--package", "-p", "--info", "-i"),
+}
+
+
+def debug_requested() -> bool:
+    return any(os.environ.get(v, "") not in ("", "0") for v in ("HYDRA_FULL_ERROR", "LMGUIDE_DEBUG"))
+
+
+def fail(message: str) -> None:
+    """Print ``error: message`` on stderr and exit with code 1."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(1)
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def friendly_errors(task):
+    """Decorate a ``@hydra.main`` task function (put it under ``@hydra.main``)."""
+
+    @functools.wraps(task)
+    def run(cfg):
+        from hydra.errors import InstantiationException
+
+        try:
+            return task(cfg)
+        except (LmguideError, InstantiationException) as err:
+            if debug_requested() or _in_multirun():
+                raise
+            cause = err.__cause__ if isinstance(err, InstantiationException) else err
+            if not isinstance(cause, LmguideError | ValueError):
+                raise  # not a config value the user can fix: keep the traceback
+            fail(str(cause))
+
+    return run
+
+
+def check_argv(argv: list[str] | None = None) -> None:
+    """Catch a path with spaces left unquoted before Hydra's parser reports it as a bare lexer error:
+    ``input=/data/my face.jpg`` arrives as two arguments, and the second has no ``=``."""
+    args = sys.argv[1:] if argv is None else argv
+    for i, arg in enumerate(args):
+        if arg.startswith("-") or "=" in arg or (i and args[i - 1] in _VALUE_FLAGS):
+            continue
+        if i and "=" in args[i - 1]:
+            key, value = args[i - 1].split("=", 1)
+            fail(
+                f"argument {arg!r} is not key=value: if it belongs to {key}, quote the value that holds a "
+                f"space, e.g. \"{key}='{value} {arg}'\""
+            )
+        fail(f"argument {arg!r} is not key=value (overrides look like key=value, e.g. seed=1)")
+
+
+def check_writable(path, key: str, folder: bool = False) -> None:
+    """Refuse, before any work, an output that could not be written: ``path`` (a file, or a folder when
+    ``folder``) must be creatable and writable. Its folder is created; a probe file is written and
+    removed (file modes alone do not tell: root ignores them, read-only mounts do not)."""
+    import tempfile
+    from pathlib import Path
+
+    from lmguide.errors import ConfigError
+
+    path = Path(path).expanduser()
+    if not folder and path.is_dir():
+        raise ConfigError(
+            f"{key}={path} is a folder: give a file name, e.g. {key}={path / 'predictions.csv'}"
+        )
+    where = path if folder else path.parent
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"{key}={path} cannot be written ({err.strerror or err}): choose a writable location"
+        ) from None

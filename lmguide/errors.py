@@ -1,0 +1,17 @@
+"""The one base class of the mistakes a user can fix: a bad path, value, file or config key.
+
+The commands report an :class:`LmguideError` as one line (``error: …``) with exit code 1
+(:func:`lmguide.cli.friendly_errors`); anything else is a bug and keeps its traceback.
+"""
+
+
+class LmguideError(Exception):
+    """An ordinary mistake; the message names the file or key and the fix."""
+
+
+class ConfigError(LmguideError, ValueError):
+    """A config value out of range or of the wrong type; the message names the key."""
+
+
+class InputMissing(LmguideError, FileNotFoundError):
+    """An input path that does not exist or holds nothing to work on; the message names it."""
