@@ -89,6 +89,9 @@ def check_writable(path, key: str, folder: bool = False) -> None:
             f"{key}={path} is a folder: give a file name, e.g. {key}={path / 'predictions.csv'}"
         )
     where = path if folder else path.parent
+    existing = next((p for p in (where, *where.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"{key}={path} cannot be written: {existing} is a file, not a folder")
     try:
         where.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=where, prefix=".write-check-"):

@@ -58,6 +58,12 @@ CASES = [
         "cannot be created or written",
     ),
     (
+        "train: into a run dir another run is using",
+        "train",
+        ["hydra.run.dir={busy}"],
+        "in use by another lmguide run",
+    ),
+    (
         "train: into a finished run's directory",
         "train",
         ["hydra.run.dir={run}"],
@@ -77,7 +83,7 @@ CASES = [
         "predict: `output=` a folder",
         "predict",
         ["ckpt_path={ckpt}", "input={face}", "output={tmp}"],
-        "is a folder",
+        "must end in .csv or .json",
     ),
     (
         "predict: `output=` that cannot be written",
@@ -112,10 +118,10 @@ CASES = [
     ("predict: a zero-byte checkpoint", "predict", ["ckpt_path={empty_ckpt}", "input={face}"], "is empty"),
     ("eval: a bad `split`", "eval", ["ckpt_path={ckpt}", "split=tset"], "split must be"),
     (
-        "eval: a CSV with a bad label",
+        "eval: `data=csv` with a CSV naming a missing file",
         "eval",
         ["ckpt_path={ckpt}", "data=csv", "'overrides=[\"data.source.file={tmp}/bad.csv\"]'"],
-        "label",
+        "does not exist",
     ),
     (
         "eval: a checkpoint whose config opens a file for writing",
@@ -246,7 +252,10 @@ def world(trained_ckpt, cache_dir, tmp_path_factory):
         "empty_ckpt": tmp / "empty.ckpt",
         "tampered_run": tampered_run,
         "marker": marker,
+        "busy": busy,
     }
+    holder.kill()
+    holder.wait()
 
 
 def _command(module: str, args: list[str], world: dict) -> list[str]:
@@ -294,9 +303,9 @@ def test_one_readable_line_and_exit_code_1(results, world, case):
 
 def _row(name: str, proc, world) -> str:
     line = _error_lines(proc)[0] if _error_lines(proc) else "(no error line)"
-    for key in ("ckpt", "tmp"):
+    for key in ("ckpt", "run", "tmp"):
         line = line.replace(str(Path(world[key]).resolve()), f"<{key}>").replace(str(world[key]), f"<{key}>")
-    line = re.sub(r"pid \d+ on \S+", "pid <n> on <host>", line)
+    line = re.sub(r"pid \d+ on [^)\s]+", "pid <n> on <host>", line)
     line = line.replace("|", "\\|")
     return f"| {name} | `{line}` | {proc.returncode} |"
 
@@ -311,6 +320,7 @@ def test_readme_table_is_what_the_commands_print(results, world):
     new = f"{head}{BEGIN}\n{table}\n{END}{tail}"
     if os.environ.get("LMGUIDE_WRITE_DOCS"):
         README.write_text(new)
+        return
     assert new == text, (
         "README's bad-input table is stale: run LMGUIDE_WRITE_DOCS=1 pytest -m slow tests/test_bad_inputs.py"
     )
