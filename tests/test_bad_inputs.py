@@ -143,6 +143,12 @@ CASES = [
         "alpha is the heat map",
     ),
     (
+        "visualize: a checkpoint whose config calls `torch.load`",
+        "visualize",
+        ["ckpt_path={evil_ckpt}", "input={face}"],
+        "model._target_",
+    ),
+    (
         "visualize: an `output_dir` that cannot be written",
         "visualize",
         ["ckpt_path={ckpt}", "input={face}", "output_dir={tmp}/a_file/out"],
@@ -340,3 +346,33 @@ def test_readme_eval_commands_run_as_written(trained_ckpt, cache_dir, tmp_path):
         )
         assert proc.returncode == 0, f"{line}\n{proc.stderr[-3000:]}"
         assert (tmp_path / f"eval{i}" / "metrics.json").exists()
+
+
+def test_a_read_only_cache_is_one_line(world, cache_dir, tmp_path):
+    """A cache on a read-only file system (a tmpfs remounted ro; root ignores file modes): prepare's
+    workers cannot write, and the user sees one line, not one traceback per worker."""
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100m", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        shutil.copytree(cache_dir / "demo" / "media", mnt / "demo" / "media")
+        shutil.copytree(cache_dir / "demo" / "downloads", mnt / "demo" / "downloads")
+        assert subprocess.run(["mount", "-o", "remount,ro", str(mnt)]).returncode == 0
+        env = {**os.environ, "WANDB_MODE": "offline"}
+        env.pop("HYDRA_FULL_ERROR", None)
+        cmd = [
+            sys.executable,
+            "-m",
+            "lmguide.prepare",
+            f"paths.cache_dir={mnt}",
+            *FAST_DATA,
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ]
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        subprocess.run(["umount", str(mnt)])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out, out[-3000:]
+    lines = _error_lines(proc)
+    assert len(lines) == 1 and "Read-only file system" in lines[0], out[-3000:]
