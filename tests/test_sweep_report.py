@@ -147,3 +147,15 @@ def test_a_corrupt_metrics_json_is_reported_and_the_rest_goes_on(sweep):
     assert f"broken (unreadable metrics.json): `{root / '0'}`" in table and "cannot be read as JSON" in table
     assert f"`{root / '1'}`" in table and "val/auc is str" in table
     assert f"| loss.lambda_lm=0 | 2 | {vals[0.0][2]:.3f} |" in table  # the remaining seed is reported
+
+
+def test_results_page_is_generated_with_its_command(sweep, tmp_path):
+    root, vals = sweep
+    page = tmp_path / "docs" / "results.md"
+    paths = main([str(root), "--results", str(page), "--command", "make results"])
+    text = page.read_text()
+    assert paths["results"] == page and text.startswith("# Results")
+    assert "do not edit by hand" in text and "make results" in text and str(root) in text
+    mean, std = statistics.fmean(vals[1.0]), statistics.stdev(vals[1.0])
+    assert f"| loss.lambda_lm=1 | 0,1,2 | {mean:.3f} ± {std:.3f} |" in text
+    assert "Against λ = 0, paired by seed" in text  # the sweep has λ = 0 and λ = 1 with seeds 0-2
