@@ -220,13 +220,14 @@ def _print(metrics: dict, split: str, out_dir: Path) -> None:
     console = Console()
     console.print(t)
     if metrics.get("frame/undefined"):
-        console.print(f"{split}: {metrics['frame/undefined']}", soft_wrap=True, highlight=False)
+        console.print(f"{split}: {metrics['frame/undefined']}", soft_wrap=True, highlight=False, markup=False)
     elif metrics.get("frame/auc_ci95_lo") is not None:
         console.print(
             f"AUC [lo, hi]: 95 % bootstrap interval resampling the {metrics['frame/people']} people "
             "(a video and its fakes together), not frames",
             soft_wrap=True,
             highlight=False,
+            markup=False,
         )
     console.print(
         f"{metrics['n_frames']} frames, {metrics['n_videos']} videos; written to {out_dir}: "

@@ -285,10 +285,11 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
         console.print(
             "[lo, hi]: 95 % bootstrap interval, resampling people (a video and its fakes together)",
             soft_wrap=True,
+            markup=False,
         )
     for c in cols:
         if metrics.get(f"{c}/undefined"):
-            console.print(f"{c}: {metrics[f'{c}/undefined']}", soft_wrap=True, highlight=False)
+            console.print(f"{c}: {metrics[f'{c}/undefined']}", soft_wrap=True, highlight=False, markup=False)
     console.print(
         f"attn_in_lm: share of attention inside the landmark mask (mask_area = chance level); "
         f"{trainer.global_step} steps in {metrics['wall_time_s']:.0f} s",
