@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_ERROR_REPORTING := false
 
-.PHONY: help install prepare train test test-slow test-full lint bench sweep clean
+.PHONY: help install prepare train test test-slow test-full lint bench sweep results clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,12 @@ bench: $(STAMP)  ## benchmarks (BENCH="train prepare loader"), printed and writt
 
 sweep: $(STAMP)  ## the λ grid (4 λ x 3 seeds) on the demo data (Hydra multirun + sweep report)
 	$(PY) -m lmguide.train experiment=demo sweep=lambda $(ARGS)
+
+ABLATION := logs/train/ablation/$(shell date +%Y-%m-%d_%H-%M-%S)
+results: $(STAMP)  ## the guidance ablation (27 jobs) and its generated page docs/results.md
+	$(PY) -m lmguide.train experiment=demo sweep=ablation hydra.sweep.dir=$(ABLATION) $(ARGS)
+	$(PY) -m lmguide.sweep_report $(ABLATION) --results docs/results.md \
+	    --command "make results ARGS='$(ARGS)'"
 
 clean:  ## remove run outputs (not the data cache)
 	rm -rf logs outputs multirun .pytest_cache

@@ -45,6 +45,7 @@ def score_split(model, dataset, batch_size: int = 32) -> dict:
         "prob": torch.cat(probs),
         "label": torch.cat(labels),
         "video": videos,
+        "person": [dataset.person_of[v] for v in videos],
         "attn_in_lm": torch.cat(attn),
         "pointing": torch.cat(hits),
     }
@@ -111,7 +112,7 @@ def data_choice(cfg: DictConfig) -> str | None:
 
 def evaluate(cfg: DictConfig) -> dict:
     from lmguide.checkpoint import load_model
-    from lmguide.metrics import aggregate_videos, binary_report, calibrate_threshold
+    from lmguide.metrics import aggregate_videos, binary_report, bootstrap_auc, calibrate_threshold
 
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -128,18 +129,25 @@ def evaluate(cfg: DictConfig) -> dict:
     threshold = calibrate_threshold(val["prob"], val["label"])
     res = val if cfg.split == "val" else score_split(model, dm.datasets[cfg.split], dm.eval_batch_size)
 
-    metrics: dict[str, float] = {"threshold_val": threshold, "n_frames": len(res["label"])}
+    metrics: dict = {"threshold_val": threshold, "n_frames": len(res["label"])}
+    person = dict(zip(res["video"], res["person"], strict=True))
     for level in ("frame", "video"):
         if level == "frame":
             scores, labels, ids = res["prob"], res["label"], list(range(len(res["label"])))
+            clusters = res["person"]
         else:
             ids, scores, labels = aggregate_videos(res["prob"], res["label"], res["video"], cfg.video_agg)
             metrics["n_videos"] = len(ids)
+            clusters = [person[v] for v in ids]
         for name, thr in (("", 0.5), ("cal_", threshold)):
             for k, v in binary_report(scores, labels, thr).items():
-                if name and k in ("auc", "ap", "eer"):
+                if name and k in ("auc", "ap", "eer", "undefined"):
                     continue  # threshold-free: reported once
                 metrics[f"{level}/{name}{k}"] = v
+        # 95 % bootstrap interval of the AUC, resampling people (a video and its fakes together)
+        boot = bootstrap_auc(scores, labels, clusters, seed=int(cfg.get("seed", 0) or 0))
+        metrics[f"{level}/auc_ci95_lo"], metrics[f"{level}/auc_ci95_hi"] = boot["lo"], boot["hi"]
+        metrics[f"{level}/people"] = boot["clusters"]
         if level == "video":
             video_rows = list(zip(ids, scores.tolist(), labels.tolist(), strict=True))
     metrics["frame/attn_in_lm"] = float(res["attn_in_lm"].mean())
@@ -177,7 +185,7 @@ def _send_to_loggers(cfg: DictConfig, metrics: dict, out_dir: Path) -> None:
         return
     import cv2
 
-    scalars = {f"eval/{cfg.split}/{k}": float(v) for k, v in metrics.items()}
+    scalars = {f"eval/{cfg.split}/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)}
     plots = {name: out_dir / f"{name}.png" for name in ("roc", "pr", "confusion")}
     try:
         for lg in loggers:
@@ -198,6 +206,13 @@ def _print(metrics: dict, split: str, out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    def cell(key: str) -> str:
+        v = metrics[key]
+        if v is None:
+            return "undefined"
+        lo = metrics.get(f"{key}_ci95_lo")
+        return f"{v:.4f}" + ("" if lo is None else f" [{lo:.2f}, {metrics[f'{key}_ci95_hi']:.2f}]")
+
     t = Table(title=f"lmguide eval: {split} split (threshold {metrics['threshold_val']:.3f} from val)")
     t.add_column("metric")
     t.add_column("frame", justify="right")
@@ -215,11 +230,21 @@ def _print(metrics: dict, split: str, out_dir: Path) -> None:
         "f1",
         "cal_f1",
     ):
-        t.add_row(k, f"{metrics[f'frame/{k}']:.4f}", f"{metrics[f'video/{k}']:.4f}")
+        t.add_row(k, cell(f"frame/{k}"), cell(f"video/{k}"))
     t.add_row("attn_in_lm", f"{metrics['frame/attn_in_lm']:.4f}", "-")
     t.add_row("pointing_game", f"{metrics['frame/pointing_game']:.4f}", "-")
     console = Console()
     console.print(t)
+    if metrics.get("frame/undefined"):
+        console.print(f"{split}: {metrics['frame/undefined']}", soft_wrap=True, highlight=False, markup=False)
+    elif metrics.get("frame/auc_ci95_lo") is not None:
+        console.print(
+            f"AUC [lo, hi]: 95 % bootstrap interval resampling the {metrics['frame/people']} people "
+            "(a video and its fakes together), not frames",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
     console.print(
         f"{metrics['n_frames']} frames, {metrics['n_videos']} videos; written to {out_dir}: "
         "metrics.json predictions.csv roc.png pr.png confusion.png",

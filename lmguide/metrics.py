@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
@@ -95,8 +96,10 @@ def calibrate_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float(thr[best].clamp(0.0, 1.0))
 
 
-def binary_report(scores: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
-    """AUC, AP, EER (threshold-free) and ACC, balanced ACC, precision, recall, F1 at ``threshold``."""
+def binary_report(scores: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> dict:
+    """AUC, AP, EER (threshold-free) and ACC, balanced ACC, precision, recall, F1 at ``threshold``.
+
+    On labels of one class AUC, AP and EER are None and ``undefined`` says why."""
     from torchmetrics.functional.classification import (
         binary_accuracy,
         binary_auroc,
@@ -109,6 +112,7 @@ def binary_report(scores: torch.Tensor, labels: torch.Tensor, threshold: float =
     )
 
     s, y = scores.float(), labels.long()
+    reason = undefined_reason(y)
     recall = binary_recall(s, y, threshold=threshold)
     spec = binary_specificity(s, y, threshold=threshold)
     out = {
@@ -121,4 +125,73 @@ def binary_report(scores: torch.Tensor, labels: torch.Tensor, threshold: float =
         "recall": recall,
         "f1": binary_f1_score(s, y, threshold=threshold),
     }
-    return {k: float(v) for k, v in out.items()}
+    res = {k: float(v) for k, v in out.items()}
+    if reason:  # torchmetrics returns numbers (AUC 0, EER 1) for a one-class split: they mean nothing
+        res.update({k: None for k in NEEDS_BOTH_CLASSES}, undefined=reason)
+    return res
+
+
+# -- undefined metrics and bootstrap intervals ------------------------------------------------------
+
+#: metrics that need both classes (threshold-free ranking metrics, and the EER)
+NEEDS_BOTH_CLASSES = ("auc", "ap", "eer")
+
+
+def undefined_reason(labels) -> str | None:
+    """Why AUC/AP/EER are undefined on these labels (one class only, or nothing), else None."""
+    y = torch.as_tensor(labels).long().reshape(-1)
+    n_fake = int(y.sum())
+    n_real = len(y) - n_fake
+    if n_real and n_fake:
+        return None
+    return f"undefined: one class only ({n_real} real, {n_fake} fake); AUC, AP and EER need both"
+
+
+def weighted_auc(scores, labels, weights) -> np.ndarray:
+    """ROC AUC (ties count one half) of ``scores`` with per-item ``weights`` (B, n), for B weightings at
+    once; the Mann-Whitney form: sum over (fake i, real j) of w_i w_j [s_i > s_j] (+ 1/2 if equal) over
+    the product of the class weights. Unit weights give the ordinary AUC. NaN where a class has no weight."""
+    s = np.asarray(scores, np.float64).reshape(-1)
+    y = np.asarray(labels).reshape(-1).astype(bool)
+    w = np.atleast_2d(np.asarray(weights, np.float64))  # (B, n)
+    _, inv = np.unique(s, return_inverse=True)  # score groups in ascending order
+    g = inv.max() + 1 if len(inv) else 0
+    onehot = np.zeros((len(s), g))
+    onehot[np.arange(len(s)), inv] = 1.0
+    pos = (w * y) @ onehot  # (B, G) fake weight per score group
+    neg = (w * ~y) @ onehot  # (B, G) real weight per score group
+    below = np.cumsum(neg, axis=1) - neg  # real weight strictly below each group
+    num = (pos * (below + 0.5 * neg)).sum(1)
+    den = pos.sum(1) * neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def bootstrap_auc(scores, labels, clusters, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """AUC with a percentile bootstrap interval that resamples whole clusters (videos or people).
+
+    Frames of one video (or faces of one person) are not independent: resampling frames would make the
+    interval far too narrow. Each replicate draws as many clusters as there are, with replacement, and
+    weighs every item by how often its cluster was drawn; replicates lacking a class are dropped (their
+    share is reported as ``dropped``). Returns ``{"auc", "lo", "hi", "clusters", "n_boot", "dropped"}``;
+    ``auc``, ``lo`` and ``hi`` are None with a ``reason`` when the AUC is undefined (one class only).
+    """
+    s = torch.as_tensor(scores).detach().float().cpu().numpy().reshape(-1)
+    y = torch.as_tensor(labels).detach().long().cpu().numpy().reshape(-1)
+    names = sorted(set(clusters))
+    index = {c: i for i, c in enumerate(names)}
+    cl = np.array([index[c] for c in clusters], dtype=np.int64)
+    out = {"auc": None, "lo": None, "hi": None, "clusters": len(names), "n_boot": n_boot, "dropped": 0.0}
+    reason = undefined_reason(y)
+    if reason:
+        return {**out, "reason": reason}
+    out["auc"] = float(weighted_auc(s, y, np.ones(len(s)))[0])
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(len(names), np.full(len(names), 1.0 / len(names)), size=n_boot)  # (B, C)
+    reps = weighted_auc(s, y, counts[:, cl])
+    ok = reps[~np.isnan(reps)]
+    out["dropped"] = float(1 - len(ok) / n_boot)
+    if len(ok):
+        alpha = (1 - level) / 2
+        out["lo"], out["hi"] = (float(v) for v in np.quantile(ok, [alpha, 1 - alpha]))
+    return out

@@ -238,7 +238,7 @@ def predict(cfg: DictConfig) -> list[FileResult]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from lmguide.checkpoint import load_model
-    from lmguide.data.faces import FaceDetector
+    from lmguide.data.faces import FaceFinder
 
     output = Path(cfg.output).expanduser() if cfg.get("output") else None
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
@@ -279,7 +279,7 @@ def predict(cfg: DictConfig) -> list[FileResult]:
         TimeRemainingColumn(),
     )
     with (
-        FaceDetector(fs.model_selection, fs.min_confidence) as detector,
+        FaceFinder(fs.detector, fs.min_confidence) as detector,
         Progress(*columns, console=console) as progress,
     ):
         scorer = Scorer(model, run_cfg, detector, int(cfg.batch_size), device)

@@ -179,7 +179,9 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
             for res in results:
                 metrics.update({k: float(v) for k, v in res.items()})
             if trainer.is_global_zero:
-                log_test_curves(model, datamodule, out_dir, loggers)
+                scored = score_splits(model, datamodule)
+                metrics.update(split_statistics(metrics, scored, seed=int(cfg.seed)))
+                log_test_curves(scored.get("test"), out_dir, loggers)
     finally:
         finish_wandb(loggers)
 
@@ -190,20 +192,73 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
     return metrics
 
 
-def log_test_curves(model, datamodule, out_dir: Path, loggers: list) -> None:
-    """ROC, PR and confusion matrix (threshold 0.5) of the tested weights on the test split's frames:
-    PNGs under ``<run dir>/curves/``, also sent to W&B (images) and TensorBoard when they log."""
-    if getattr(model, "clip_frames", None):
-        log.info("test curves are drawn for frame models only (this is a clip model)")
-        return
-    import cv2
+#: the scored sets of a run: summary column -> datamodule dataset
+SCORED_SETS = {"val": "val", "test": "test", "swaps": "test_swaps"}
+#: the metrics that need both classes, as logged by the LightningModule
+_TWO_CLASS_KEYS = ("auc", "ap", "eer", "video_auc", "video_ap", "video_eer")
 
-    from lmguide.eval import plot_curves, score_split
+
+def score_splits(model, datamodule) -> dict[str, dict]:
+    """P(fake), labels and video names of the tested weights on val, test and (when the data has face
+    swaps) the swap test set, frame models only (``{}`` for a clip model)."""
+    if getattr(model, "clip_frames", None):
+        log.info(
+            "test curves and bootstrap intervals are computed for frame models only (this is a clip model)"
+        )
+        return {}
+    from lmguide.eval import score_split
 
     was_training = model.training
     model.eval()
-    res = score_split(model, datamodule.datasets["test"], datamodule.eval_batch_size)
+    out = {}
+    for name, key in SCORED_SETS.items():
+        ds = datamodule.datasets.get(key)
+        if ds is not None and not (name == "swaps" and ds is datamodule.datasets.get("test")):
+            res = score_split(model, ds, datamodule.eval_batch_size)
+            out[name] = res
     model.train(was_training)
+    return out
+
+
+def split_statistics(metrics: dict, scored: dict[str, dict], seed: int = 0) -> dict:
+    """Per scored set: 95 % bootstrap intervals of the frame and video AUC (resampling people), the
+    swap set's detection metrics, and None with the reason for metrics a one-class set leaves undefined."""
+    from lmguide.metrics import aggregate_videos, binary_report, bootstrap_auc
+
+    out: dict = {}
+    for name, res in scored.items():
+        if name == "swaps":
+            for k, v in binary_report(res["prob"], res["label"]).items():
+                if k in ("auc", "ap", "eer", "acc", "f1"):
+                    out[f"swaps/{k}"] = v
+            out["swaps/attn_in_lm"] = float(res["attn_in_lm"].mean())
+            vids, vs, vy = aggregate_videos(res["prob"], res["label"], res["video"])
+            out["swaps/video_auc"] = binary_report(vs, vy)["auc"]
+        frame = bootstrap_auc(res["prob"], res["label"], res["person"], seed=seed)
+        person = dict(zip(res["video"], res["person"], strict=True))
+        vids, vs, vy = aggregate_videos(res["prob"], res["label"], res["video"])
+        video = bootstrap_auc(vs, vy, [person[v] for v in vids], seed=seed)
+        if frame.get("reason"):
+            out.update(
+                {f"{name}/{k}": None for k in _TWO_CLASS_KEYS}, **{f"{name}/undefined": frame["reason"]}
+            )
+            continue
+        out[f"{name}/auc_ci95_lo"], out[f"{name}/auc_ci95_hi"] = frame["lo"], frame["hi"]
+        out[f"{name}/video_auc_ci95_lo"], out[f"{name}/video_auc_ci95_hi"] = video["lo"], video["hi"]
+        out[f"{name}/people"] = frame["clusters"]
+    return out
+
+
+def log_test_curves(res: dict | None, out_dir: Path, loggers: list) -> None:
+    """ROC, PR and confusion matrix (threshold 0.5) of the tested weights on the test split's frames
+    (``res``: :func:`score_splits`'s test entry): PNGs under ``<run dir>/curves/``, also sent to W&B
+    (images) and TensorBoard when they log."""
+    if res is None:
+        return
+    import cv2
+
+    from lmguide.eval import plot_curves
+
     curves = out_dir / "curves"
     curves.mkdir(parents=True, exist_ok=True)
     plot_curves(res["prob"], res["label"], 0.5, curves, "test (frames)")
@@ -218,19 +273,32 @@ def log_test_curves(model, datamodule, out_dir: Path, loggers: list) -> None:
                 lg.experiment.add_image(f"test/{p.stem}", img, dataformats="HWC")
 
 
+def format_metric(metrics: dict, split: str, key: str) -> str:
+    """One summary cell: the value, its bootstrap interval for AUCs, ``undefined`` or ``-``."""
+    full = f"{split}/{key}"
+    if full not in metrics:
+        return "-"
+    v = metrics[full]
+    if v is None:
+        return "undefined"
+    lo, hi = metrics.get(f"{full}_ci95_lo"), metrics.get(f"{full}_ci95_hi")
+    return f"{v:.4f}" + ("" if lo is None else f" [{lo:.2f}, {hi:.2f}]")
+
+
 def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="lmguide: run summary (best checkpoint)", show_header=True, header_style="bold")
     table.add_column("metric")
-    table.add_column("val", justify="right")
-    table.add_column("test", justify="right")
+    cols = [c for c in SCORED_SETS if any(k.startswith(f"{c}/") for k in metrics)]
+    for c in cols:
+        table.add_column("swaps (cross-method)" if c == "swaps" else c, justify="right")
     for k in SUMMARY_KEYS:
-        v, t = metrics.get(f"val/{k}"), metrics.get(f"test/{k}")
-        if v is None and t is None:
+        cells = [format_metric(metrics, c, k) for c in cols]
+        if all(x == "-" for x in cells):
             continue
-        table.add_row(k, "-" if v is None else f"{v:.4f}", "-" if t is None else f"{t:.4f}")
+        table.add_row(k, *cells)
     ck = trainer.checkpoint_callback
     last = out_dir / "checkpoints" / "last.ckpt"
     where = {
@@ -245,6 +313,15 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
     }
     console = Console()
     console.print(table)
+    if any(f"{c}/auc_ci95_lo" in metrics for c in cols):
+        console.print(
+            "[lo, hi]: 95 % bootstrap interval, resampling people (a video and its fakes together)",
+            soft_wrap=True,
+            markup=False,
+        )
+    for c in cols:
+        if metrics.get(f"{c}/undefined"):
+            console.print(f"{c}: {metrics[f'{c}/undefined']}", soft_wrap=True, highlight=False, markup=False)
     console.print(
         f"attn_in_lm: share of attention inside the landmark mask (mask_area = chance level); "
         f"{trainer.global_step} steps in {metrics['wall_time_s']:.0f} s",

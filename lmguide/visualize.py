@@ -156,7 +156,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", name: str = "") -> FaceInput:
     """Detect, crop, landmark and transform the face exactly as training's data pipeline does."""
-    from lmguide.data.faces import FaceDetector, crop_face
+    from lmguide.data.faces import FaceFinder, crop_face
     from lmguide.data.landmarks import FaceMeshLandmarker
     from lmguide.data.masks import draw_mask
     from lmguide.data.transforms import build_transform
@@ -164,11 +164,11 @@ def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", n
     if which not in ("largest", "best"):
         raise ConfigError(f"face must be 'largest' or 'best', got {which!r}")
     fs = face_settings(run_cfg.data.faces)
-    with FaceDetector(fs.model_selection, fs.min_confidence) as detector:
+    with FaceFinder(fs.detector, fs.min_confidence) as detector:
         dets = detector.detect(rgb)
     if not dets:
         raise VisualizeError(
-            f"no face found in {name or 'the image'} (MediaPipe face detection, "
+            f"no face found in {name or 'the image'} (MediaPipe face detection {fs.detector}, "
             f"min_confidence={fs.min_confidence}); give an image with a visible face"
         )
     det = max(dets, key=lambda d: d.size) if which == "largest" else dets[0]

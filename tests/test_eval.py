@@ -104,3 +104,34 @@ def test_eval_cli_inside_hydra_main(trained_ckpt, cache_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["split"] == "val" and saved["video_agg"] == "max" and "lmguide eval" in proc.stdout
+
+
+def _eval(trained_ckpt, tmp_path, extra: list[str]) -> dict:
+    overrides = [f"ckpt_path={trained_ckpt}", f"paths.output_dir={tmp_path}", *extra]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("eval", overrides=overrides)
+    from lmguide.eval import evaluate
+
+    evaluate(cfg)
+    return json.loads((tmp_path / "metrics.json").read_text())
+
+
+def test_eval_reports_bootstrap_intervals_and_face_swaps(trained_ckpt, tmp_path):
+    saved = _eval(trained_ckpt, tmp_path, ['overrides=["data=demo_swaps"]'])
+    for level in ("frame", "video"):
+        lo, auc, hi = saved[f"{level}/auc_ci95_lo"], saved[f"{level}/auc"], saved[f"{level}/auc_ci95_hi"]
+        assert lo <= auc <= hi, level
+    assert saved["frame/people"] >= 10  # the test people, resampled whole
+    rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
+    fakes = {r["video"] for r in rows if r["level"] == "frame" and r["label"] == "1"}
+    assert fakes and all(v.startswith("swap:") for v in fakes)  # the test fakes are face swaps
+
+
+def test_eval_on_one_class_reports_undefined_not_numbers(trained_ckpt, tmp_path):
+    # without self-blending the demo's splits hold real faces only: AUC, AP, EER have no meaning
+    saved = _eval(trained_ckpt, tmp_path, ['overrides=["data.self_blend=false"]'])
+    for level in ("frame", "video"):
+        assert all(saved[f"{level}/{k}"] is None for k in ("auc", "eer", "ap"))
+        assert saved[f"{level}/auc_ci95_lo"] is None
+        assert "one class only" in saved[f"{level}/undefined"] and "0 fake" in saved[f"{level}/undefined"]
+    assert saved["frame/acc"] is not None  # a threshold metric is still defined

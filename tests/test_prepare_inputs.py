@@ -22,7 +22,7 @@ import pytest
 
 from lmguide.data import prepare as prep
 from lmguide.data.demo import fetch_demo_media
-from lmguide.data.faces import Detection, FaceDetector
+from lmguide.data.faces import Detection, FaceDetector, FaceFinder
 from lmguide.data.landmarks import NUM_LANDMARKS
 from lmguide.data.masks import MaskSpec
 from lmguide.data.media import read_image
@@ -387,7 +387,7 @@ def test_low_confidence_face_is_recorded_with_its_score(media, clips, tmp_path, 
 @pytest.fixture(scope="module")
 def group_faces(media) -> list[Detection]:
     """The faces of multi_face.jpg above min_confidence, straight from the detector."""
-    with FaceDetector(FS.model_selection, FS.low_confidence) as det:
+    with FaceFinder(FS.detector, FS.low_confidence) as det:
         dets = det.detect(read_image(media["multi_face.jpg"]))
     return [d for d in dets if d.score >= FS.min_confidence]
 

@@ -67,3 +67,95 @@ def test_cli_and_missing_dir(sweep, tmp_path, capsys):
     assert "7 jobs, 6 finished" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="does not exist"):
         report(tmp_path / "nope")
+
+
+# -- paired comparisons against λ = 0, undefined metrics, broken jobs (issue 15, issue 13 item 4) --------
+
+
+def test_paired_t_test_equals_a_hand_computed_case():
+    from lmguide.sweep_report import paired_t_test
+
+    # differences 1, 2, 3: mean 2, sample sd 1, t = 2 / (1 / sqrt 3) = 3.4641, df 2;
+    # two-sided p = 2 * P(T_2 > t) with P(T_2 > t) = (1 - t / sqrt(t^2 + 2)) / 2 (closed form for df 2)
+    t = 2 * 3**0.5
+    p = 1 - t / (t * t + 2) ** 0.5
+    res = paired_t_test([1.0, 2.0, 3.0])
+    assert res["t"] == pytest.approx(t) and res["df"] == 2 and res["p"] == pytest.approx(p, rel=1e-9)
+    assert res["p"] == pytest.approx(0.0741799, rel=1e-5)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    a, b = [0.71, 0.64, 0.80, 0.77, 0.69], [0.70, 0.60, 0.72, 0.75, 0.70]
+    ref = scipy_stats.ttest_rel(a, b)
+    mine = paired_t_test([x - y for x, y in zip(a, b, strict=True)])
+    assert mine["t"] == pytest.approx(ref.statistic) and mine["p"] == pytest.approx(ref.pvalue)
+
+
+def test_paired_t_test_is_undefined_without_spread_or_pairs():
+    from lmguide.sweep_report import paired_t_test
+
+    assert paired_t_test([0.1])["p"] is None and "2" in paired_t_test([0.1])["reason"]
+    assert paired_t_test([0.1, 0.1, 0.1])["p"] is None
+
+
+def test_guided_settings_are_compared_with_lambda_0_by_seed(tmp_path):
+    base = {0: 0.60, 1: 0.65, 2: 0.62, 3: 0.70}
+    guided = {0: 0.66, 1: 0.66, 2: 0.70}  # seed 3 of the guided setting died
+    num = 0
+    for lam, aucs in ((0.0, base), (0.3, guided)):
+        for seed, auc in aucs.items():
+            _job(
+                tmp_path,
+                num,
+                [f"loss.lambda_lm={lam:g}", f"seed={seed}"],
+                {"test/auc": auc, "swaps/auc": 0.5},
+            )
+            num += 1
+    paths = report(tmp_path)
+    rows = list(csv.DictReader(paths["paired"].open()))
+    test_row = next(r for r in rows if r["metric"] == "test AUC")
+    assert test_row["setting"] == "loss.lambda_lm=0.3" and test_row["baseline"] == "loss.lambda_lm=0"
+    assert test_row["pairs"] == "3" and test_row["seeds"] == "0 1 2"  # paired by seed, 3 unpaired
+    assert float(test_row["mean_diff"]) == pytest.approx((0.06 + 0.01 + 0.08) / 3)
+    lo, hi = float(test_row["ci95_lo"]), float(test_row["ci95_hi"])
+    assert 0.01 - 1e-9 <= lo <= float(test_row["mean_diff"]) <= hi <= 0.08 + 1e-9
+    swaps = next(r for r in rows if r["metric"].startswith("swaps"))
+    assert swaps["p"] == "" and "same amount" in swaps["note"]  # all differences 0: no test
+    assert "Against λ = 0, paired by seed" in paths["markdown"].read_text()
+
+
+def test_undefined_metrics_are_reported_as_undefined(tmp_path):
+    for seed in range(2):
+        metrics = {
+            "val/auc": 0.7,
+            "test/auc": None,
+            "test/undefined": "undefined: one class only (5 real, 0 fake)",
+        }
+        _job(tmp_path, seed, ["loss.lambda_lm=1", f"seed={seed}"], metrics)
+    paths = report(tmp_path)
+    table = paths["markdown"].read_text()
+    assert "| 0.700 ± 0.000 | undefined |" in table  # test AUC: never a number
+    row = next(csv.DictReader(paths["csv"].open()))
+    assert row["test/auc_mean"] == "" and row["test/auc_undefined"] == "2"
+
+
+def test_a_corrupt_metrics_json_is_reported_and_the_rest_goes_on(sweep):
+    root, vals = sweep
+    (root / "0" / "metrics.json").write_text('{"val/auc": 0.6, "test/auc": ')  # truncated write
+    (root / "1" / "metrics.json").write_text('{"val/auc": "abc"}')  # not a number
+    paths = report(root)
+    table = paths["markdown"].read_text()
+    assert "7 jobs, 4 finished" in table
+    assert f"broken (unreadable metrics.json): `{root / '0'}`" in table and "cannot be read as JSON" in table
+    assert f"`{root / '1'}`" in table and "val/auc is str" in table
+    assert f"| loss.lambda_lm=0 | 2 | {vals[0.0][2]:.3f} |" in table  # the remaining seed is reported
+
+
+def test_results_page_is_generated_with_its_command(sweep, tmp_path):
+    root, vals = sweep
+    page = tmp_path / "docs" / "results.md"
+    paths = main([str(root), "--results", str(page), "--command", "make results"])
+    text = page.read_text()
+    assert paths["results"] == page and text.startswith("# Results")
+    assert "do not edit by hand" in text and "make results" in text and str(root) in text
+    mean, std = statistics.fmean(vals[1.0]), statistics.stdev(vals[1.0])
+    assert f"| loss.lambda_lm=1 | 0,1,2 | {mean:.3f} ± {std:.3f} |" in text
+    assert "Against λ = 0, paired by seed" in text  # the sweep has λ = 0 and λ = 1 with seeds 0-2

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     import os
 
     from lmguide.bench.report import machine, print_table, write_json
-    from lmguide.data.faces import FaceDetector
+    from lmguide.data.faces import FaceFinder
     from lmguide.data.landmarks import FaceMeshLandmarker
     from lmguide.data.masks import MaskSpec
     from lmguide.data.prepare import FaceSettings, prepare_index
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     frames = _frames(items, fs)
     n = len(frames)
 
-    mesh, det = FaceMeshLandmarker(), FaceDetector(fs.model_selection, fs.low_confidence)
+    mesh, det = FaceMeshLandmarker(), FaceFinder(fs.detector, fs.low_confidence)
     mesh(frames[0]), det.detect(frames[0])  # warm-up (graph start)
     tmp = Path(tempfile.mkdtemp(prefix="lmguide-bench-prepare-"))
     times: dict[str, list[float]] = {k: [] for k in ("bare", "decode", "detect", "prep1", "prep2")}

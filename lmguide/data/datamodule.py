@@ -10,8 +10,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from lmguide.data.datasets import ClipDataset, FaceDataset
-from lmguide.data.fakes import SelfBlend
+from lmguide.data.datasets import ClipDataset, FaceDataset, SwapDataset
+from lmguide.data.fakes import FaceSwap, SelfBlend
 from lmguide.data.masks import CONTOURS, MaskSpec
 from lmguide.data.prepare import FaceSettings, PreparedIndex, cache_errors, prepare_index
 from lmguide.data.transforms import build_transform
@@ -65,6 +65,11 @@ class FaceDataModule(L.LightningDataModule):
       drawn from the cached landmarks with the ``mask`` spec, in this order.
     * ``landmark_apply_to`` (follows ``loss.landmark.apply_to``): ``fake_blend`` makes batches hold
       ``blend_mask`` (B, 1, S, S) (clips (B, T, 1, S, S)): an SBI fake's blend mask, zeros otherwise.
+
+    A cross-method test (frame models only): with ``swap`` (:class:`~lmguide.data.fakes.FaceSwap`) the
+    test split's real faces also get landmark face swaps between different people
+    (:class:`~lmguide.data.datasets.SwapDataset`, ``datasets["test_swaps"]``); ``test_fakes="swap"``
+    makes that set the test split itself (``data=demo_swaps``). Swaps are never built for train or val.
     """
 
     def __init__(
@@ -87,6 +92,8 @@ class FaceDataModule(L.LightningDataModule):
         clip_min_frames: int = 1,
         region_masks: Sequence[str] | None = None,
         landmark_apply_to: str = "both",
+        swap: FaceSwap | None = None,
+        test_fakes: str = "self_blend",
     ):
         super().__init__()
         if batch_size < 1:
@@ -124,6 +131,13 @@ class FaceDataModule(L.LightningDataModule):
         if landmark_apply_to not in APPLY_TO:
             raise ValueError(f"data.landmark_apply_to must be one of {APPLY_TO}, got {landmark_apply_to!r}")
         self.blend_masks = landmark_apply_to == "fake_blend"
+        if test_fakes not in ("self_blend", "swap"):
+            raise ValueError(f"data.test_fakes must be self_blend or swap, got {test_fakes!r}")
+        if test_fakes == "swap" and swap is None:
+            raise ValueError("data.test_fakes=swap needs data.swap (the FaceSwap settings)")
+        if test_fakes == "swap" and clip_frames:
+            raise ValueError("data.test_fakes=swap scores single frames; clip models are not supported")
+        self.swap, self.test_fakes = swap, test_fakes
         self.index: PreparedIndex | None = None
         self.datasets: dict[str, FaceDataset] = {}
 
@@ -162,10 +176,23 @@ class FaceDataModule(L.LightningDataModule):
                     split=split,
                     **extra,
                 )
+            elif split == "test" and self.test_fakes == "swap":
+                self.datasets[split] = self.swap_dataset()
             else:
                 self.datasets[split] = FaceDataset(
                     *args, self.fakes, deterministic=det, seed=self.seed, **extra
                 )
+        if self.swap is not None and not self.clip_frames and "test_swaps" not in self.datasets:
+            self.datasets["test_swaps"] = (
+                self.datasets["test"] if self.test_fakes == "swap" else self.swap_dataset()
+            )
+
+    def swap_dataset(self) -> SwapDataset:
+        """The test split's real faces and face swaps between its different people."""
+        rows = self.index.ok_rows("test")
+        return SwapDataset(
+            rows, self.index.root, self.index.mask_dir, self.eval_tf, self.swap, seed=self.seed
+        )
 
     def extra_targets(self) -> dict:
         """Keyword arguments of the training dataset for the landmark loss's extra targets."""

@@ -80,9 +80,18 @@ class FaceDataset(Dataset):
         if self.regions and spec is None:
             raise ValueError("region masks need the MaskSpec they are drawn with (spec=)")
         self.spec, self.blend_masks = spec, bool(blend_masks)
-        names = [r["video_id"] for r in rows] + ([f"sbi:{r['video_id']}" for r in rows] if fakes else [])
+        names = [r["video_id"] for r in rows] + (
+            [f"{self.fake_prefix}{r['video_id']}" for r in rows] if fakes else []
+        )
         self.video_names = sorted(set(names))
         self._video_index = {v: i for i, v in enumerate(self.video_names)}
+        # who each video name shows (its fakes count as the person they were made from): the unit that
+        # bootstrap intervals resample
+        person = {r["video_id"]: r.get("person") or r["video_id"] for r in rows}
+        self.person_of = {v: person[v.removeprefix(self.fake_prefix)] for v in self.video_names}
+
+    #: video names of the fakes: ``sbi:<video id>``
+    fake_prefix = "sbi:"
 
     def __len__(self) -> int:
         return len(self.rows) * (2 if self.fakes else 1)
@@ -108,7 +117,7 @@ class FaceDataset(Dataset):
         blend = None
         if fake:
             img, blend = self.fakes(img, lms, np.random.default_rng(seed))
-            label, video = 1, f"sbi:{video}"
+            label, video = 1, f"{self.fake_prefix}{video}"
         s = {"image": img, "mask": mask, "label": label, "video": video, "seed": seed}
         if self.regions:  # landmarks are in pixels of the crop: draw at its size
             size = img.shape[:2]
@@ -283,3 +292,53 @@ class ClipDataset(FaceDataset):
         out["label"] = torch.tensor(s["label"], dtype=torch.long)
         out["video"] = torch.tensor(self._video_index[s["video"]], dtype=torch.long)
         return out
+
+
+class SwapDataset(FaceDataset):
+    """Real faces and landmark face swaps between different people (a cross-method test set).
+
+    Item ``2k`` is real face ``k``; item ``2k + 1`` is face ``k`` with the face of another person of the
+    same rows swapped in by ``swap`` (:class:`~lmguide.data.fakes.FaceSwap`). The source face is drawn
+    from the faces whose ``person`` differs from face ``k``'s, with a generator seeded by ``(seed, k)``:
+    the set is the same on every call and never pairs a person with themself. Fakes are named
+    ``swap:<video id>`` of their target face. Evaluation only: no augmentation, no extra targets.
+    """
+
+    fake_prefix = "swap:"
+
+    def __init__(
+        self, rows: list[dict], root: Path, mask_dir: Path, transform: A.Compose, swap, seed: int = 0
+    ):
+        super().__init__(rows, root, mask_dir, transform, swap, deterministic=True, seed=seed)
+        people = sorted({r.get("person") or r["video_id"] for r in rows})
+        if len(people) < 2:
+            raise ValueError(f"face swaps need faces of at least two people; these rows show {people}")
+        self._by_person = {p: [] for p in people}
+        for j, r in enumerate(rows):
+            self._by_person[r.get("person") or r["video_id"]].append(j)
+
+    def source_index(self, k: int) -> int:
+        """The row whose face is swapped into row ``k``: another person's, fixed by ``(seed, k)``."""
+        rng = np.random.default_rng([self.seed, k])
+        me = self.rows[k].get("person") or self.rows[k]["video_id"]
+        others = [p for p in self._by_person if p != me]
+        person = others[int(rng.integers(len(others)))]  # every other person equally likely
+        faces = self._by_person[person]
+        return faces[int(rng.integers(len(faces)))]
+
+    def load(self, i: int) -> dict:
+        k = i // 2
+        r = self.rows[k]
+        if i % 2 == 0:
+            return self._load_row(r, False, self._seed(i))
+        s = self._load_row(r, False, self._seed(i))
+        src = self.rows[self.source_index(k)]
+        src_img = cv2.cvtColor(
+            _read(self.root / src["image"], cv2.IMREAD_COLOR, "face crop", src["sample_id"]),
+            cv2.COLOR_BGR2RGB,
+        )
+        lms = np.load(self.root / r["landmarks"], allow_pickle=False)
+        src_lms = np.load(self.root / src["landmarks"], allow_pickle=False)
+        s["image"], _ = self.fakes(s["image"], lms, src_img, src_lms)
+        s["label"], s["video"] = 1, f"{self.fake_prefix}{r['video_id']}"
+        return s

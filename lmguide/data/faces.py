@@ -1,4 +1,4 @@
-"""Face detection (MediaPipe full-range detector) and square crops with a margin.
+"""Face detection (MediaPipe full- and short-range detectors) and square crops with a margin.
 
 Large photos are also scanned in overlapping tiles: the detector works at 192 px, so a 200-px face
 in a 1920-px group photo is too small to be found on the whole image. Tile and full-image detections
@@ -108,3 +108,63 @@ def crop_face(
     m = np.array([[k, 0, size / 2 - k * cx], [0, k, size / 2 - k * cy]], dtype=np.float64)
     interp = cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
     return cv2.warpAffine(rgb, m, (size, size), flags=interp, borderMode=cv2.BORDER_CONSTANT)
+
+
+#: ``data.faces.detector`` values: which MediaPipe detector model finds the faces
+DETECTORS = ("full", "short", "both", "none")
+
+
+class FaceFinder:
+    """The face detector that ``data.faces.detector`` names, shared by prepare, predict and visualize.
+
+    * ``full``: the full-range model (faces up to 5 m, tiled on large photos); when it finds nothing,
+      the short-range model is tried on the same frame (a face that fills the frame is often missed by
+      the full-range model).
+    * ``short``: the short-range model only (faces within about 2 m: close-ups, face crops).
+    * ``both``: both models, overlapping boxes merged by non-maximum suppression (the best score wins).
+    * ``none``: no detection: the input is already a face crop, the whole frame is the face (score 1);
+      FaceMesh then runs on it directly.
+
+    Graphs are built lazily (the short-range one only when first needed) in the process that uses them.
+    """
+
+    def __init__(self, detector: str = "full", min_confidence: float = 0.5, nms_iou: float = 0.3):
+        if detector not in DETECTORS:
+            raise ValueError(f"data.faces.detector must be one of {DETECTORS}, got {detector!r}")
+        if not 0.0 < min_confidence < 1.0:
+            raise ValueError(f"faces.min_confidence must be in (0, 1), got {min_confidence}")
+        self.detector, self.min_confidence, self.nms_iou = detector, min_confidence, nms_iou
+        self._models: dict[int, FaceDetector] = {}
+
+    def _model(self, selection: int) -> FaceDetector:
+        if selection not in self._models:
+            self._models[selection] = FaceDetector(selection, self.min_confidence, nms_iou=self.nms_iou)
+        return self._models[selection]
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """All faces in an RGB uint8 frame, best score first."""
+        if self.detector == "none":
+            h, w = rgb.shape[:2]
+            return [Detection((0.0, 0.0, float(w), float(h)), 1.0)]
+        if self.detector == "short":
+            return self._model(0).detect(rgb)
+        dets = self._model(1).detect(rgb)
+        if self.detector == "full":
+            return dets or self._model(0).detect(rgb)
+        dets = dets + self._model(0).detect(rgb)  # both
+        if not dets:
+            return []
+        boxes = [[d.box[0], d.box[1], d.box[2] - d.box[0], d.box[3] - d.box[1]] for d in dets]
+        keep = cv2.dnn.NMSBoxes(boxes, [d.score for d in dets], 0.0, self.nms_iou)
+        return sorted((dets[i] for i in np.asarray(keep).ravel()), key=lambda d: -d.score)
+
+    def close(self) -> None:
+        for m in self._models.values():
+            m.close()
+        self._models.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -56,6 +56,7 @@ MANIFEST_FIELDS = [
     "frame",
     "face",
     "video_id",
+    "person",
     "label",
     "split",
     "status",
@@ -63,6 +64,7 @@ MANIFEST_FIELDS = [
     "image",
     "landmarks",
     "det_score",
+    "origin",
 ]
 #: what a manifest row's status means
 STATUSES = {
@@ -86,7 +88,10 @@ class FaceSettings:
     face_size: int = 256
     face_scale: float = 1.3
     crop: str = "scaled"  # scaled: side = face_scale * box side; tight: the detector box itself
-    model_selection: int = 1
+    # full (full-range model, short-range when it finds nothing), short, both (best of the two) or
+    # none (the input is already a face crop: FaceMesh runs on the whole frame)
+    detector: str = "full"
+    model_selection: int | None = None  # older configs: 1 = detector full, 0 = short
     min_confidence: float = 0.5
     low_confidence: float = 0.2  # detections in [low_confidence, min_confidence) → status low_confidence
     min_face_size: int = 48  # pixels in the source frame; smaller detections are recorded, not cropped
@@ -100,6 +105,18 @@ class FaceSettings:
             raise ValueError(f"data.faces.face_size must be >= 32, got {self.face_size}")
         if not self.face_scale > 0:
             raise ValueError(f"data.faces.face_scale must be > 0, got {self.face_scale}")
+        if self.model_selection is not None:  # the older key, still accepted (and in checkpoints)
+            if self.model_selection not in (0, 1):
+                raise ValueError(f"data.faces.model_selection must be 0 or 1, got {self.model_selection}")
+            if self.detector == "full":
+                self.detector = "full" if self.model_selection == 1 else "short"
+            self.model_selection = None
+        from lmguide.data.faces import DETECTORS
+
+        if self.detector not in DETECTORS:
+            raise ValueError(
+                f"data.faces.detector must be one of {', '.join(DETECTORS)}, got {self.detector!r}"
+            )
         if self.crop not in ("scaled", "tight"):
             raise ValueError(f"data.faces.crop must be 'scaled' or 'tight', got {self.crop!r}")
         if self.frames_per_video < 1:
@@ -119,7 +136,7 @@ class FaceSettings:
 
     @property
     def crop_scale(self) -> float:
-        return 1.0 if self.crop == "tight" else self.face_scale
+        return 1.0 if self.crop == "tight" or self.detector == "none" else self.face_scale
 
 
 def face_settings(node) -> FaceSettings:
@@ -198,11 +215,11 @@ class FramePipeline:
     """Detector + FaceMesh for one process: turns a source file into manifest rows and cached files."""
 
     def __init__(self, fs: FaceSettings):
-        from lmguide.data.faces import FaceDetector
+        from lmguide.data.faces import FaceFinder
         from lmguide.data.landmarks import FaceMeshLandmarker
 
         self.fs = fs
-        self.det = FaceDetector(fs.model_selection, fs.low_confidence)
+        self.det = FaceFinder(fs.detector, fs.low_confidence)
         self.mesh = FaceMeshLandmarker()
 
     def close(self) -> None:
@@ -462,6 +479,8 @@ def read_manifest(path: Path) -> list[dict]:
     for r in rows:  # the same types as freshly assembled rows
         for k in ("label", "frame", "face"):
             r[k] = int(r[k])
+        if not r.get("person"):  # a manifest written before the column existed: a clip is a person
+            r["person"] = r["video_id"]
     return rows
 
 
@@ -477,9 +496,10 @@ def _assemble(items: list[SourceItem], work: Path) -> list[dict] | None:
             vid = item.video_id
             if vid is None:  # a video is one clip; each face of a still photo is its own "clip"
                 vid = item.key if item.is_video or r["face"] < 0 else f"{item.key}#{r['face']}"
+            person = item.person if item.person is not None else vid
             rows.append(
                 {**{k: r.get(k, "") for k in _ROW_FIELDS}, "source": item.key, "video_id": vid}
-                | {"label": item.label, "split": item.split}
+                | {"label": item.label, "split": item.split, "person": person, "origin": item.origin}
             )
     return rows
 
@@ -530,7 +550,10 @@ def _keys(name: str, items: list[SourceItem], faces: FaceSettings) -> tuple[str,
     crop_key = config_hash(
         {"version": INDEX_VERSION, "faces": asdict(faces), "landmarker": landmarker_version(), "roots": roots}
     )
-    items_key = config_hash([(i.key, i.label, i.split, i.video_id) for i in items])
+    items_key = config_hash(
+        [(i.key, i.label, i.split, i.video_id) + ((i.person, i.origin) if i.person or i.origin else ())
+         for i in items]
+    )  # fmt: skip
     return crop_key, items_key
 
 

@@ -38,6 +38,10 @@ class SourceItem:
         (``manipulated_sequences/Deepfakes/c23/videos/000_003.mp4``); names the cache files.
     video_id: the clip the frames belong to, for video-level metrics (``Deepfakes/000_003``).
         ``None``: a video is its own clip (``key``); each face of a still image is its own clip.
+    person: who is in it, for identity-disjoint splits, per-person statistics and face swaps between
+        different people. ``None``: every clip is its own person (a video, each face of a photo).
+    origin: where the file came from (the demo's package and archive member), recorded in the
+        manifest; empty for a user's data set.
     """
 
     path: Path
@@ -45,6 +49,8 @@ class SourceItem:
     split: str
     key: str = ""
     video_id: str | None = None
+    person: str | None = None
+    origin: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
