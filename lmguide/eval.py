@@ -107,7 +107,12 @@ def data_choice(cfg: DictConfig) -> str | None:
         if choice:
             return choice
     data = cfg.get("data")
-    return data if isinstance(data, str) else None
+    if data is not None and not isinstance(data, str):
+        raise ConfigError(
+            "eval's data group was composed without Hydra's runtime record, so its name is unknown: pass "
+            'the layout as overrides=["data=<layout>"] (or run python -m lmguide.eval data=<layout>)'
+        )
+    return data
 
 
 def evaluate(cfg: DictConfig) -> dict:
