@@ -312,3 +312,19 @@ def test_one_face_on_a_large_photo_of_one_person(cache_dir):
                 k = side / max(rgb.shape[:2])
                 big = cv2.resize(rgb, None, fx=k, fy=k, interpolation=cv2.INTER_CUBIC)
                 assert len(det.detect(big)) == 1, (name, side)
+
+
+def test_predict_reports_each_face_as_well_as_the_file_mean():
+    """Two faces in one photo: the table shows both scores, so a stray second face is visible."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from lmguide.predict import FileResult, FrameResult, print_table
+
+    r = FileResult("group.jpg", "image")
+    r.frames = [FrameResult(0, "ok", face=0, prob_fake=0.47), FrameResult(0, "ok", face=1, prob_fake=0.73)]
+    assert r.face_scores == {0: 0.47, 1: 0.73} and r.prob_fake == pytest.approx(0.60)
+    out = StringIO()
+    print_table(Console(file=out, width=200), [r])
+    assert "0: 0.4700  1: 0.7300" in out.getvalue() and "0.6000" in out.getvalue()
