@@ -461,7 +461,7 @@ def results_page(sweep_dir: str | Path, groups: list[Group], jobs: list[Job], co
         "(`data=demo_swaps`: the test people against landmark face swaps between them).",
         "",
     ]
-    return "\n".join(head) + markdown(groups, jobs)
+    return "\n".join(head) + "\n" + markdown(groups, jobs)
 
 
 def report(

@@ -180,7 +180,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
                 metrics.update({k: float(v) for k, v in res.items()})
             if trainer.is_global_zero:
                 scored = score_splits(model, datamodule)
-                metrics.update(split_statistics(metrics, scored, seed=int(cfg.seed)))
+                metrics.update(split_statistics(scored, seed=int(cfg.seed)))
                 log_test_curves(scored.get("test"), out_dir, loggers)
     finally:
         finish_wandb(loggers)
@@ -220,7 +220,7 @@ def score_splits(model, datamodule) -> dict[str, dict]:
     return out
 
 
-def split_statistics(metrics: dict, scored: dict[str, dict], seed: int = 0) -> dict:
+def split_statistics(scored: dict[str, dict], seed: int = 0) -> dict:
     """Per scored set: 95 % bootstrap intervals of the frame and video AUC (resampling people), the
     swap set's detection metrics, and None with the reason for metrics a one-class set leaves undefined."""
     from lmguide.metrics import aggregate_videos, binary_report, bootstrap_auc

@@ -264,7 +264,7 @@ def test_split_statistics_and_summary_report_undefined(capsys):
         "val": {"prob": torch.rand(6), "label": torch.zeros(6, dtype=torch.long), "video": list("aabbcc"),
                 "person": list("aabbcc"), "attn_in_lm": torch.zeros(6)},
     }  # fmt: skip
-    out = split_statistics({}, scored)
+    out = split_statistics(scored)
     assert out["test/auc_ci95_lo"] < out["test/auc_ci95_hi"] and out["test/people"] == 12
     assert out["val/auc"] is None and out["val/eer"] is None and "one class" in out["val/undefined"]
     metrics = {"test/auc": 0.8, **out}

