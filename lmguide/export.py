@@ -276,6 +276,11 @@ def export_model(
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     path = Path(output).expanduser() if output else Path(out_dir) / f"model{FORMATS[fmt]}"
+    if (path.suffix == ".onnx") != (fmt == "onnx"):
+        raise ExportError(
+            f"output {path}: an ONNX file ends in .onnx and a TorchScript one does not "
+            f"(format={fmt}); e.g. output=model{FORMATS[fmt]}"
+        )
     if fmt == "onnx":
         _onnxruntime()  # before the minutes of loading and tracing
     model, cfg = load_model(ckpt_path, list(overrides), output_dir=out_dir, allow_clips=True)

@@ -179,6 +179,13 @@ def test_failed_trace_is_one_line_naming_the_combination(trained_ckpt, tmp_path,
     assert not out.exists()
 
 
+def test_output_suffix_must_match_the_format(trained_ckpt, tmp_path):
+    with pytest.raises(ExportError, match="ends in .onnx"):
+        export_model(trained_ckpt, "torchscript", output=tmp_path / "m.onnx")
+    with pytest.raises(ExportError, match="ends in .onnx"):
+        export_model(trained_ckpt, "onnx", output=tmp_path / "m.pt")
+
+
 def test_cli_bad_format_is_one_line(trained_ckpt, cache_dir, tmp_path):
     args = [f"ckpt_path={trained_ckpt}", "format=tflite", f"hydra.run.dir={tmp_path}"]
     proc = run_cli("lmguide.export", args, tmp_path, cache_dir)
