@@ -167,12 +167,15 @@ def _onnxruntime():
     return onnxruntime
 
 
-def onnx_session(path: str | Path, threads: int | None = None):
-    """An onnxruntime CPU session for an exported file."""
+def onnx_session(path: str | Path, threads: int | None = None, spinning: bool = True):
+    """An onnxruntime CPU session for an exported file. ``spinning=False``: idle worker threads sleep
+    instead of busy-waiting for the next run (fair to other work timed right after it)."""
     ort = _onnxruntime()
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

@@ -3,7 +3,8 @@
 The inference graph of :mod:`lmguide.export` (crop in, P(fake) and attention maps out) runs on the same
 batches in three runtimes, one after the other within each repeat so that they share the machine's
 noise: PyTorch eager (the LightningModule's own forward under ``torch.inference_mode``), onnxruntime
-on CPU (the exported ``.onnx``) and TorchScript (the traced ``.pt``), all with the same thread count.
+on CPU (the exported ``.onnx``; idle threads not spinning, so they take no CPU from the next runtime's
+turn) and TorchScript (the traced ``.pt``), all with the same thread count.
 Each repeat times ``--batches`` batches after one warm-up batch; the figure is the median over
 ``--repeats``. The model is ``--ckpt`` (exported as ``lmguide.export`` does) or, without one, an
 untrained model of the train config with the given overrides (speed does not depend on the weights).
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         example = x[:1]
         _write_onnx(graph, example, onnx_path, {}, opset=17)
         _write_torchscript(graph, example, ts_path, {})
-        session = onnx_session(onnx_path, threads=threads)
+        session = onnx_session(onnx_path, threads=threads, spinning=False)  # no busy threads after it
         scripted = load_exported(ts_path)
 
         def eager(batch):
