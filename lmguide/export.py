@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -82,7 +83,7 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def export_metadata(model: nn.Module, cfg: DictConfig, ckpt_path: str | Path, maps_shape) -> dict[str, str]:
+def export_metadata(cfg: DictConfig, ckpt_path: str | Path, maps_shape: tuple[int, ...]) -> dict[str, str]:
     """The metadata written into the exported file: ``{key: JSON string}``."""
     from lmguide.data.prepare import face_settings
     from lmguide.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -302,36 +303,42 @@ def export_model(
     example = torch.randn(1, 3, size, size, generator=gen)
     with torch.inference_mode():
         _, maps = graph(example)
-    meta = export_metadata(model, cfg, ckpt_path, tuple(maps.shape))
+    meta = export_metadata(cfg, ckpt_path, tuple(maps.shape))
     path.parent.mkdir(parents=True, exist_ok=True)
+    # written beside the target (same suffix) and renamed over it once checked: a failed export leaves
+    # neither a half-written file nor a broken one, and an earlier file at `output` stays as it was
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
         with torch.no_grad():
             if fmt == "onnx":
-                _write_onnx(graph, example, path, meta, opset)
+                _write_onnx(graph, example, tmp, meta, opset)
             else:
-                _write_torchscript(graph, example, path, meta)
+                _write_torchscript(graph, example, tmp, meta)
         report = {"format": fmt, "path": str(path), "metadata": {k: json.loads(v) for k, v in meta.items()}}
         if check:
             report["check"] = {
                 "batch": 2,
-                **_check_parity(path, graph, torch.randn(2, 3, size, size, generator=gen)),
+                **_check_parity(tmp, graph, torch.randn(2, 3, size, size, generator=gen)),
             }
-    except ExportError:
-        path.unlink(missing_ok=True)
-        raise
+        os.replace(tmp, path)
+    except ExportError as err:
+        raise ExportError(str(err).replace(tmp.name, path.name)) from None
     except Exception as err:  # a tracer / exporter / runtime failure: one line naming the combination
-        path.unlink(missing_ok=True)
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ExportError(
             f"cannot export backbone {backbone} + attention {attention} to {fmt}: "
             f"{type(err).__name__}: {first}"
         ) from err
+    finally:
+        tmp.unlink(missing_ok=True)
     return path, report
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
 def main(cfg: DictConfig) -> dict:
     from rich.console import Console
+
+    from lmguide.checkpoint import CheckpointError
 
     console = Console()
     try:
@@ -344,7 +351,7 @@ def main(cfg: DictConfig) -> dict:
             opset=int(cfg.opset),
             check=bool(cfg.check),
         )
-    except ExportError as err:
+    except (ExportError, CheckpointError) as err:
         raise SystemExit(f"lmguide.export: {err}") from None
     meta = report["metadata"]
     line = (

@@ -172,11 +172,12 @@ def test_failed_trace_is_one_line_naming_the_combination(trained_ckpt, tmp_path,
 
     monkeypatch.setattr(export.InferenceGraph, "forward", batch_baked)
     out = tmp_path / "m.onnx"
+    out.write_bytes(b"an earlier export")
     with pytest.raises(ExportError) as err:
         export_model(trained_ckpt, "onnx", output=out)
     msg = str(err.value)
     assert "\n" not in msg and "backbone efficientnet_b0 + attention MultiAttention" in msg
-    assert not out.exists()
+    assert out.read_bytes() == b"an earlier export" and sorted(tmp_path.iterdir()) == [out]
 
 
 def test_output_suffix_must_match_the_format(trained_ckpt, tmp_path):
@@ -184,6 +185,20 @@ def test_output_suffix_must_match_the_format(trained_ckpt, tmp_path):
         export_model(trained_ckpt, "torchscript", output=tmp_path / "m.onnx")
     with pytest.raises(ExportError, match="ends in .onnx"):
         export_model(trained_ckpt, "onnx", output=tmp_path / "m.pt")
+
+
+def test_cli_missing_checkpoint_is_one_line(cache_dir, tmp_path):
+    proc = run_cli(
+        "lmguide.export",
+        [f"ckpt_path={tmp_path}/nope.ckpt", f"hydra.run.dir={tmp_path}"],
+        tmp_path,
+        cache_dir,
+    )
+    assert proc.returncode != 0
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == f"lmguide.export: checkpoint {tmp_path}/nope.ckpt does not exist"
+    )
 
 
 def test_cli_bad_format_is_one_line(trained_ckpt, cache_dir, tmp_path):
