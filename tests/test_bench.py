@@ -33,3 +33,21 @@ def test_prepare_and_loader_benchmarks_write_their_json(cache_dir, tmp_path):
     assert rep["ratio_loader_to_train"] == pytest.approx(
         rep["loader_images_per_s"]["1"] / rep["train_images_per_s"]
     )
+
+
+@pytest.mark.slow
+def test_export_benchmark_writes_its_json(cache_dir, tmp_path):
+    out = tmp_path / "export.json"
+    args = ["export", "--batch", "2", "--batches", "1", "--repeats", "2", "--parity-crops", "4"]
+    proc = run_cli(
+        "lmguide.bench", [*args, "--out", str(out), "attention.num_maps=2", *FAST_DATA], tmp_path, cache_dir
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    assert set(rep["crops_per_s"]) == {"pytorch_eager", "onnxruntime", "torchscript"}
+    assert all(len(v) == 2 and min(v) > 0 for v in rep["crops_per_s_repeats"].values())
+    assert rep["ratio_to_eager"]["pytorch_eager"] == 1.0
+    parity = rep["max_abs_diff_to_eager"]
+    assert parity["inputs"] == "4 demo val crops"
+    assert parity["onnxruntime"]["prob_fake"] <= 1e-4 and parity["torchscript"]["attention"] <= 1e-3
+    assert "onnxruntime" in proc.stdout

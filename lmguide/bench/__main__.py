@@ -1,4 +1,4 @@
-"""``python -m lmguide.bench [train|prepare|loader|models] [options]``: benchmarks, printed + JSON.
+"""``python -m lmguide.bench [train|prepare|loader|models|export] [options]``: benchmarks, printed + JSON.
 
 Each benchmark measures its cases side by side in one run against a baseline measured in the same
 run (medians, ratios), because the machines are noisy:
@@ -10,13 +10,14 @@ run (medians, ratios), because the machines are noisy:
   which the default model's training step consumes them.
 * ``models``: parameters, forward + backward ms per image at 224 px and peak memory of every backbone
   with ``none`` and ``multi`` attention.
+* ``export``: face crops/s of the exported model in onnxruntime and TorchScript against PyTorch eager.
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = ("train", "prepare", "loader", "models")
+COMMANDS = ("train", "prepare", "loader", "models", "export")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> dict:
         from lmguide.bench.loader import main as run
     elif cmd == "models":
         from lmguide.bench.models import main as run
+    elif cmd == "export":
+        from lmguide.bench.export import main as run
     else:
         from lmguide.bench.train_step import main as run
     return run(argv)

@@ -1,0 +1,375 @@
+"""Export a trained detector: ``python -m lmguide.export ckpt_path=... format=onnx|torchscript [output=...]``.
+
+The exported graph is the single-frame inference path of the model (backbone -> attention -> head):
+
+* input ``image``: float32 (B, 3, S, S), RGB, NCHW, *normalised as in training* (the eval transform:
+  the face crop resized to S = ``data.image_size`` with ``cv2.INTER_AREA``, scaled to [0, 1], minus
+  ``mean``, divided by ``std``). Resizing is outside the graph anyway (it needs the crop), so the graph
+  takes the exact tensor the PyTorch module takes; ``mean``/``std`` are in the metadata. B is dynamic.
+* outputs ``prob_fake`` (B,): the softmax P(fake) of the margin-free logits, as ``lmguide.predict``
+  reads it; ``attention`` (B, M, h, w): the attention maps (M maps on the h x w feature grid).
+
+Metadata (ONNX ``metadata_props``, TorchScript ``_extra_files``; the same keys, JSON values; read
+back with :func:`read_metadata`): ``input`` (name, shape, layout, colour, scale, mean, std, resize),
+``outputs``, ``faces`` (the run's ``data.faces``: detector, face_size, face_scale, crop_scale,
+min_confidence, min_face_size, ... i.e. how to crop as in training), ``model`` (backbone, attention,
+head, maps) and ``source`` (checkpoint name, its sha256, lmguide version).
+
+The checkpoint is read with :func:`lmguide.checkpoint.load_model` (weights only, never unpickled).
+Each export is checked before it is kept: the written file, run at another batch size than the one it
+was traced at, must give the PyTorch module's P(fake) within 1e-4 and maps within 1e-3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from lmguide import CONF_DIR, __version__
+
+log = logging.getLogger(__name__)
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("prob_fake", "attention")
+#: the export check: largest |difference| allowed between the exported file and the PyTorch module
+PROB_TOL, MAPS_TOL = 1e-4, 1e-3
+#: the metadata keys, in both formats
+METADATA_KEYS = ("input", "outputs", "faces", "model", "source")
+
+
+class ExportError(RuntimeError):
+    """A checkpoint that cannot be exported in the asked format (the message names the reason)."""
+
+
+class InferenceGraph(nn.Module):
+    """The frame path of :class:`~lmguide.models.module.LandmarkGuidedDetector` as a plain module:
+    image (B, 3, S, S) -> (P(fake) (B,), attention maps (B, M, h, w)).
+
+    Holds only the backbone, attention and head (not the losses, centers or metrics of the training
+    module), and computes what ``LandmarkGuidedDetector.forward`` computes for frames without labels;
+    the export check compares the two on every export."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.backbone, self.attention, self.head = model.backbone, model.attention, model.head
+        self.channels_last = bool(model.channels_last)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        fmap = self.backbone(image)  # (B, C, h, w)
+        feats, maps = self.attention(fmap)  # (B, D), (B, M, h, w)
+        logits = self.head(feats)  # (B, 2), margin-free (no labels)
+        return logits.float().softmax(-1)[:, 1], maps.float()  # (B,), (B, M, h, w)
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_metadata(cfg: DictConfig, ckpt_path: str | Path, maps_shape: tuple[int, ...]) -> dict[str, str]:
+    """The metadata written into the exported file: ``{key: JSON string}``."""
+    from lmguide.data.prepare import face_settings
+    from lmguide.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    size = int(cfg.data.image_size)
+    fs = face_settings(cfg.data.faces)
+    m, h, w = (int(v) for v in maps_shape[1:])
+    meta = {
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", 3, size, size],
+            "dtype": "float32",
+            "layout": "NCHW",
+            "color": "RGB",
+            "image_size": size,
+            "resize": "face crop (face_size px) resized to image_size with cv2.INTER_AREA",
+            "scale": 1 / 255,
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "formula": "(rgb_uint8 * scale - mean) / std, per channel",
+        },
+        "outputs": {
+            OUTPUT_NAMES[0]: {"shape": ["batch"], "meaning": "P(fake), softmax of the margin-free logits"},
+            OUTPUT_NAMES[1]: {
+                "shape": ["batch", m, h, w],
+                "meaning": "attention maps on the backbone feature grid (>= 0), one per map/head",
+            },
+        },
+        "faces": {
+            **asdict(fs),
+            "crop_scale": fs.crop_scale,
+            "detector": "mediapipe face_detection (model_selection, min_confidence)",
+            "crop": fs.crop,
+            "crop_rule": "square of side crop_scale * max(box w, h) centred on the detector box, "
+            "outside the frame filled black, resized to face_size (lmguide.data.faces.crop_face)",
+        },
+        "model": {
+            "backbone": str(cfg.model.backbone.name),
+            "attention": str(cfg.model.attention._target_).rsplit(".", 1)[-1],
+            "head": str(cfg.model.head._target_).rsplit(".", 1)[-1],
+            "num_maps": m,
+            "feature_grid": [h, w],
+        },
+        "source": {
+            "checkpoint": Path(ckpt_path).name,
+            "checkpoint_sha256": sha256(ckpt_path),
+            "lmguide_version": __version__,
+        },
+    }
+    return {k: json.dumps(v) for k, v in meta.items()}
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The lmguide metadata of an exported file (``.onnx`` or TorchScript), values parsed from JSON."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    else:
+        files = dict.fromkeys(METADATA_KEYS, "")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+        props = files
+    missing = [k for k in METADATA_KEYS if not props.get(k)]
+    if missing:
+        raise ExportError(f"{path} holds no lmguide metadata {missing}: was it written by lmguide.export?")
+    return {k: json.loads(props[k]) for k in METADATA_KEYS}
+
+
+# -- runtimes ----------------------------------------------------------------------------------------
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError(
+            "format=onnx needs onnx and onnxruntime: pip install 'lmguide[export]' (make install has them)"
+        ) from None
+    return onnxruntime
+
+
+def onnx_session(path: str | Path, threads: int | None = None, spinning: bool = True):
+    """An onnxruntime CPU session for an exported file. ``spinning=False``: idle worker threads sleep
+    instead of busy-waiting for the next run (fair to other work timed right after it)."""
+    ort = _onnxruntime()
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run_exported(runner, image: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``(prob_fake, attention)`` as numpy from an onnxruntime session or a TorchScript module."""
+    if isinstance(runner, torch.jit.ScriptModule):
+        with torch.inference_mode():
+            prob, maps = runner(torch.as_tensor(image))
+        return prob.numpy(), maps.numpy()
+    prob, maps = runner.run(list(OUTPUT_NAMES), {INPUT_NAME: np.asarray(image, dtype=np.float32)})
+    return prob, maps
+
+
+def load_exported(path: str | Path):
+    """An onnxruntime session (``.onnx``) or a TorchScript module (anything else) for ``path``."""
+    if Path(path).suffix == ".onnx":
+        return onnx_session(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates TorchScript (still supported)
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+# -- export ------------------------------------------------------------------------------------------
+
+
+def _write_onnx(
+    graph: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str], opset: int
+) -> None:
+    import onnx
+
+    _onnxruntime()
+    batch = {0: "batch"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
+        # the TorchScript-based exporter: needs only the onnx package (the dynamo one needs onnxscript)
+        torch.onnx.export(
+            graph,
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={INPUT_NAME: batch, OUTPUT_NAMES[0]: batch, OUTPUT_NAMES[1]: batch},
+            opset_version=opset,
+        )
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    proto.doc_string = "lmguide face-forgery detector: image -> prob_fake, attention (see metadata_props)"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def _write_torchscript(graph: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, str]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(graph, (example,), check_trace=False)
+        torch.jit.save(traced, str(path), _extra_files=meta)  # FutureWarning: TorchScript is deprecated
+
+
+def _check_parity(path: Path, graph: nn.Module, image: torch.Tensor) -> dict[str, float]:
+    """Max |difference| of the written file against ``graph`` on ``image``; ExportError beyond tolerance."""
+    with torch.inference_mode():
+        prob, maps = (t.numpy() for t in graph(image))
+    got_prob, got_maps = run_exported(load_exported(path), image.numpy())
+    if got_maps.shape != maps.shape:
+        raise ExportError(
+            f"{path.name}: the exported attention has shape {got_maps.shape} at batch {image.shape[0]}, "
+            f"the model gives {maps.shape}: the batch size did not stay dynamic"
+        )
+    diff = {
+        "prob_fake": float(np.abs(got_prob - prob).max()),
+        "attention": float(np.abs(got_maps - maps).max()),
+    }
+    if diff["prob_fake"] > PROB_TOL or diff["attention"] > MAPS_TOL:
+        raise ExportError(
+            f"{path.name} disagrees with the PyTorch module at batch {image.shape[0]}: P(fake) off by "
+            f"{diff['prob_fake']:.2g} (tolerance {PROB_TOL}), attention by {diff['attention']:.2g} "
+            f"(tolerance {MAPS_TOL}); it was not kept"
+        )
+    return diff
+
+
+def export_model(
+    ckpt_path: str | Path,
+    fmt: str = "onnx",
+    output: str | Path | None = None,
+    out_dir: str | Path = ".",
+    overrides: list[str] | tuple[str, ...] = (),
+    opset: int = 17,
+    check: bool = True,
+) -> tuple[Path, dict]:
+    """Export ``ckpt_path`` to ``output`` (default ``out_dir/model.onnx`` or ``model.pt``).
+
+    Returns ``(path, report)``; the report holds the metadata and, with ``check``, the parity of the
+    written file against the PyTorch module at batch 2 (traced at batch 1). Raises :class:`ExportError`
+    for what cannot be exported, naming why; nothing is left behind then."""
+    from lmguide.checkpoint import load_model
+
+    if fmt not in FORMATS:
+        raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    path = Path(output).expanduser() if output else Path(out_dir) / f"model{FORMATS[fmt]}"
+    if (path.suffix == ".onnx") != (fmt == "onnx"):
+        raise ExportError(
+            f"output {path}: an ONNX file ends in .onnx and a TorchScript one does not "
+            f"(format={fmt}); e.g. output=model{FORMATS[fmt]}"
+        )
+    if fmt == "onnx":
+        _onnxruntime()  # before the minutes of loading and tracing
+    model, cfg = load_model(ckpt_path, list(overrides), output_dir=out_dir, allow_clips=True)
+    if getattr(model, "clip_frames", None):
+        raise ExportError(
+            f"cannot export {ckpt_path}: it is a video (clip) model (backbone {cfg.model.backbone.name}, an "
+            f"LSTM over clips of {model.clip_frames} frames of one tracked face). The export is the single "
+            "face-crop graph (image in, P(fake) and attention out), which a clip model does not have; "
+            "export a frame model (any other backbone)"
+        )
+    backbone = str(cfg.model.backbone.name)
+    attention = str(cfg.model.attention._target_).rsplit(".", 1)[-1]
+    graph = InferenceGraph(model).eval()
+    size = int(cfg.data.image_size)
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(1, 3, size, size, generator=gen)
+    with torch.inference_mode():
+        _, maps = graph(example)
+    meta = export_metadata(cfg, ckpt_path, tuple(maps.shape))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # written beside the target (same suffix) and renamed over it once checked: a failed export leaves
+    # neither a half-written file nor a broken one, and an earlier file at `output` stays as it was
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        with torch.no_grad():
+            if fmt == "onnx":
+                _write_onnx(graph, example, tmp, meta, opset)
+            else:
+                _write_torchscript(graph, example, tmp, meta)
+        report = {"format": fmt, "path": str(path), "metadata": {k: json.loads(v) for k, v in meta.items()}}
+        if check:
+            report["check"] = {
+                "batch": 2,
+                **_check_parity(tmp, graph, torch.randn(2, 3, size, size, generator=gen)),
+            }
+        os.replace(tmp, path)
+    except ExportError as err:
+        raise ExportError(str(err).replace(tmp.name, path.name)) from None
+    except Exception as err:  # a tracer / exporter / runtime failure: one line naming the combination
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ExportError(
+            f"cannot export backbone {backbone} + attention {attention} to {fmt}: "
+            f"{type(err).__name__}: {first}"
+        ) from err
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path, report
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
+def main(cfg: DictConfig) -> dict:
+    from rich.console import Console
+
+    from lmguide.checkpoint import CheckpointError
+
+    console = Console()
+    try:
+        path, report = export_model(
+            cfg.ckpt_path,
+            str(cfg.format),
+            cfg.get("output"),
+            out_dir=cfg.paths.output_dir,
+            overrides=list(cfg.get("overrides") or []),
+            opset=int(cfg.opset),
+            check=bool(cfg.check),
+        )
+    except (ExportError, CheckpointError) as err:
+        raise SystemExit(f"lmguide.export: {err}") from None
+    meta = report["metadata"]
+    line = (
+        f"exported {cfg.ckpt_path} -> {path} ({cfg.format}, {path.stat().st_size / 2**20:.1f} MiB): "
+        f"{meta['model']['backbone']} + {meta['model']['attention']}, input (batch, 3, "
+        f"{meta['input']['image_size']}, {meta['input']['image_size']}) normalised with mean/std"
+    )
+    console.print(line, soft_wrap=True, highlight=False)
+    if "check" in report:
+        c = report["check"]
+        console.print(
+            f"  check at batch {c['batch']}: max |P(fake) diff| {c['prob_fake']:.2g}, "
+            f"max |attention diff| {c['attention']:.2g}",
+            soft_wrap=True,
+            highlight=False,
+        )
+    return report
+
+
+if __name__ == "__main__":
+    main()
