@@ -37,6 +37,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from lmguide import CONF_DIR, __version__
+from lmguide.cli import check_argv, friendly_errors
+from lmguide.errors import LmguideError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ PROB_TOL, MAPS_TOL = 1e-4, 1e-3
 METADATA_KEYS = ("input", "outputs", "faces", "model", "source")
 
 
-class ExportError(RuntimeError):
+class ExportError(LmguideError, RuntimeError):
     """A checkpoint that cannot be exported in the asked format (the message names the reason)."""
 
 
@@ -335,24 +337,20 @@ def export_model(
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
+@friendly_errors
 def main(cfg: DictConfig) -> dict:
     from rich.console import Console
 
-    from lmguide.checkpoint import CheckpointError
-
     console = Console()
-    try:
-        path, report = export_model(
-            cfg.ckpt_path,
-            str(cfg.format),
-            cfg.get("output"),
-            out_dir=cfg.paths.output_dir,
-            overrides=list(cfg.get("overrides") or []),
-            opset=int(cfg.opset),
-            check=bool(cfg.check),
-        )
-    except (ExportError, CheckpointError) as err:
-        raise SystemExit(f"lmguide.export: {err}") from None
+    path, report = export_model(
+        cfg.ckpt_path,
+        str(cfg.format),
+        cfg.get("output"),
+        out_dir=cfg.paths.output_dir,
+        overrides=list(cfg.get("overrides") or []),
+        opset=int(cfg.opset),
+        check=bool(cfg.check),
+    )
     meta = report["metadata"]
     line = (
         f"exported {cfg.ckpt_path} -> {path} ({cfg.format}, {path.stat().st_size / 2**20:.1f} MiB): "
@@ -372,4 +370,5 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
+    check_argv()
     main()

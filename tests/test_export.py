@@ -194,19 +194,16 @@ def test_cli_missing_checkpoint_is_one_line(cache_dir, tmp_path):
         tmp_path,
         cache_dir,
     )
-    assert proc.returncode != 0
-    assert (
-        proc.stderr.strip().splitlines()[-1]
-        == f"lmguide.export: checkpoint {tmp_path}/nope.ckpt does not exist"
-    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == f"error: checkpoint {tmp_path}/nope.ckpt does not exist"
 
 
 def test_cli_bad_format_is_one_line(trained_ckpt, cache_dir, tmp_path):
     args = [f"ckpt_path={trained_ckpt}", "format=tflite", f"hydra.run.dir={tmp_path}"]
     proc = run_cli("lmguide.export", args, tmp_path, cache_dir)
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("lmguide.export: format must be one of onnx, torchscript")
+    assert last.startswith("error: format must be one of onnx, torchscript")
 
 
 SLOW_CASES = [
