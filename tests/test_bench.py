@@ -5,8 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
+from lmguide import CONF_DIR
 from tests.conftest import FAST_DATA, run_cli
+
+#: the demo's videos (every split of conf/data/demo.yaml; npm is on PATH here) less the faceless one
+DEMO_VIDEOS = [
+    f
+    for split in yaml.safe_load((CONF_DIR / "data" / "demo.yaml").read_text())["source"]["splits"].values()
+    for f in split
+    if f.lower().endswith((".mp4", ".mov")) and f != "no_face.mp4"
+]
 
 
 @pytest.mark.slow
@@ -18,7 +28,8 @@ def test_prepare_and_loader_benchmarks_write_their_json(cache_dir, tmp_path):
     rep = json.loads(out.read_text())
     assert set(rep["frames_per_s"]) == {"bare", "decode", "detect", "prep1", "prep2"}
     assert all(v > 0 for v in rep["frames_per_s"].values())
-    assert rep["workload"].startswith("4 demo videos x 2 sampled frames = 8 frames")
+    n = len(DEMO_VIDEOS)
+    assert rep["workload"].startswith(f"{n} demo videos x 2 sampled frames = {2 * n} frames")
     assert (
         0 < rep["cache_bytes_per_face"]["landmarks_npy"] < 478 * 3 * 4 + 512
     )  # one float32 (478, 3) + header
