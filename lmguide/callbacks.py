@@ -1,5 +1,5 @@
-"""Training callbacks: per-epoch seeding (exact resume), the seed's minimum-lr stop, the
-per-validation attention overlays."""
+"""Training callbacks: per-epoch seeding (exact resume), the seed's minimum-lr stop, a validation
+at the last step, the per-validation attention overlays."""
 
 from __future__ import annotations
 
@@ -62,11 +62,35 @@ class MinLRStopping(L.Callback):
             [g.get("initial_lr", g["lr"]) for g in trainer.optimizers[0].param_groups] if plateau else None
         )
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the plateau steps after each validation (every trainer.val_check_interval batches)
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self.on_train_epoch_end(trainer, pl_module)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._initial is None:
+            return
         lrs = [g["lr"] for g in trainer.optimizers[0].param_groups]
         if self._initial and all(lr < i * self.factor for lr, i in zip(lrs, self._initial, strict=True)):
             log.info("learning rate %.3g fell below %.0e x its start: stopping", lrs[0], self.factor)
             trainer.should_stop = True
+
+
+class ValidateLastStep(L.Callback):
+    """Validate after the last training step when ``trainer.max_steps`` ends the run between two
+    scheduled validations (mid-epoch, or between ``val_check_interval`` batches).
+
+    Without it, the steps after the last scheduled validation are never scored: a run shorter than
+    one epoch writes no best checkpoint at all, and a longer one tests weights up to
+    ``val_check_interval - 1`` steps old. Lightning validates after a batch when the trainer is asked
+    to stop, so the callback asks at the last step; a step that is validated anyway is left alone."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.max_steps is None or trainer.max_steps < 0 or trainer.global_step < trainer.max_steps:
+            return
+        if not trainer.enable_validation:
+            return
+        trainer.should_stop = True  # Lightning then runs the validation loop before the fit ends
 
 
 class AttentionOverlay(L.Callback):

@@ -138,8 +138,11 @@ def load_model(
 
     A clip (video) model is refused unless ``allow_clips``: eval, predict and visualize score single
     frames."""
+    from lmguide.models.backbones import skip_initial_weights, with_normalisation
+
     ckpt = read_checkpoint(path)
     cfg = checkpoint_config(ckpt, overrides, output_dir, source=path)
+    skip_initial_weights(cfg)  # the checkpoint holds the weights: no hub, weights file or wheel read
     model = hydra.utils.instantiate(cfg.model)
     if getattr(model, "clip_frames", None) and not allow_clips:
         raise CheckpointError(
@@ -148,7 +151,7 @@ def load_model(
             "frames and do not support clip models; the clip- and video-level val/test metrics of its "
             "training run are in that run's metrics.json"
         )
-    own, saved = model.state_dict(), ckpt["state_dict"]
+    own, saved = model.state_dict(), with_normalisation(model, ckpt["state_dict"])
     missing = [k for k in own if k not in saved]
     unexpected = [k for k in saved if k not in own]
     shape_errors = [k for k, v in saved.items() if k in own and own[k].shape != v.shape]

@@ -84,3 +84,25 @@ def resume_config(run: Path, new_overrides: list[str]):
         resumed.resume = None
     overrides = {"choices": recorded["choices"], "overrides": [*recorded["overrides"], *new_overrides]}
     return resumed, overrides
+
+
+def restart_after_epoch_end(trainer) -> None:
+    """Make a fit restored from an end-of-epoch ``last.ckpt`` go on with the next epoch when
+    validation runs every N batches across epochs (``check_val_every_n_epoch=null``).
+
+    Lightning 2.6 leaves a restored epoch through the branch that expects the validation which ends
+    every epoch in the per-epoch mode; with validation every N batches the epoch's last batch is
+    usually not a validation batch, so the restored epoch instead draws one more batch from a fresh
+    loader (an extra step on other samples, and the next epoch's start hooks and seeding are skipped).
+    Here the restored, already finished epoch takes that branch as in the per-epoch mode: no batch and
+    no validation, then the next epoch starts as in the uninterrupted run. The per-epoch mode is
+    unchanged (its last batch is always a validation batch)."""
+    loop = trainer.fit_loop.epoch_loop
+    scheduled = loop._should_check_val_fx
+
+    def should_check_val(data_fetcher) -> bool:
+        if loop.restarting and loop.restarted_on_last and loop._num_ready_batches_reached():
+            return True  # taken once, in the restored epoch, then skipped (`_skip_next_val`)
+        return scheduled(data_fetcher)
+
+    loop._should_check_val_fx = should_check_val

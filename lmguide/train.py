@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmguide import CONF_DIR
 from lmguide.cli import check_argv, friendly_errors
 from lmguide.errors import ConfigError, LmguideError
+from lmguide.resume import restart_after_epoch_end
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
     trainer = hydra.utils.instantiate(
         trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins
     )
+    restart_after_epoch_end(trainer)  # resume from an epoch end stays exact with validation every N batches
     if cfg.trainer.get("compile"):  # trainer.compile=true: the LightningModule's forward compiled
         import torch
 
@@ -350,6 +352,7 @@ def _resumed(cfg: DictConfig) -> tuple[DictConfig, dict]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from lmguide.models.backbones import skip_initial_weights
     from lmguide.resume import ResumeError, resume_config
 
     hc = HydraConfig.get()
@@ -359,6 +362,7 @@ def _resumed(cfg: DictConfig) -> tuple[DictConfig, dict]:
     skip = ("resume", "ckpt_path")
     new = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") not in skip]
     resumed, overrides = resume_config(run, new)
+    skip_initial_weights(resumed)  # last.ckpt restores every weight: no weights file, wheel or hub read
     if resumed.get("logger") and "csv" in resumed.logger:  # the CSV logger would overwrite metrics.csv
         resumed.logger.csv.version = Path(hc.output_subdir).name  # csv/resumed-<time>/metrics.csv
     log.info("resuming %s from %s (new overrides: %s)", run, resumed.ckpt_path, new or "none")

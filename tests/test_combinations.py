@@ -10,7 +10,8 @@ import torch
 from tests.conftest import compose_cfg
 
 BACKBONES = ["efficientnet_b0", "efficientnet_b4", "xception", "resnet50", "vit", "vit_small", "swin",
-             "efficientnet_lstm"]  # fmt: skip
+             "efficientnet_lstm", "efficientnet_lite0", "efficientnet_lite1",
+             "efficientnet_lite2"]  # fmt: skip
 ATTENTIONS = ["multi", "cbam", "se", "nonlocal", "vit_cls", "none"]
 HEADS = ["softmax", "arcface", "cosface", "sphereface", "lsoftmax"]
 VIT = {"vit", "vit_small"}

@@ -90,30 +90,37 @@ def test_configure_optimizers_steps_each_scheduler_at_its_interval(scheduler, tm
         assert isinstance(sched["scheduler"], torch.optim.lr_scheduler.LambdaLR)
         assert sched["interval"] == "step" and "monitor" not in sched
         return
-    # plateau: stepped by the module at the end of an epoch with a validation, before the epoch's
-    # last.ckpt is written (Lightning would step it after: a resumed run would miss that step)
+    # plateau: stepped by the module after every validation of a fit (its patience counts validations),
+    # before any checkpoint of that point is written (Lightning would step it after the epoch's last.ckpt)
     assert isinstance(conf, torch.optim.Adam)
     assert (
         isinstance(model.plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
         and model.plateau.optimizer is conf
     )
-    model._trainer = SimpleNamespace(callback_metrics={"val/loss": torch.tensor(0.7)}, sanity_checking=False)
-    model.on_train_epoch_end()  # no validation since the last step (a resumed run re-entering the epoch end)
+
+    def trainer(sanity: bool = False, fn: str = "fit", metrics: dict | None = None):
+        return SimpleNamespace(
+            callback_metrics=metrics or {}, sanity_checking=sanity, state=SimpleNamespace(fn=fn)
+        )
+
+    values = {"val/loss": torch.tensor(0.7), "val/auc": torch.tensor(0.5)}
+    for skipped in (trainer(sanity=True), trainer(fn="validate")):  # the sanity check, trainer.validate()
+        model._trainer = skipped
+        model._step_plateau(values)
     assert model.plateau.last_epoch == 0
-    model._validated = True
-    model.on_train_epoch_end()
-    model.on_train_epoch_end()  # once per validation
-    assert model.plateau.last_epoch == 1 and model.plateau.best == pytest.approx(0.7)
+    model._trainer = trainer()
+    model._step_plateau(values)
+    model._step_plateau({**values, "val/loss": torch.tensor(0.9)})  # once per validation
+    assert model.plateau.last_epoch == 2 and model.plateau.best == pytest.approx(0.7)
+    assert model.plateau.num_bad_epochs == 1
     ckpt = {"state_dict": model.state_dict()}
     model.on_save_checkpoint(ckpt)
     again = hydra.utils.instantiate(cfg.model)
     again.on_load_checkpoint(ckpt)
     again.configure_optimizers()
     assert again.plateau.state_dict() == model.plateau.state_dict()
-    model._validated = True
-    model._trainer = SimpleNamespace(callback_metrics={"val/auc": torch.tensor(0.5)}, sanity_checking=False)
     with pytest.raises(KeyError, match="scheduler_monitor='val/loss' was not logged"):
-        model.on_train_epoch_end()
+        model._step_plateau({"val/auc": torch.tensor(0.5)})
 
 
 def test_no_scheduler_returns_the_optimizer_alone(tmp_path):

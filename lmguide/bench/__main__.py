@@ -1,4 +1,4 @@
-"""``python -m lmguide.bench [train|prepare|loader|models|export] [options]``: benchmarks, printed + JSON.
+"""``python -m lmguide.bench [train|prepare|loader|models|export|run] [options]``: benchmarks, printed + JSON.
 
 Each benchmark measures its cases side by side in one run against a baseline measured in the same
 run (medians, ratios), because the machines are noisy:
@@ -11,13 +11,15 @@ run (medians, ratios), because the machines are noisy:
 * ``models``: parameters, forward + backward ms per image at 224 px and peak memory of every backbone
   with ``none`` and ``multi`` attention.
 * ``export``: face crops/s of the exported model in onnxruntime and TorchScript against PyTorch eager.
+* ``run``: the wall time of a short default run (``experiment=demo``) split into training steps,
+  validation, loader start-up and everything else.
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = ("train", "prepare", "loader", "models", "export")
+COMMANDS = ("train", "prepare", "loader", "models", "export", "run")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> dict:
         from lmguide.bench.models import main as run
     elif cmd == "export":
         from lmguide.bench.export import main as run
+    elif cmd == "run":
+        from lmguide.bench.run import main as run
     else:
         from lmguide.bench.train_step import main as run
     return run(argv)

@@ -23,16 +23,18 @@ log = logging.getLogger(__name__)
 class EpochShuffle(Sampler[int]):
     """A random order of ``n`` items that is a function of ``(seed, epoch)`` alone.
 
-    Its :attr:`generator` is also the DataLoader's, so the worker seeds (which draw every sample's
-    self-blend and augmentation) come from the same place. A run resumed at epoch k therefore sees the
-    same order and the same samples as an uninterrupted run, whatever happened to the global RNG
-    before. ``epoch_fn`` (the trainer's ``current_epoch``) names the epoch when Lightning calls
-    ``set_epoch`` before each epoch's iterator: the number Lightning passes runs one ahead after a
-    resume. The generator is re-seeded only when the epoch changes.
+    With ``keys=True`` it yields ``(epoch, index)`` pairs, from which the dataset draws each sample's
+    randomness (self-blend, augmentation; :func:`~lmguide.data.datasets.sample_seed`), so a sample
+    depends on ``(seed, epoch, index)`` alone and never on a loader worker's state: workers can persist
+    across epochs. A run resumed at epoch k therefore sees the same order and the same samples as an
+    uninterrupted run, whatever happened to the global RNG before. ``epoch_fn`` (the trainer's
+    ``current_epoch``) names the epoch when Lightning calls ``set_epoch`` before each epoch's iterator:
+    the number Lightning passes runs one ahead after a resume. The generator is re-seeded only when
+    the epoch changes.
     """
 
-    def __init__(self, n: int, seed: int = 0, epoch_fn: Callable[[], int] | None = None):
-        self.n, self.seed, self.epoch_fn = n, seed, epoch_fn
+    def __init__(self, n: int, seed: int = 0, epoch_fn: Callable[[], int] | None = None, keys: bool = False):
+        self.n, self.seed, self.epoch_fn, self.keys = n, seed, epoch_fn, keys
         self.generator = torch.Generator()
         self.epoch: int | None = None
         self.set_epoch(0)
@@ -44,7 +46,13 @@ class EpochShuffle(Sampler[int]):
             self.generator.manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
 
     def __iter__(self):
-        yield from torch.randperm(self.n, generator=self.generator).tolist()
+        if self.epoch_fn is not None:  # a wrapping sampler (DDP's) does not forward set_epoch
+            self.set_epoch(self.epoch_fn())
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        if self.keys:
+            yield from ((self.epoch, i) for i in order)
+        else:
+            yield from order
 
     def __len__(self) -> int:
         return self.n
@@ -70,6 +78,11 @@ class FaceDataModule(L.LightningDataModule):
     test split's real faces also get landmark face swaps between different people
     (:class:`~lmguide.data.datasets.SwapDataset`, ``datasets["test_swaps"]``); ``test_fakes="swap"``
     makes that set the test split itself (``data=demo_swaps``). Swaps are never built for train or val.
+
+    Loader workers persist for the whole run (``persistent_workers``; ``+data.persistent_workers=false``
+    starts them afresh each epoch): every training sample draws its randomness from
+    ``(seed, epoch, index)``, never from a worker's state, so either way a resumed run repeats the
+    uninterrupted one exactly, and the samples do not depend on ``num_workers``.
     """
 
     def __init__(
@@ -94,6 +107,7 @@ class FaceDataModule(L.LightningDataModule):
         landmark_apply_to: str = "both",
         swap: FaceSwap | None = None,
         test_fakes: str = "self_blend",
+        persistent_workers: bool = True,
     ):
         super().__init__()
         if batch_size < 1:
@@ -111,6 +125,7 @@ class FaceDataModule(L.LightningDataModule):
         self.image_size, self.batch_size = image_size, batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers, self.fakes, self.seed = num_workers, fakes, seed
+        self.persistent_workers = persistent_workers
         self.train_tf = build_transform(image_size, list(train_augs))
         self.eval_tf = build_transform(image_size)
         if clip_frames is not None and (isinstance(clip_frames, bool) or int(clip_frames) < 1):
@@ -213,17 +228,20 @@ class FaceDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.datasets[split]
         sampler = None
-        if shuffle:  # the order and the worker seeds follow (seed, epoch): see EpochShuffle
-            sampler = EpochShuffle(len(ds), self.seed, self._epoch)
+        if shuffle:  # the order and every sample's randomness follow (seed, epoch): see EpochShuffle
+            sampler = EpochShuffle(len(ds), self.seed, self._epoch, keys=True)
         return DataLoader(
             ds,
             batch_size=self.batch_size if shuffle else self.eval_batch_size,
             sampler=sampler,
-            generator=sampler.generator if sampler else None,
+            # the loader's own generator: the worker seeds it draws at each new iterator (which no
+            # sample uses) come neither from the sampler's nor from the global RNG, so the order and
+            # the training draws do not depend on when iterators are created (persistent or not, resumed)
+            generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,
-            # training workers start afresh each epoch, seeded from the epoch's generator (a persistent
-            # worker's random state would depend on how many epochs it lived: not resumable)
-            persistent_workers=self.num_workers > 0 and not shuffle,
+            # workers live for the whole run: a training sample draws nothing from its worker's state
+            # (its randomness is keyed by (seed, epoch, index)), so persistence keeps resume exact
+            persistent_workers=self.num_workers > 0 and self.persistent_workers,
             drop_last=shuffle and len(ds) > self.batch_size,
             pin_memory=torch.cuda.is_available(),
         )

@@ -30,13 +30,32 @@ def _read(path: Path, flags: int, what: str, sample: str) -> np.ndarray:
     return img
 
 
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of every random choice of training sample ``index`` in ``epoch`` (31 bits), a hash of the
+    three numbers (numpy's SeedSequence): independent of the process that draws it."""
+    state = np.random.SeedSequence([int(seed) % 2**32, int(epoch), int(index)]).generate_state(1)
+    return int(state[0]) >> 1
+
+
+def sample_key(key: int | tuple[int, int]) -> tuple[int, int]:
+    """``(epoch, index)`` of a dataset key: an index alone is epoch 0."""
+    if isinstance(key, tuple | list):
+        epoch, index = key
+        return int(epoch), int(index)
+    return 0, int(key)
+
+
 class FaceDataset(Dataset):
     """Cached face crops with their landmark masks.
 
     With ``fakes`` (self-blended images) the dataset has two items per face: item ``2k`` is real face
     ``k`` and item ``2k + 1`` a fake made from it, so any slice holds both classes.
     ``deterministic=True`` (val/test) seeds each fake by its index, so every evaluation sees the same
-    fakes; otherwise each epoch draws new ones from torch's RNG (seeded per worker by Lightning).
+    fakes; otherwise each epoch draws new ones: every random choice of a sample (its fake, its
+    augmentation) comes from one seed, a function of ``(seed, epoch, index)`` (:func:`sample_seed`).
+    The index may be an ``(epoch, index)`` key (what :class:`~lmguide.data.datamodule.EpochShuffle`
+    yields for training), else the epoch is 0. Nothing is drawn from a worker's RNG, so a sample is
+    the same with 0, 2 or persistent workers, and after a resume.
     A sample that cannot be read raises an error naming the file: no other sample is substituted.
 
     Extra loss targets, only when asked (the default path reads and transforms image and mask only):
@@ -102,8 +121,8 @@ class FaceDataset(Dataset):
             return [r["label"] for r in self.rows]
         return [lab for r in self.rows for lab in (r["label"], 1)]
 
-    def _seed(self, i: int) -> int:
-        return (self.seed * 1_000_003 + i) if self.deterministic else int(torch.randint(2**31, ()).item())
+    def _seed(self, i: int, epoch: int = 0) -> int:
+        return (self.seed * 1_000_003 + i) if self.deterministic else sample_seed(self.seed, epoch, i)
 
     def _load_row(self, r: dict, fake: bool, seed: int) -> dict:
         """Row ``r`` untransformed (a self-blended fake of it when ``fake``, drawn from ``seed``)."""
@@ -146,14 +165,15 @@ class FaceDataset(Dataset):
             res["region_masks"] = more
         return res
 
-    def load(self, i: int) -> dict:
-        """The untransformed sample ``i``: RGB uint8 image, mask float32 (H, W), label, video name, seed
-        (and, when asked, ``region_masks`` (R, H, W) and ``blend_mask`` (H, W), float32)."""
+    def load(self, i: int | tuple[int, int]) -> dict:
+        """The untransformed sample ``i`` (or ``(epoch, i)``): RGB uint8 image, mask float32 (H, W), label,
+        video name, seed (and, when asked, ``region_masks`` (R, H, W) and ``blend_mask`` (H, W), float32)."""
+        epoch, i = sample_key(i)
         fake = self.fakes is not None and i % 2 == 1
         r = self.rows[i // 2 if self.fakes is not None else i]
-        return self._load_row(r, fake, self._seed(i))
+        return self._load_row(r, fake, self._seed(i, epoch))
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int | tuple[int, int]) -> dict:
         s = self.load(i)
         self.transform.set_random_seed(s["seed"] + 1)
         out = self._transform(s, s["image"], s["mask"])  # image (3, S, S) float, mask (1, S, S) in [0, 1]
@@ -263,11 +283,13 @@ class ClipDataset(FaceDataset):
             return [c[0]["label"] for c in self.clips]
         return [lab for c in self.clips for lab in (c[0]["label"], 1)]
 
-    def load(self, i: int) -> dict:
-        """The untransformed clip ``i``: lists of T images and masks, label, video name, seed."""
+    def load(self, i: int | tuple[int, int]) -> dict:
+        """The untransformed clip ``i`` (or ``(epoch, i)``): lists of T images and masks, label, video name,
+        seed."""
+        epoch, i = sample_key(i)
         fake = self.fakes is not None and i % 2 == 1
         clip = self.clips[i // 2 if self.fakes is not None else i]
-        seed = self._seed(i)
+        seed = self._seed(i, epoch)
         frames = [self._load_row(r, fake, seed) for r in clip]
         out = {
             "image": [f["image"] for f in frames],

