@@ -36,14 +36,21 @@ class EpochSeed(L.Callback):
 
 
 class MinLRStopping(L.Callback):
-    """Stop once every learning rate has fallen below ``factor`` x its initial value.
+    """Stop once ReduceLROnPlateau has cut every learning rate to ``factor`` x its initial value.
 
-    Only with ReduceLROnPlateau, whose reductions have no end of their own; a schedule in steps
-    (``scheduler=cosine``) sets its floor itself and ends at ``trainer.max_steps``, so it is left alone."""
+    At the fit's start the plateau's floor (``min_lrs``) is set to that value, so its last cut lands on
+    it exactly and the stop fires at the validation that makes it (a comparison with ``<`` never would:
+    ``1e-4 * 0.1**5`` is ``1.0000000000000004e-09``, above ``1e-4 * 1e-5``). A plateau whose ``eps``
+    would refuse that last cut (PyTorch's default ``eps=1e-8`` stops cutting near 1e-8) is refused at
+    the start with the fix. Only with ReduceLROnPlateau, whose reductions have no end of their own; a
+    schedule in steps (``scheduler=cosine``) sets its floor itself and ends at ``trainer.max_steps``."""
 
     def __init__(self, factor: float = 1e-5):
+        if not 0 < factor < 1:
+            raise ValueError(f"callbacks.min_lr_stop.factor must be in (0, 1), got {factor}")
         self.factor = factor
         self._initial: list[float] | None = None
+        self._floors: list[float] = []
 
     def state_dict(self) -> dict:
         return {"initial": self._initial}
@@ -51,28 +58,52 @@ class MinLRStopping(L.Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self._initial = state_dict.get("initial")
 
+    @staticmethod
+    def _plateau(trainer: L.Trainer, pl_module: L.LightningModule | None):
+        found = getattr(pl_module, "plateau", None)
+        if found is None:
+            found = next(
+                (
+                    c.scheduler
+                    for c in trainer.lr_scheduler_configs
+                    if isinstance(c.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+                ),
+                None,
+            )
+        return found
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._initial is not None:  # resumed: the lrs of the run's start, not the reduced ones
+        plateau = self._plateau(trainer, pl_module)
+        if plateau is None:
+            self._initial, self._floors = None, []
             return
-        plateau = getattr(pl_module, "plateau", None) is not None or any(
-            isinstance(c.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-            for c in trainer.lr_scheduler_configs
-        )
-        self._initial = (
-            [g.get("initial_lr", g["lr"]) for g in trainer.optimizers[0].param_groups] if plateau else None
-        )
+        if self._initial is None:  # resumed: the lrs of the run's start, not the reduced ones
+            self._initial = [g.get("initial_lr", g["lr"]) for g in trainer.optimizers[0].param_groups]
+        # the plateau's own min_lr wins where it is higher: the stop then fires when lr reaches it
+        floors = [max(i * self.factor, m) for i, m in zip(self._initial, plateau.min_lrs, strict=True)]
+        plateau.min_lrs = self._floors = floors
+        # the last cut goes from floor / plateau.factor (or less) to the floor: it must exceed eps
+        last_cut = min(floors) * (1 / plateau.factor - 1)
+        if plateau.eps >= last_cut:
+            from lmguide.errors import ConfigError
+
+            raise ConfigError(
+                f"scheduler.eps={plateau.eps:g} stops ReduceLROnPlateau above the min-lr stop's floor "
+                f"({min(floors):g} = lr x callbacks.min_lr_stop.factor): its last cut is {last_cut:g}; "
+                "set scheduler.eps=0"
+            )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # the plateau steps after each validation (every trainer.val_check_interval batches)
+        # the plateau steps after each validation (every epoch or every trainer.val_check_interval batches)
         if not trainer.sanity_checking and trainer.state.fn == "fit":
-            self.on_train_epoch_end(trainer, pl_module)
+            self.check(trainer)
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._initial is None:
+    def check(self, trainer: L.Trainer) -> None:
+        if not self._floors:
             return
         lrs = [g["lr"] for g in trainer.optimizers[0].param_groups]
-        if self._initial and all(lr < i * self.factor for lr, i in zip(lrs, self._initial, strict=True)):
-            log.info("learning rate %.3g fell below %.0e x its start: stopping", lrs[0], self.factor)
+        if all(lr <= f * (1 + 1e-6) for lr, f in zip(lrs, self._floors, strict=True)):
+            log.info("learning rate %.3g reached its floor %.3g: stopping", lrs[0], self._floors[0])
             trainer.should_stop = True
 
 
@@ -93,6 +124,18 @@ class ValidateLastStep(L.Callback):
         trainer.should_stop = True  # Lightning then runs the validation loop before the fit ends
 
 
+def overlay_items(labels: list[int]) -> list[int]:
+    """The validation items drawn after each validation: the first real and the first fake, whatever
+    the layout (with self-blended fakes: the first real face and the fake made from it); one class
+    only: its first item."""
+    firsts = {}
+    for i, lab in enumerate(labels):
+        firsts.setdefault(int(lab), i)
+        if len(firsts) == 2:
+            break
+    return [firsts[c] for c in (0, 1) if c in firsts]
+
+
 class AttentionOverlay(L.Callback):
     """After each validation: overlays of the attention on one real and one fake validation face,
     saved as ``<dirpath>/val_step<step>.png`` and sent to the TensorBoard and W&B loggers."""
@@ -111,7 +154,7 @@ class AttentionOverlay(L.Callback):
         if (self._count - 1) % self.every:
             return
         ds = trainer.datamodule.datasets["val"]
-        idx = [0, 1] if ds.fakes is not None else [0]  # first real face and the fake made from it
+        idx = overlay_items(ds.labels)
         items = [ds[i] for i in idx]
         x = torch.stack([it["image"] for it in items]).to(pl_module.device)
         was_training = pl_module.training

@@ -12,6 +12,7 @@ from torchmetrics.classification import (
     BinaryEER,
     BinaryF1Score,
     BinaryPrecision,
+    BinaryRecall,
 )
 
 
@@ -25,6 +26,20 @@ def detection_metrics(prefix: str) -> MetricCollection:
             "precision": BinaryPrecision(),
             "f1": BinaryF1Score(),
             "eer": BinaryEER(),
+        },
+        prefix=prefix,
+    )
+
+
+def training_metrics(prefix: str = "train/") -> MetricCollection:
+    """AUC, precision, recall, F1 of the training batches' P(fake) over an epoch (the raw view, the
+    margin-free logits), to set against the val split's for over-fitting."""
+    return MetricCollection(
+        {
+            "auc": BinaryAUROC(),
+            "precision": BinaryPrecision(),
+            "recall": BinaryRecall(),
+            "f1": BinaryF1Score(),
         },
         prefix=prefix,
     )

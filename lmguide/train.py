@@ -44,9 +44,20 @@ def _hydra_overrides() -> dict | None:
 
 
 def instantiate_group(cfg: DictConfig | None) -> list:
+    """Each entry of a callbacks/loggers group that has a ``_target_``; an entry with ``enabled: false``
+    (an optional callback, e.g. ``callbacks.early_stopping``) is left out, ``enabled`` is not passed on."""
     if not cfg:
         return []
-    return [hydra.utils.instantiate(c) for c in cfg.values() if c is not None and "_target_" in c]
+    out = []
+    for name, c in cfg.items():
+        if c is None or "_target_" not in c:
+            continue
+        enabled = c.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{name}.enabled must be true or false, got {enabled!r}")
+        if enabled:
+            out.append(hydra.utils.instantiate({k: v for k, v in c.items() if k != "enabled"}))
+    return out
 
 
 def finish_wandb(loggers: list) -> None:

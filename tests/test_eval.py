@@ -11,13 +11,15 @@ from sklearn.metrics import (
     average_precision_score,
     balanced_accuracy_score,
     f1_score,
+    precision_score,
+    recall_score,
     roc_auc_score,
     roc_curve,
 )
 
 from lmguide import CONF_DIR
 from lmguide.losses.landmark import pointing_hit
-from lmguide.metrics import aggregate_videos, binary_report, calibrate_threshold
+from lmguide.metrics import aggregate_videos, binary_report, calibrate_threshold, training_metrics
 
 from .conftest import run_cli
 
@@ -27,6 +29,19 @@ def _scores(n=400, seed=1):
     y = rng.integers(0, 2, n)
     s = np.clip(rng.normal(0.4 + 0.25 * y, 0.2), 0, 1)
     return s, y
+
+
+def test_training_metrics_accumulated_over_batches_equal_sklearn_on_the_epoch():
+    s, y = _scores()
+    m = training_metrics("train/")
+    for i in range(0, len(y), 64):  # batches of an epoch
+        m.update(torch.tensor(s[i : i + 64]), torch.tensor(y[i : i + 64]))
+    got = {k: float(v) for k, v in m.compute().items()}
+    pred = (s >= 0.5).astype(int)
+    assert got["train/auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-6)
+    assert got["train/precision"] == pytest.approx(precision_score(y, pred), abs=1e-6)
+    assert got["train/recall"] == pytest.approx(recall_score(y, pred), abs=1e-6)
+    assert got["train/f1"] == pytest.approx(f1_score(y, pred), abs=1e-6)
 
 
 @pytest.mark.parametrize("thr", [0.5, 0.37])

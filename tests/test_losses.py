@@ -33,6 +33,23 @@ def test_simple_form_matches_formula():
     assert got.item() == pytest.approx(sum(per).item() / 2, rel=1e-6)
 
 
+def test_simple_form_unscaled_is_the_formula_as_written_and_unbounded_below():
+    maps, mask = _maps(), _mask()
+    got = LandmarkLoss("simple", simple_scale="none")(maps, mask)
+    a, L = maps.mean(1), mask[:, 0]  # the raw head average, no max scaling
+    per = [-(a[i] * L[i]).mean() + 0.5 * (a[i] * (1 - L[i])).mean() for i in range(2)]
+    assert got.item() == pytest.approx(sum(per).item() / 2, rel=1e-6)
+    # attention grown 10x inside the mask: 10x lower unscaled; the default (max-scaled) stays in [-1, 0.5]
+    big = maps * (1 + 9 * mask)
+    assert LandmarkLoss("simple", simple_scale="none")(big, mask).item() < 5 * got.item()
+    assert -1.0 <= LandmarkLoss("simple")(big * 1e3, mask).item() <= 0.5
+
+
+def test_simple_scale_is_checked_by_name():
+    with pytest.raises(ValueError, match="loss.landmark.simple_scale must be one of"):
+        LandmarkLoss("simple", simple_scale="sum")
+
+
 def test_ratio_form_matches_formula():
     maps, mask = _maps(), _mask()
     eps = 1e-6

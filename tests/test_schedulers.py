@@ -129,23 +129,63 @@ def test_no_scheduler_returns_the_optimizer_alone(tmp_path):
     assert isinstance(model.configure_optimizers(), torch.optim.Adam)
 
 
-@pytest.mark.parametrize("kind", ["plateau", "cosine"])
-def test_min_lr_stop_applies_to_plateau_only(kind):
-    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
-    if kind == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
-    else:
-        from lmguide.schedulers import warmup_cosine
-
-        sched = warmup_cosine(opt, total_steps=10, min_lr_factor=0.0)
+def _flat_loss_run(scheduler_cfg: dict, lr: float, validations: int = 200) -> tuple[int | None, float]:
+    """The project's plateau config stepped on a flat val loss after every validation, the min-lr stop
+    checking after each, as in a fit: (the validation that stopped the run or None, the last lr)."""
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = hydra.utils.instantiate(scheduler_cfg)(optimizer=opt)
+    module = SimpleNamespace(
+        plateau=sched if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau) else None
+    )
     trainer = SimpleNamespace(
-        optimizers=[opt], lr_scheduler_configs=[SimpleNamespace(scheduler=sched)], should_stop=False
+        optimizers=[opt],
+        lr_scheduler_configs=[] if module.plateau else [SimpleNamespace(scheduler=sched)],
+        should_stop=False,
+        sanity_checking=False,
+        state=SimpleNamespace(fn="fit"),
     )
     stop = MinLRStopping(factor=1e-5)
-    stop.on_train_start(trainer, None)
-    opt.param_groups[0]["lr"] = 0.0  # plateau cut to nothing / cosine at a zero floor
-    stop.on_train_epoch_end(trainer, None)
-    assert trainer.should_stop is (kind == "plateau")
+    stop.on_train_start(trainer, module)
+    for n in range(1, validations + 1):
+        if module.plateau:
+            module.plateau.step(1.0)  # val/loss never improves after the first validation
+        else:
+            opt.step()
+            sched.step()
+        stop.on_validation_end(trainer, module)
+        if trainer.should_stop:
+            return n, opt.param_groups[0]["lr"]
+    return None, opt.param_groups[0]["lr"]
+
+
+def _scheduler_cfg(name: str, tmp_path, *overrides: str) -> dict:
+    return compose_cfg([f"scheduler={name}", *overrides], tmp_path).model.scheduler
+
+
+@pytest.mark.parametrize("lr", [1e-4, 3e-4, 1e-3])
+def test_min_lr_stop_fires_when_the_real_plateau_reaches_its_floor(lr, tmp_path):
+    # patience 10: the first validation sets the best, each cut takes 11 more; 5 cuts of x0.1 reach 1e-5
+    n, last = _flat_loss_run(_scheduler_cfg("plateau", tmp_path), lr)
+    assert n == 1 + 5 * 11 and last == pytest.approx(lr * 1e-5, rel=1e-9)
+
+
+def test_min_lr_stop_honours_a_higher_plateau_min_lr(tmp_path):
+    n, last = _flat_loss_run(_scheduler_cfg("plateau", tmp_path, "+scheduler.min_lr=1e-6"), 1e-4)
+    assert n == 1 + 2 * 11 and last == pytest.approx(1e-6)
+
+
+def test_min_lr_stop_refuses_an_eps_that_holds_the_lr_above_its_floor(tmp_path):
+    from lmguide.errors import ConfigError
+
+    # PyTorch's default eps (1e-8) skips the last cut 1e-8 -> 1e-9: the stop could never fire
+    with pytest.raises(ConfigError, match="scheduler.eps=1e-08 .* set scheduler.eps=0"):
+        _flat_loss_run(_scheduler_cfg("plateau", tmp_path, "scheduler.eps=1e-8"), 1e-4)
+
+
+def test_min_lr_stop_leaves_a_schedule_in_steps_alone(tmp_path):
+    cfg = _scheduler_cfg("cosine", tmp_path, "scheduler.min_lr_factor=0.0", "trainer.max_steps=20")
+    n, last = _flat_loss_run(cfg, 1e-4, validations=20)
+    assert n is None and last == pytest.approx(0.0, abs=1e-12)  # at its own zero floor, still running
 
 
 def test_cli_fit_with_cosine_steps_the_schedule_every_optimizer_step(cache_dir, tmp_path):

@@ -17,6 +17,39 @@ from lmguide.train import train
 from .conftest import FAST_DATA, compose_cfg, run_cli
 
 
+def _tensorboard_tensor_tags(root: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: set[str] = set()
+    for events in root.rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events), size_guidance={"tensors": 0})
+        acc.Reload()
+        tags |= set(acc.Tags()["tensors"])
+    return tags
+
+
+def test_pr_curve_reaches_tensorboard_with_the_counts_of_the_scores(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    from lmguide.loggers import log_pr_curve
+
+    labels = torch.tensor([0, 0, 0, 1, 1, 0, 1])
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8, 0.7, 0.9, 0.2])
+    lg = TensorBoardLogger(tmp_path, name="", version="")
+    assert log_pr_curve([lg], "val/pr_curve", labels, scores, step=7) == 1
+    assert log_pr_curve([lg], "x/pr_curve", torch.zeros(3), torch.rand(3), step=7) == 0  # one class
+    lg.experiment.flush()
+    (events,) = tmp_path.rglob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events), size_guidance={"tensors": 0})
+    acc.Reload()
+    (event,) = acc.Tensors("val/pr_curve")
+    data = tensor_util.make_ndarray(event.tensor_proto)
+    tp, fp = data[0], data[1]  # rows: TP, FP, TN, FN, precision, recall; column 0 = threshold 0
+    assert event.step == 7 and tp[0] == 3 and fp[0] == 4
+
+
 def test_fast_dev_run_default_config(cache_dir, tmp_path):
     cfg = compose_cfg(FAST_DATA + ["trainer.fast_dev_run=true"], tmp_path, cache_dir)
     metrics = train(cfg)
@@ -36,6 +69,13 @@ def test_short_run_writes_checkpoints_logs_and_every_loss_part(cache_dir, tmp_pa
     rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
     cols = set(rows[0])
     assert "train/empty_masks" in cols
+    # PR curves of val (each validation) and test in TensorBoard
+    tags = _tensorboard_tensor_tags(tmp_path / "tensorboard")
+    assert {"val/pr_curve", "test/pr_curve"} <= tags
+    # per-epoch train-side detection metrics beside val's (2 epochs of 2 steps: 2 rows each)
+    for name in ("auc", "precision", "recall", "f1"):
+        values = [float(r[f"train/{name}"]) for r in rows if r.get(f"train/{name}")]
+        assert len(values) == 2 and all(0.0 <= v <= 1.0 for v in values), name
     for part in ("ce_raw", "ce_aux", "ce_aug", "center", "landmark", "total"):
         assert f"train/loss/{part}" in cols
     for k in (
@@ -83,6 +123,9 @@ def test_wandb_run_gets_curves_overlays_and_the_checkpoint(cache_dir, tmp_path, 
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     media = {p.parent.name + "/" + p.name.split("_")[0] for p in (run / "files" / "media").rglob("*.png")}
     assert {"test/curves", "val/attention"} <= media
+    tables = {str(p.relative_to(run / "files" / "media")) for p in run.rglob("*.table.json")}
+    for split in ("val", "test"):  # the PR curves (wandb.plot.pr_curve tables)
+        assert any(t.startswith(f"table/{split}/pr_curve") for t in tables), (split, tables)
     assert {p.name for p in (tmp_path / "curves").iterdir()} == {"roc.png", "pr.png", "confusion.png"}
     assert b"best.ckpt" in next(run.glob("*.wandb")).read_bytes()  # the checkpoint artifact
     assert list((tmp_path / "tensorboard").glob("events.*")) and (tmp_path / "csv" / "metrics.csv").exists()
@@ -148,3 +191,38 @@ def test_cli_multirun_lambda_grid(cache_dir, tmp_path):
         and f"| loss.lambda_lm=1 | 0 | {aucs[1]:.3f} |" in table
     )
     assert (tmp_path / "sweep_report.csv").exists() and (tmp_path / "sweep_report.png").exists()
+
+
+def test_periodic_checkpoints_rotate_and_early_stopping_stops(cache_dir, tmp_path):
+    """One step per epoch, validated each: every step a periodic checkpoint (2 kept); early stopping on
+    val/auc with an unreachable min_delta stops after the best validation plus `patience` others."""
+    overrides = [
+        "trainer.max_steps=12",
+        "+trainer.limit_train_batches=1",
+        "callbacks.periodic_checkpoint.enabled=true",
+        "callbacks.periodic_checkpoint.every_n_train_steps=1",
+        "callbacks.periodic_checkpoint.save_top_k=2",
+        "callbacks.early_stopping.enabled=true",
+        "callbacks.early_stopping.patience=2",
+        "callbacks.early_stopping.min_delta=2.0",  # an AUC never improves by 2: no validation improves
+        "test=false",
+        "attention.num_maps=2",
+    ]
+    train(compose_cfg(FAST_DATA + overrides, tmp_path, cache_dir))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 3  # the first validation sets the best, two more without improving
+    periodic = sorted(p.name for p in (tmp_path / "checkpoints" / "periodic").iterdir())
+    assert periodic == ["step000002.ckpt", "step000003.ckpt"]
+    ckpt = torch.load(tmp_path / "checkpoints" / "periodic" / "step000003.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 3 and "lmguide_config" in ckpt  # loadable by eval/predict like best.ckpt
+
+
+def test_optional_callbacks_are_off_by_default_and_enabled_must_be_a_bool(tmp_path):
+    from lmguide.errors import ConfigError
+    from lmguide.train import instantiate_group
+
+    names = {type(c).__name__ for c in instantiate_group(compose_cfg([], tmp_path).callbacks)}
+    assert "EarlyStopping" not in names and "ValidateLastStep" in names
+    cfg = compose_cfg(["callbacks.early_stopping.enabled=maybe"], tmp_path)
+    with pytest.raises(ConfigError, match="early_stopping.enabled must be true or false, got 'maybe'"):
+        instantiate_group(cfg.callbacks)

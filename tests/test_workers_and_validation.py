@@ -298,3 +298,64 @@ def test_bench_run_splits_the_wall_time(cache_dir, tmp_path):
     assert sum(phases.values()) == pytest.approx(rep["wall_s"], rel=1e-6)
     assert rep["everything_but_steps_share"] == pytest.approx(1 - phases["training steps"] / rep["wall_s"])
     assert "everything but the training steps:" in proc.stdout
+
+
+# --------------------------------------------------------------------------- attention overlays
+
+
+@pytest.mark.parametrize(
+    ("labels", "drawn"),
+    [
+        ([0, 1, 0, 1], [0, 1]),  # self-blended fakes: a real face and the fake made from it
+        ([0, 0, 0, 1, 1], [0, 3]),  # folder/CSV/FF++ layouts: reals first, then fakes
+        ([1, 1, 0], [2, 0]),  # real first in the panel wherever it sits
+        ([0, 0], [0]),  # one class: its first item
+    ],
+)
+def test_overlay_items_are_one_real_and_one_fake_whatever_the_layout(labels, drawn):
+    from lmguide.callbacks import overlay_items
+
+    assert overlay_items(labels) == drawn
+
+
+def test_the_overlay_draws_a_real_and_a_fake_of_a_layout_without_self_blends(tmp_path):
+    from types import SimpleNamespace
+
+    import cv2
+    import hydra
+
+    from lmguide.callbacks import AttentionOverlay
+
+    from .conftest import compose_cfg
+
+    class Folder(torch.utils.data.Dataset):  # a folder layout's val split: 3 reals, then 2 fakes
+        labels = [0, 0, 0, 1, 1]
+        fakes = None
+
+        def __init__(self):
+            self.read: list[int] = []
+
+        def __getitem__(self, i):
+            self.read.append(i)
+            g = torch.Generator().manual_seed(i)
+            mask = torch.zeros(1, 64, 64)
+            mask[:, 20:40, 20:40] = 1
+            return {"image": torch.rand(3, 64, 64, generator=g), "mask": mask, "label": self.labels[i]}
+
+    model = hydra.utils.instantiate(compose_cfg(["attention.num_maps=2"], tmp_path).model)
+    ds = Folder()
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        is_global_zero=True,
+        global_step=5,
+        loggers=[],
+        datamodule=SimpleNamespace(datasets={"val": ds}),
+    )
+    cb = AttentionOverlay(str(tmp_path / "overlays"))
+    cb.on_validation_epoch_end(trainer, model)
+    assert ds.read == [0, 3]
+    panel = cv2.imread(str(cb.last_path))
+    one = AttentionOverlay(str(tmp_path / "one"))
+    Folder.labels = [0, 0]
+    one.on_validation_epoch_end(trainer, model)
+    assert panel.shape[0] == 2 * cv2.imread(str(one.last_path)).shape[0]  # two rows: real, then fake

@@ -6,7 +6,8 @@ target in [0, 1] (the landmark mask, or a fake's blend mask, see ``apply_to``). 
 non-negative (every attention module's are). Per sample (sums and means over the H·W pixels):
 
 * ``simple``: ``-mean(Ā·L) + 0.5·mean(Ā·(1-L))`` with ``Ā`` scaled to [0, 1] per sample (divided by
-  its spatial max; without that the form is unbounded below).
+  its spatial max; ``simple_scale=none`` keeps the raw ``Ā``, the formula as written, which is
+  unbounded below).
 * ``ratio``: ``-log(S_lm / (S_lm + S_non + ε))``, ``S_lm = ΣĀ·L / (ΣL + ε)``,
   ``S_non = ΣĀ·(1-L) / (Σ(1-L) + ε)``: area-normalised mean attention inside vs outside; scale-free.
 * ``mse``: ``mean((norm(Ā) - L)²)``, ``norm(Ā) = (Ā - min Ā) / (max Ā - min Ā + ε)`` (per-sample
@@ -44,6 +45,8 @@ from torch import nn
 
 #: The forms applied to one map against one target (``per_head`` applies one of them per head).
 BASE_FORMS = ("simple", "ratio", "mse", "kl")
+#: ``simple_scale``: ``max`` divides Ā by its spatial max before the simple form, ``none`` does not
+SIMPLE_SCALES = ("max", "none")
 FORMS = (*BASE_FORMS, "per_head")
 APPLY_TO = ("both", "real", "fake_blend")
 
@@ -63,9 +66,13 @@ def max_normalise(a: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return a / a.flatten(1).amax(1).clamp_min(eps)[:, None, None]
 
 
-def simple_form(abar: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Per-sample ``-mean(Ā·L) + 0.5·mean(Ā·(1-L))``, ``Ā`` max-scaled: (B, H, W) x2 -> (B,)."""
-    a = max_normalise(abar, eps)
+def simple_form(
+    abar: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6, scale: str = "max"
+) -> torch.Tensor:
+    """Per-sample ``-mean(Ā·L) + 0.5·mean(Ā·(1-L))``: (B, H, W) x2 -> (B,). ``scale="max"`` divides ``Ā``
+    by its spatial maximum first (bounded in [-1, 0.5]); ``scale="none"`` is the formula as written on
+    the raw ``Ā``, unbounded below: the attention can lower it by growing inside the mask."""
+    a = max_normalise(abar, eps) if scale == "max" else abar
     return -(a * mask).flatten(1).mean(1) + 0.5 * (a * (1 - mask)).flatten(1).mean(1)
 
 
@@ -135,8 +142,13 @@ class LandmarkLoss(nn.Module):
         eps: float = 1e-6,
         base: str = "ratio",
         regions: Sequence[str] | None = None,
+        simple_scale: str = "max",
     ):
         super().__init__()
+        if simple_scale not in SIMPLE_SCALES:
+            raise ValueError(
+                f"loss.landmark.simple_scale must be one of {SIMPLE_SCALES}, got {simple_scale!r}"
+            )
         if form not in FORMS:
             raise ValueError(f"loss.landmark.form must be one of {FORMS}, got {form!r}")
         if apply_to not in APPLY_TO:
@@ -159,6 +171,7 @@ class LandmarkLoss(nn.Module):
                 f"per region), got {list(regions)} with form={form}: set it to null"
             )
         self.form, self.apply_to, self.eps, self.base, self.regions = form, apply_to, eps, base, regions
+        self.simple_scale = simple_scale
         self.last_empty = 0
 
     @property
@@ -227,7 +240,8 @@ class LandmarkLoss(nn.Module):
             fake = (labels == 1)[:, None, None, None]
             targets = torch.where(fake, blend[:, None].expand_as(targets), targets)
         k = targets.shape[1]
-        values = fn(a.flatten(0, 1), targets.flatten(0, 1), self.eps).view(b, k)  # (B, K)
+        extra = {"scale": self.simple_scale} if fn is simple_form else {}
+        values = fn(a.flatten(0, 1), targets.flatten(0, 1), self.eps, **extra).view(b, k)  # (B, K)
         has = targets.flatten(2).sum(2) > 0  # (B, K): which (sample, head) pairs have a target
         per = torch.where(has, values, 0.0).sum(1) / has.sum(1).clamp_min(1)  # (B,)
         valid = use & has.any(1)

@@ -14,7 +14,7 @@ from torchmetrics import MeanMetric
 from lmguide.losses.center import CenterLoss
 from lmguide.losses.composite import CompositeLoss
 from lmguide.losses.landmark import attention_in_mask
-from lmguide.metrics import VideoScores, detection_metrics
+from lmguide.metrics import VideoScores, detection_metrics, training_metrics
 from lmguide.models.views import attention_crop, attention_drop
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ class LandmarkGuidedDetector(L.LightningModule):
         self.video_metrics = nn.ModuleDict({s: detection_metrics(f"{s}/video_") for s in ("val", "test")})
         self.video_scores = nn.ModuleDict({s: VideoScores() for s in ("val", "test")})
         self.train_attn_ratio = MeanMetric()
+        self.train_metrics = training_metrics("train/")
         self.attn_ratio = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.mask_area = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
@@ -202,6 +203,9 @@ class LandmarkGuidedDetector(L.LightningModule):
         with torch.no_grad():  # margin heads: accuracy of the margin-free logits, as evaluation scores them
             logits = self.head(out.features) if getattr(self.head, "uses_labels", False) else out.logits
         self.log("train/acc", (logits.argmax(-1) == y).float().mean(), batch_size=bs)
+        self.train_metrics.update(logits.detach().softmax(-1)[:, 1], y)
+        # computed over the epoch's batches and reset by Lightning at the epoch's end
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=bs)
         return total
 
     def _eval_step(self, batch: dict, stage: str) -> None:
@@ -226,6 +230,7 @@ class LandmarkGuidedDetector(L.LightningModule):
         """Compute, log and reset the split's metrics; returns them (name -> value)."""
         values = dict(self.metrics[stage].compute())
         self.metrics[stage].reset()
+        self._log_pr_curve(stage)
         vs, vy = self.video_scores[stage].compute()
         vs, vy = vs.reshape(-1), vy.reshape(-1)  # torchmetrics squeezes a single video to a scalar
         values.update(self.video_metrics[stage](vs, vy))
@@ -242,6 +247,24 @@ class LandmarkGuidedDetector(L.LightningModule):
         self.log_dict({k: v for k, v in values.items() if k != f"{stage}/loss"})
         self.log(f"{stage}/loss", values[f"{stage}/loss"], prog_bar=stage == "val")
         return values
+
+    def _log_pr_curve(self, stage: str) -> None:
+        """The split's frame-level PR curve to TensorBoard/W&B (this rank's frames; not in the sanity
+        check)."""
+        trainer = self._trainer
+        if trainer is None or trainer.sanity_checking or not trainer.is_global_zero or not self.loggers:
+            return
+        from torchmetrics.utilities import dim_zero_cat
+
+        from lmguide.loggers import log_pr_curve
+
+        frames = self.video_scores[stage]
+        if isinstance(frames.scores, list) and not frames.scores:
+            return
+        log_pr_curve(
+            self.loggers, f"{stage}/pr_curve", dim_zero_cat(frames.labels), dim_zero_cat(frames.scores),
+            self.global_step,
+        )  # fmt: skip
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
