@@ -59,6 +59,8 @@ def plot_curves(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from torchmetrics.functional.classification import (
+        binary_auroc,
+        binary_average_precision,
         binary_confusion_matrix,
         binary_precision_recall_curve,
         binary_roc,
@@ -66,14 +68,16 @@ def plot_curves(
 
     fpr, tpr, _ = binary_roc(scores, labels)
     prec, rec, _ = binary_precision_recall_curve(scores, labels)
-    for name, (x, y, xl, yl) in {
-        "roc": (fpr, tpr, "false positive rate", "true positive rate"),
-        "pr": (rec, prec, "recall", "precision"),
+    auc, ap = float(binary_auroc(scores, labels)), float(binary_average_precision(scores, labels))
+    for name, (x, y, xl, yl, label) in {
+        "roc": (fpr, tpr, "false positive rate", "true positive rate", f"AUC = {auc:.3f}"),
+        "pr": (rec, prec, "recall", "precision", f"AP = {ap:.3f}"),
     }.items():
         fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
-        ax.plot(x.numpy(), y.numpy())
+        ax.plot(x.numpy(), y.numpy(), label=label)
         if name == "roc":
-            ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
+            ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8, label="chance")
+        ax.legend(loc="lower right" if name == "roc" else "lower left")
         ax.set(xlabel=xl, ylabel=yl, title=f"{title} {name.upper()}", xlim=(0, 1), ylim=(0, 1.02))
         fig.tight_layout()
         fig.savefig(out_dir / f"{name}.png")

@@ -196,7 +196,7 @@ def explain(
     alpha: float = 0.45,
 ) -> Explanation:
     """Run ``model`` on the face and draw every overlay at ``size`` x ``size`` (file stem -> RGB)."""
-    from lmguide.viz.overlays import heat_overlay, mask_outline
+    from lmguide.viz.overlays import heat_map, heat_overlay, mask_outline
     from lmguide.viz.panels import mask_overlay, patch_grid_overlay, resize_rgb, side_by_side
 
     model.eval()
@@ -214,6 +214,9 @@ def explain(
         "mask": mask_overlay(rgb, face.mask, pts),
         "attention_mean": mask_outline(heat_overlay(rgb, mean, alpha), face.mask),
         "gradcam": heat_overlay(rgb, cam, alpha),
+        # the heat maps alone, beside their overlays
+        "attention_mean_heatmap": heat_map(mean, size, size),
+        "gradcam_heatmap": heat_map(cam, size, size),
     }
     images.update({f"attention_head{i}": heat_overlay(rgb, m, alpha) for i, m in enumerate(maps)})
     if vit_grid(model.backbone.model) is not None:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from sklearn.metrics import (
 )
 
 from lmguide import CONF_DIR
+from lmguide.eval import plot_curves
 from lmguide.losses.landmark import pointing_hit
 from lmguide.metrics import aggregate_videos, binary_report, calibrate_threshold, training_metrics
 
@@ -42,6 +44,25 @@ def test_training_metrics_accumulated_over_batches_equal_sklearn_on_the_epoch():
     assert got["train/precision"] == pytest.approx(precision_score(y, pred), abs=1e-6)
     assert got["train/recall"] == pytest.approx(recall_score(y, pred), abs=1e-6)
     assert got["train/f1"] == pytest.approx(f1_score(y, pred), abs=1e-6)
+
+
+def test_roc_and_pr_plots_name_their_auc_and_ap_in_the_legend(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    s, y = _scores()
+    legends: dict[str, list[str]] = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def spy(fig, path, *a, **k):
+        legend = fig.axes[0].get_legend()
+        legends[Path(path).stem] = [t.get_text() for t in legend.get_texts()] if legend else []
+        return save(fig, path, *a, **k)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    plot_curves(torch.tensor(s), torch.tensor(y), 0.5, tmp_path, "test")
+    assert legends["roc"] == [f"AUC = {roc_auc_score(y, s):.3f}", "chance"]
+    assert legends["pr"] == [f"AP = {average_precision_score(y, s):.3f}"]
+    assert {p.name for p in tmp_path.iterdir()} == {"roc.png", "pr.png", "confusion.png"}
 
 
 @pytest.mark.parametrize("thr", [0.5, 0.37])

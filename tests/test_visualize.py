@@ -23,6 +23,7 @@ from .conftest import compose_cfg, run_cli
 SIZE = 160  # not the default, so the tile size is shown to follow the config
 NUM_MAPS = 2  # the trained_ckpt fixture's attention.num_maps
 OVERLAYS = ["mask", "attention_mean", "gradcam"] + [f"attention_head{i}" for i in range(NUM_MAPS)]
+HEATMAPS = ["attention_mean_heatmap", "gradcam_heatmap"]  # the heat maps alone
 
 
 def viz_cfg(ckpt, image, out_dir, *extra):
@@ -56,7 +57,7 @@ def run(trained_ckpt, media, tmp_path_factory):
 
 def test_writes_every_png_at_the_tile_size(run):
     res, _, out = run
-    expected = {"face", "panel", *OVERLAYS}  # EfficientNet: no patch grid
+    expected = {"face", "panel", *OVERLAYS, *HEATMAPS}  # EfficientNet: no patch grid
     assert set(res["paths"]) == expected
     assert {p.stem for p in out.glob("*.png")} == expected
     for stem in expected - {"panel"}:
@@ -71,6 +72,18 @@ def test_overlays_are_not_blank_and_differ_from_the_face(run):
         img = read_rgb(out / f"{stem}.png").astype(np.float32)
         assert img.var() > 0, stem
         assert np.abs(img - face).mean() > 2.0, f"{stem} looks like the plain crop"
+
+
+def test_each_heat_map_alone_is_what_its_overlay_blends_over_the_face(run):
+    res, _, out = run
+    alpha = 0.45  # the default opacity
+    face = read_rgb(out / "face.png").astype(np.float32)
+    for stem in ("attention_mean", "gradcam"):
+        heat = read_rgb(out / f"{stem}_heatmap.png").astype(np.float32)
+        assert heat.var() > 0 and np.abs(heat - face).mean() > 20, stem  # no face in it
+    # the Grad-CAM overlay is the face blended with its heat map (to one grey level of float rounding)
+    blend = face * (1 - alpha) + read_rgb(out / "gradcam_heatmap.png") * alpha
+    assert np.abs(read_rgb(out / "gradcam.png") - blend).max() <= 1.0
 
 
 def test_panel_is_four_tiles_wide_with_a_title_bar(run):

@@ -15,12 +15,17 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def heat_overlay(rgb: np.ndarray, attn: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Blend a [0, 1]-scaled JET heat map of ``attn`` (any size) over ``rgb``."""
-    h, w = rgb.shape[:2]
-    a = cv2.resize(attn.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+def heat_map(attn: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The [0, 1]-scaled JET heat map of ``attn`` (any size) alone, resized to ``height`` x ``width``:
+    RGB uint8."""
+    a = cv2.resize(attn.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     a = (a - a.min()) / max(float(a.max() - a.min()), 1e-8)
-    heat = cv2.cvtColor(cv2.applyColorMap((a * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(cv2.applyColorMap((a * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def heat_overlay(rgb: np.ndarray, attn: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Blend :func:`heat_map` of ``attn`` over ``rgb`` with opacity ``alpha``."""
+    heat = heat_map(attn, *rgb.shape[:2])
     return (rgb * (1 - alpha) + heat * alpha).astype(np.uint8)
 
 
