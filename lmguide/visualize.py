@@ -7,7 +7,8 @@ feature stage), ``attention_head<i>.png`` (each attention map), ``attention_mean
 with the landmark mask outlined), ``mask.png`` (the landmark mask drawn from FaceMesh landmarks of the
 crop), ``patch_grid.png`` and ``vit_cls_attention.png`` (ViT backbones only: mean attention per patch,
 and the CLS token's attention over the patches in the block the attention uses) and ``panel.png``
-(image | mask | mean attention | Grad-CAM, with P(fake) in the title).
+(image | mask | mean attention | Grad-CAM, with P(fake) in the title). ``input=<folder>`` explains
+every image of the folder, each into its own subfolder, with an ``index.html`` of thumbnails.
 """
 
 from __future__ import annotations
@@ -239,11 +240,7 @@ def explain(
 # -- command -------------------------------------------------------------------------------------------
 
 
-def visualize(cfg: DictConfig) -> dict:
-    """The command: returns ``{"prob_fake", "paths": {stem: Path}, "face": FaceInput}``."""
-    from lmguide.checkpoint import load_model
-
-    steps = 5
+def _check_options(cfg: DictConfig) -> None:
     if not isinstance(cfg.size, int) or isinstance(cfg.size, bool) or cfg.size < 32:
         raise ConfigError(f"size must be >= 32 pixels, got {cfg.size}")
     if cfg.target_class not in (0, 1):
@@ -251,23 +248,27 @@ def visualize(cfg: DictConfig) -> dict:
     alpha = cfg.alpha
     if not isinstance(alpha, int | float) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"alpha is the heat map's opacity and must be in [0, 1], got {cfg.alpha}")
-    out_dir = Path(cfg.output_dir)
-    check_writable(out_dir, "output_dir", folder=True)  # before any work
 
-    print(f"[1/{steps}] Loading image {cfg.input}", flush=True)
-    rgb = read_image(cfg.input)
-    print(f"      {rgb.shape[1]}x{rgb.shape[0]} pixels", flush=True)
 
-    print(f"[2/{steps}] Loading checkpoint {cfg.ckpt_path}", flush=True)
+def _load(cfg: DictConfig, out_dir: Path, step: str):
+    from lmguide.checkpoint import load_model
+
+    print(f"{step} Loading checkpoint {cfg.ckpt_path}", flush=True)
     model, run_cfg = load_model(cfg.ckpt_path, list(cfg.get("overrides") or []), output_dir=out_dir)
     print(
         f"      backbone {run_cfg.model.backbone.name}, input {run_cfg.data.image_size}px, "
         f"crop {run_cfg.data.faces.face_size}px x{face_settings(run_cfg.data.faces).crop_scale}",
         flush=True,
     )
+    return model, run_cfg
 
-    print(f"[3/{steps}] Detecting the face and its FaceMesh landmarks", flush=True)
-    face = prepare_face(rgb, run_cfg, cfg.face, name=str(cfg.input))
+
+def _explain_image(
+    model, run_cfg, cfg: DictConfig, rgb: np.ndarray, name: str, out_dir: Path, steps: list[str]
+):
+    """Detect, explain and write one image's PNGs into ``out_dir`` (``steps``: the three step labels)."""
+    print(f"{steps[0]} Detecting the face and its FaceMesh landmarks", flush=True)
+    face = prepare_face(rgb, run_cfg, cfg.face, name=name)
     x0, y0, x1, y1 = face.box
     print(
         f"      {face.n_faces} face(s) found; using the {cfg.face} one: box ({x0:.0f}, {y0:.0f}, {x1:.0f}, "
@@ -280,13 +281,11 @@ def visualize(cfg: DictConfig) -> dict:
             "training never saw faces this small",
             flush=True,
         )
-
-    print(f"[4/{steps}] Running the model and Grad-CAM", flush=True)
+    print(f"{steps[1]} Running the model and Grad-CAM", flush=True)
     spec = hydra.utils.instantiate(run_cfg.data.mask)
     result = explain(model, face, face.landmarks[spec.points()], int(cfg.size), cfg.target_class, cfg.alpha)
     print(f"      P(fake) = {result.prob_fake:.4f}", flush=True)
-
-    print(f"[5/{steps}] Writing overlays to {out_dir}", flush=True)
+    print(f"{steps[2]} Writing overlays to {out_dir}", flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for stem, img in result.images.items():
@@ -298,10 +297,66 @@ def visualize(cfg: DictConfig) -> dict:
     return {"prob_fake": result.prob_fake, "paths": paths, "face": face, "explanation": result}
 
 
+#: the files of an ``input=<folder>`` that are explained (by suffix, any case)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def visualize_folder(cfg: DictConfig, folder: Path, out_dir: Path) -> dict:
+    """Every image of ``folder`` (not its subfolders): its PNGs under ``<output_dir>/<file stem>/`` and
+    one ``index.html`` with a thumbnail, P(fake) and the verdict per image. An image that cannot be
+    explained (unreadable, no face) is listed there with the reason and the others go on; the command
+    then ends with one error line naming them."""
+    from lmguide.viz.index import write_index
+
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise VisualizeError(f"input folder {folder} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+    print(f"[1/3] {len(files)} image(s) in {folder}", flush=True)
+    model, run_cfg = _load(cfg, out_dir, "[2/3]")
+    print(f"[3/3] Explaining each image into {out_dir}/<name>/", flush=True)
+    results, failed = {}, {}
+    # a subfolder per file: its stem, or its full name where two files share a stem (a.jpg, a.png)
+    stems = {p.name: p.stem if [q.stem for q in files].count(p.stem) == 1 else p.name for p in files}
+    for i, path in enumerate(files, 1):
+        print(f"  ({i}/{len(files)}) {path.name}", flush=True)
+        try:
+            rgb = read_image(path)
+            sub = out_dir / stems[path.name]
+            results[path.name] = _explain_image(model, run_cfg, cfg, rgb, str(path), sub, ["   "] * 3)
+        except VisualizeError as err:
+            failed[path.name] = str(err)
+            print(f"      skipped: {err}", flush=True)
+    index = write_index(out_dir, folder, results, failed, stems=stems)
+    print(f"index: {index}", flush=True)
+    if failed:
+        raise VisualizeError(
+            f"{len(failed)} of {len(files)} image(s) could not be explained: {', '.join(failed)} "
+            f"(reasons in {index}); the other {len(results)} were written"
+        )
+    return {"results": results, "failed": failed, "index": index}
+
+
+def visualize(cfg: DictConfig) -> dict:
+    """The command: returns ``{"prob_fake", "paths": {stem: Path}, "face": FaceInput}``; for a folder
+    :func:`visualize_folder`'s ``{"results", "failed", "index"}``."""
+    _check_options(cfg)
+    out_dir = Path(cfg.output_dir)
+    check_writable(out_dir, "output_dir", folder=True)  # before any work
+    folder = Path(str(cfg.input)).expanduser()
+    if folder.is_dir():
+        return visualize_folder(cfg, folder, out_dir)
+
+    print(f"[1/5] Loading image {cfg.input}", flush=True)
+    rgb = read_image(cfg.input)
+    print(f"      {rgb.shape[1]}x{rgb.shape[0]} pixels", flush=True)
+    model, run_cfg = _load(cfg, out_dir, "[2/5]")
+    return _explain_image(model, run_cfg, cfg, rgb, str(cfg.input), out_dir, ["[3/5]", "[4/5]", "[5/5]"])
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="visualize")
 @friendly_errors
-def main(cfg: DictConfig) -> float:
-    return visualize(cfg)["prob_fake"]
+def main(cfg: DictConfig) -> float | None:
+    return visualize(cfg).get("prob_fake")
 
 
 if __name__ == "__main__":

@@ -153,6 +153,37 @@ def test_no_face_is_a_clear_error(trained_ckpt, media, tmp_path):
     assert not list(tmp_path.glob("*.png"))
 
 
+def test_a_folder_gets_a_panel_per_face_and_an_index_page(trained_ckpt, media, tmp_path):
+    import re
+    import shutil
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("single_face.jpg", "sample1.jpg", "free-mountain-vector-01.jpg"):  # the last: no face
+        shutil.copy(media[name], folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    buf = io.StringIO()
+    with (
+        contextlib.redirect_stdout(buf),
+        pytest.raises(
+            VisualizeError, match=r"1 of 3 image\(s\) could not be explained: free-mountain-vector-01.jpg"
+        ),
+    ):
+        visualize(viz_cfg(trained_ckpt, folder, out, f"size={SIZE}"))
+    for stem in ("single_face", "sample1"):  # everything else was written before the error
+        assert read_rgb(out / stem / "panel.png").shape[1] == 4 * SIZE
+        assert (out / stem / "gradcam_heatmap.png").exists()
+    assert not (out / "free-mountain-vector-01").exists()
+    page = (out / "index.html").read_text()
+    assert 'src="single_face/panel.png"' in page and 'src="sample1/panel.png"' in page
+    assert "no face found" in page and "notes.txt" not in page
+    printed = [float(v) for v in re.findall(r"P\(fake\) = ([0-9.]+)", buf.getvalue())]
+    shown = [float(v) for v in re.findall(r"<td>([0-9]\.[0-9]{4})</td>", page)]
+    # the page lists images by name (sample1 before single_face); the run went in the same order
+    assert len(printed) == 2 and shown == pytest.approx(printed, abs=1e-4)
+
+
 def test_missing_image_is_named_before_the_checkpoint_is_read(tmp_path):
     missing = tmp_path / "nope.jpg"
     # the checkpoint does not exist either: the image is checked first, cheaply
@@ -217,7 +248,7 @@ def test_vit_gradcam_and_patch_grid(run, tmp_path):
     assert torch.equal(reshape(tokens)[:, :, 0, 1], tokens[:, 2])  # class token dropped, row-major grid
     spec = hydra.utils.instantiate(cfg.data.mask)
     expl = explain(model, face, face.landmarks[spec.points()], size=96)
-    assert set(expl.images) == {"face", "panel", "patch_grid", "vit_cls_attention", *OVERLAYS}
+    assert set(expl.images) == {"face", "panel", "patch_grid", "vit_cls_attention", *OVERLAYS, *HEATMAPS}
     assert expl.gradcam.shape == (cfg.data.image_size,) * 2 and expl.gradcam.std() > 0
     pg = expl.images["patch_grid"]
     assert pg.shape == (96, 96, 3)
