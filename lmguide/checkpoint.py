@@ -20,7 +20,6 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
-from lmguide import CONF_DIR
 from lmguide.errors import LmguideError
 
 
@@ -96,11 +95,9 @@ def checkpoint_config(
     caller's own) applied on top. Refuses, naming the entry, anything the checkpoint records that is
     not a ``conf/`` choice or a plain value, and any composed ``_target_`` that ``conf/`` does not
     hold."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
 
-    from lmguide.config_guard import UntrustedConfig, check_targets, safe_replay
+    from lmguide.config_guard import UntrustedConfig, check_targets, compose_train_config, safe_replay
 
     recorded = ckpt.get("lmguide_overrides")
     if not recorded:
@@ -115,11 +112,7 @@ def checkpoint_config(
         raise CheckpointError(f"refusing {source}: {err}") from None
     args = [*replay, f"paths.output_dir={output_dir}", *overrides]
     try:
-        if GlobalHydra.instance().is_initialized():  # inside an lmguide @hydra.main: conf/ is searched
-            cfg = compose("train", overrides=args)
-        else:
-            with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-                cfg = compose("train", overrides=args)
+        cfg = compose_train_config(args)
     except HydraException as err:
         raise CheckpointError(
             f"cannot rebuild the run of {source} from conf/: {str(err).splitlines()[0]}"

@@ -171,3 +171,15 @@ def check_targets(cfg) -> None:
             raise UntrustedConfig(
                 f"{where}={target!r} is not a target of lmguide's config files (conf/); refusing to build it"
             )
+
+
+def compose_train_config(overrides: list[str]):
+    """``conf/train.yaml`` composed with ``overrides``, inside an lmguide ``@hydra.main`` (whose search
+    path is ``conf/``) or outside one."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose("train", overrides=overrides)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides)

@@ -286,14 +286,7 @@ def _explain_image(
     result = explain(model, face, face.landmarks[spec.points()], int(cfg.size), cfg.target_class, cfg.alpha)
     print(f"      P(fake) = {result.prob_fake:.4f}", flush=True)
     print(f"{steps[2]} Writing overlays to {out_dir}", flush=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for stem, img in result.images.items():
-        path = out_dir / f"{stem}.png"
-        if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write {path}")
-        paths[stem] = path
-        print(f"      {path}", flush=True)
+    paths = _write(result.images, out_dir)
     return {"prob_fake": result.prob_fake, "paths": paths, "face": face, "explanation": result}
 
 
@@ -336,6 +329,43 @@ def visualize_folder(cfg: DictConfig, folder: Path, out_dir: Path) -> dict:
     return {"results": results, "failed": failed, "index": index}
 
 
+def _write(images: dict[str, np.ndarray], out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for stem, img in images.items():
+        path = out_dir / f"{stem}.png"
+        if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {path}")
+        paths[stem] = path
+        print(f"      {path}", flush=True)
+    return paths
+
+
+def visualize_foreign(cfg: DictConfig, out_dir: Path) -> dict:
+    """``backbone=<choice>``: ``ckpt_path`` is a timm classifier's weights file trained elsewhere
+    (:mod:`lmguide.viz.foreign`); Grad-CAM only, as it has no attention maps."""
+    from lmguide.viz.foreign import ForeignCheckpointError, explain_foreign, load_foreign
+
+    print(f"[1/4] Loading image {cfg.input}", flush=True)
+    rgb = read_image(cfg.input)
+    name = str(cfg.backbone.name)
+    print(f"[2/4] Loading {cfg.ckpt_path} as timm's {name}", flush=True)
+    try:
+        model, report = load_foreign(cfg.ckpt_path, name)
+    except ForeignCheckpointError as err:
+        raise VisualizeError(str(err)) from None
+    print(f"      {report}", flush=True)
+    print("[3/4] Detecting the face, running the model and Grad-CAM", flush=True)
+    mean, std = cfg.backbone.get("mean"), cfg.backbone.get("std")
+    norm = (list(mean), list(std)) if mean is not None and std is not None else None
+    p, images, face = explain_foreign(
+        model, rgb, int(cfg.size), cfg.alpha, cfg.target_class, str(cfg.input), norm
+    )
+    print(f"      P(fake) = {p:.4f}", flush=True)
+    print(f"[4/4] Writing overlays to {out_dir}", flush=True)
+    return {"prob_fake": p, "paths": _write(images, out_dir), "face": face, "report": report}
+
+
 def visualize(cfg: DictConfig) -> dict:
     """The command: returns ``{"prob_fake", "paths": {stem: Path}, "face": FaceInput}``; for a folder
     :func:`visualize_folder`'s ``{"results", "failed", "index"}``."""
@@ -343,6 +373,8 @@ def visualize(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.output_dir)
     check_writable(out_dir, "output_dir", folder=True)  # before any work
     folder = Path(str(cfg.input)).expanduser()
+    if cfg.get("backbone"):
+        return visualize_foreign(cfg, out_dir)
     if folder.is_dir():
         return visualize_folder(cfg, folder, out_dir)
 

@@ -267,3 +267,61 @@ def test_vit_gradcam_and_patch_grid(run, tmp_path):
 
 def _effnet(tmp_path):
     return hydra.utils.instantiate(compose_cfg([], tmp_path).model).eval()
+
+
+# --------------------------------------------------------------------------- detectors trained elsewhere
+
+
+FOREIGN = "backbone=efficientnet_b0"  # the architecture of a weights file trained elsewhere
+
+
+def _timm_detector(outputs: int, seed: int = 0):
+    import timm
+
+    torch.manual_seed(seed)
+    model = timm.create_model("efficientnet_b0", pretrained=False, num_classes=outputs).eval()
+    with torch.no_grad():
+        model.get_classifier().bias.copy_(torch.linspace(-0.5, 1.0, outputs))  # P(fake) away from 0.5
+    return model
+
+
+@pytest.mark.parametrize(("outputs", "layout"), [(2, "params"), (2, "state_dict"), (2, "bare"), (1, "bare")])
+def test_a_timm_detectors_file_is_explained_with_its_own_score(media, tmp_path, outputs, layout):
+    model = _timm_detector(outputs)
+    sd = model.state_dict()
+    payload = {"params": sd, "state_dict": {"state_dict": {f"model.{k}": v for k, v in sd.items()}}}
+    torch.save(payload.get(layout, sd), tmp_path / "det.pth")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        res = visualize(
+            viz_cfg(
+                tmp_path / "det.pth", media["single_face.jpg"], tmp_path / "out", "backbone=efficientnet_b0"
+            )
+        )
+    assert "311/311 tensors matched" in res["report"] and res["report"] in buf.getvalue()
+    assert set(res["paths"]) == {"face", "gradcam", "gradcam_heatmap", "panel"}
+    with torch.no_grad():  # timm's efficientnet_b0 expects ImageNet normalisation, as the crop has
+        logits = model(res["face"].image[None])
+    want = logits.softmax(-1)[0, 1] if outputs == 2 else logits[0, 0].sigmoid()
+    assert res["prob_fake"] == pytest.approx(float(want), abs=1e-5) and abs(res["prob_fake"] - 0.5) > 0.05
+
+
+def test_a_file_of_another_architecture_is_refused_with_the_key_report(media, tmp_path):
+    import timm
+
+    torch.save(timm.create_model("resnet18", num_classes=2).state_dict(), tmp_path / "resnet.pth")
+    with pytest.raises(
+        VisualizeError,
+        match=r"does not fit timm's efficientnet_b0: .* 0/311 tensors matched.*missing: conv_stem.weight",
+    ):
+        visualize(
+            viz_cfg(tmp_path / "resnet.pth", media["single_face.jpg"], tmp_path, "backbone=efficientnet_b0")
+        )
+    torch.save(_timm_detector(1000).state_dict(), tmp_path / "imagenet.pth")
+    with pytest.raises(
+        VisualizeError, match=r"has \[1000\] output\(s\); a detector needs 1 \(sigmoid\) or 2"
+    ):
+        visualize(
+            viz_cfg(tmp_path / "imagenet.pth", media["single_face.jpg"], tmp_path, "backbone=efficientnet_b0")
+        )
+    assert not list(tmp_path.glob("*.png"))
