@@ -77,3 +77,36 @@ def trained_ckpt(cache_dir, tmp_path_factory) -> Path:
     proc = run_cli("lmguide.train", args, run, cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run / "checkpoints" / "best.ckpt"
+
+
+def kill_during_training(
+    args: list[str], run: Path, cwd: Path, cache_dir: Path, min_step: int, delay: float
+) -> int:
+    """Start ``python -m lmguide.train <args> hydra.run.dir=<run>``; once its last.ckpt holds step
+    ``min_step`` wait ``delay`` s, then SIGKILL the whole process group (loader workers too). Returns the
+    step last.ckpt held after the kill."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "lmguide.train", *args, f"hydra.run.dir={run}"]
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    last = run / "checkpoints" / "last.ckpt"
+
+    def step() -> int:  # written atomically: a file that exists is whole
+        return int(torch.load(last, weights_only=True)["global_step"]) if last.exists() else -1
+
+    deadline = time.monotonic() + 600
+    while step() < min_step and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(delay)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return step()

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from lmguide.checkpoint import AtomicCheckpointIO, remove_stale_temps
 from lmguide.data.datamodule import EpochShuffle
 from lmguide.resume import ResumeError, hydra_subdir, is_resume, resume_dir
 
-from .conftest import run_cli
+from .conftest import kill_during_training, run_cli
 
 # 2 batches per epoch, 4 epochs, 2 loader workers (their seeds must follow the epoch too)
 RUN = [
@@ -217,29 +215,6 @@ def test_stopped_run_resumed_with_more_steps_equals_an_uninterrupted_run(referen
     assert yaml.safe_load(overrides) == recorded[: len(yaml.safe_load(overrides))]
 
 
-def _kill_during_training(run: Path, cache_dir: Path, cwd: Path, min_step: int, delay: float) -> int:
-    """Start the run; once its last.ckpt holds step ``min_step`` wait ``delay`` s, then SIGKILL the whole
-    process group (loader workers too). Returns the step last.ckpt held after the kill."""
-    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-m", "lmguide.train", *RUN, f"trainer.max_steps={STEPS}", f"hydra.run.dir={run}"]
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    last = run / "checkpoints" / "last.ckpt"
-
-    def step() -> int:  # written atomically: a file that exists is whole
-        return int(torch.load(last, weights_only=True)["global_step"]) if last.exists() else -1
-
-    deadline = time.monotonic() + 600
-    while step() < min_step and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(delay)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return step()
-
-
 @pytest.mark.slow
 def test_kill_9_during_training_then_resume_equals_an_uninterrupted_run(reference, cache_dir, tmp_path):
     rng = random.Random(8)
@@ -247,7 +222,9 @@ def test_kill_9_during_training_then_resume_equals_an_uninterrupted_run(referenc
     for trial, min_step in enumerate((2, 4)):  # in the 2nd and in the 3rd of 4 epochs
         run = tmp_path / f"run{trial}"
         delay = rng.uniform(0.0, 1.0)  # an epoch (2 steps + validation) takes a few seconds
-        step = _kill_during_training(run, cache_dir, tmp_path, min_step, delay)
+        step = kill_during_training(
+            [*RUN, f"trainer.max_steps={STEPS}"], run, tmp_path, cache_dir, min_step, delay
+        )
         assert 0 < step < STEPS
         assert not (run / "metrics.json").exists()
         _resume(run, [], cache_dir, tmp_path)

@@ -153,29 +153,33 @@ def _assert_holds(bb: TimmBackbone, tensors: dict[str, torch.Tensor], prefix: st
         assert torch.equal(v, tensors[prefix + k]), k
 
 
+def _b0_from(weights: str, caplog) -> tuple[TimmBackbone, str]:
+    """EfficientNet-B0 built from a weights file, and what its build logged (this build only)."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lmguide.models.backbones"):
+        bb = TimmBackbone("efficientnet_b0", weights=weights)
+    return bb, caplog.text
+
+
 def test_weights_from_a_timm_state_dict_and_a_lightning_checkpoint(tmp_path, caplog):
     torch.manual_seed(0)
     sd = timm.create_model("efficientnet_b0").state_dict()
-    with caplog.at_level(logging.INFO, logger="lmguide.models.backbones"):
-        bb = TimmBackbone("efficientnet_b0", weights=_saved(tmp_path, "timm.pth", sd))
+    bb, log_text = _b0_from(_saved(tmp_path, "timm.pth", sd), caplog)
     _assert_holds(bb, sd)
     assert (
-        "(state dict): 209/209 backbone tensors matched by name; missing: none; unexpected: none"
-        in caplog.text
+        "(state dict): 209/209 backbone tensors matched by name; missing: none; unexpected: none" in log_text
     )
-    assert "102 tensors of later layers/classifier not used" in caplog.text
+    assert "102 tensors of later layers/classifier not used" in log_text
     assert not bb._renorm  # no normalisation recorded: ImageNet's
     # a Lightning checkpoint of another project: the backbone under "net.", a head beside it
     ckpt = {"state_dict": {**{f"net.{k}": v for k, v in sd.items()}, "head.w": torch.ones(2)}, "epoch": 1}
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="lmguide.models.backbones"):
-        bb = TimmBackbone("efficientnet_b0", weights=_saved(tmp_path, "pl.ckpt", ckpt))
+    bb, log_text = _b0_from(_saved(tmp_path, "pl.ckpt", ckpt), caplog)
     _assert_holds(bb, sd)
     assert (
         "(checkpoint (its state_dict)): 209/209 backbone tensors matched by name under prefix 'net.'"
-        in caplog.text
+        in log_text
     )
-    assert "1 tensors outside the backbone" in caplog.text
+    assert "1 tensors outside the backbone" in log_text
 
 
 def test_weights_from_torchvision_state_dicts(tmp_path):
@@ -233,10 +237,9 @@ def test_a_partial_match_loads_and_says_what_is_missing(tmp_path, caplog):
     sd = timm.create_model("efficientnet_b0").state_dict()
     part = {k: v for k, v in sd.items() if not k.startswith("blocks.4.")}  # the last kept stage lost
     part["blocks.3.0.conv_pw.weight"] = torch.zeros(1)  # and one tensor of another shape
-    with caplog.at_level(logging.INFO, logger="lmguide.models.backbones"):
-        TimmBackbone("efficientnet_b0", weights=_saved(tmp_path, "part.pth", part))
-    assert "backbone tensors matched by name; missing: blocks.3.0.conv_pw.weight, blocks.4.0" in caplog.text
-    assert "shape mismatch: blocks.3.0.conv_pw.weight (1,) vs (240, 40, 1, 1)" in caplog.text
+    _, log_text = _b0_from(_saved(tmp_path, "part.pth", part), caplog)
+    assert "backbone tensors matched by name; missing: blocks.3.0.conv_pw.weight, blocks.4.0" in log_text
+    assert "shape mismatch: blocks.3.0.conv_pw.weight (1,) vs (240, 40, 1, 1)" in log_text
 
 
 # --------------------------------------------------------------------------- checkpoints keep it

@@ -5,12 +5,7 @@ validation every N batches (``trainer.val_check_interval``) with the plateau cou
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +16,7 @@ from torch.utils.data import DataLoader
 from lmguide.data.datamodule import EpochShuffle
 from lmguide.data.datasets import sample_key, sample_seed
 
-from .conftest import FAST_DATA, run_cli
+from .conftest import FAST_DATA, kill_during_training, run_cli
 
 
 def test_sample_seed_is_a_function_of_seed_epoch_and_index():
@@ -234,32 +229,6 @@ def test_validation_every_n_batches_steps_the_plateau_per_validation(reference):
     assert ckpt["lmguide_plateau"]["last_epoch"] == 3  # patience counts validations
 
 
-def _kill(run: Path, cache_dir: Path, min_step: int, delay: float) -> int:
-    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-m", "lmguide.train", *RUN, f"trainer.max_steps={STEPS}", f"hydra.run.dir={run}"]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=run.parent,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    last = run / "checkpoints" / "last.ckpt"
-
-    def step() -> int:
-        return int(torch.load(last, weights_only=True)["global_step"]) if last.exists() else -1
-
-    deadline = time.monotonic() + 600
-    while step() < min_step and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(delay)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return step()
-
-
 @pytest.mark.slow
 def test_kill_9_with_mid_epoch_validations_then_resume_equals_an_uninterrupted_run(
     reference, cache_dir, tmp_path
@@ -268,7 +237,8 @@ def test_kill_9_with_mid_epoch_validations_then_resume_equals_an_uninterrupted_r
     for trial, min_step in enumerate((2, 4)):
         run = tmp_path / f"run{trial}"
         run.parent.mkdir(parents=True, exist_ok=True)
-        step = _kill(run, cache_dir, min_step, rng.uniform(0.0, 1.0))
+        args = [*RUN, f"trainer.max_steps={STEPS}"]
+        step = kill_during_training(args, run, run.parent, cache_dir, min_step, rng.uniform(0.0, 1.0))
         assert 0 < step < STEPS and not (run / "metrics.json").exists()
         proc = run_cli("lmguide.train", [f"resume={run}"], tmp_path, cache_dir)
         assert proc.returncode == 0, proc.stderr[-3000:]
