@@ -299,6 +299,8 @@ def visualize_folder(cfg: DictConfig, folder: Path, out_dir: Path) -> dict:
     one ``index.html`` with a thumbnail, P(fake) and the verdict per image. An image that cannot be
     explained (unreadable, no face) is listed there with the reason and the others go on; the command
     then ends with one error line naming them."""
+    from collections import Counter
+
     from lmguide.viz.index import write_index
 
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -309,7 +311,8 @@ def visualize_folder(cfg: DictConfig, folder: Path, out_dir: Path) -> dict:
     print(f"[3/3] Explaining each image into {out_dir}/<name>/", flush=True)
     results, failed = {}, {}
     # a subfolder per file: its stem, or its full name where two files share a stem (a.jpg, a.png)
-    stems = {p.name: p.stem if [q.stem for q in files].count(p.stem) == 1 else p.name for p in files}
+    shared = Counter(p.stem for p in files)
+    stems = {p.name: p.stem if shared[p.stem] == 1 else p.name for p in files}
     for i, path in enumerate(files, 1):
         print(f"  ({i}/{len(files)}) {path.name}", flush=True)
         try:

@@ -243,9 +243,9 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str, tuple 
     """``(tensors, what the file is, normalisation (mean, std) it records or None)`` of a weights file.
 
     Accepted: a state dict (timm, torchvision), a checkpoint with a ``state_dict`` (Lightning, timm's
-    train script) or a ``model`` entry (torchvision's reference scripts), or an lmguide checkpoint, of
-    which only the backbone's tensors are kept. Read with ``weights_only=True``: a file holding
-    anything but tensors and plain containers is refused."""
+    train script), a ``model`` entry (torchvision's reference scripts) or a ``params`` entry, or an
+    lmguide checkpoint, of which only the backbone's tensors are kept. Read with ``weights_only=True``:
+    a file holding anything but tensors and plain containers is refused."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"backbone.weights: {path} does not exist")
@@ -281,6 +281,8 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str, tuple 
             kind = "checkpoint (its state_dict)"
     elif isinstance(obj, Mapping) and tensors(obj.get("model")) is not None:
         sd, kind = tensors(obj["model"]), "checkpoint (its 'model' entry)"
+    elif isinstance(obj, Mapping) and tensors(obj.get("params")) is not None:
+        sd, kind = tensors(obj["params"]), "checkpoint (its 'params' entry)"
     elif (sd := tensors(obj)) is not None:
         kind = "state dict"
     else:
@@ -291,7 +293,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str, tuple 
         )
         raise WeightsError(
             f"backbone.weights: {path} is {what}, not a state dict of tensors, a checkpoint with a "
-            "'state_dict' (Lightning, lmguide) or a 'model' entry"
+            "'state_dict' (Lightning, lmguide), a 'model' or a 'params' entry"
         )
     if not sd:
         raise WeightsError(f"backbone.weights: {path} holds no backbone tensors")

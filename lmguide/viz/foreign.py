@@ -27,14 +27,6 @@ def _tensors(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     from lmguide.models.weights import WeightsError, read_weights
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - read_weights below names the problem (or the refusal)
-        obj = None
-    if isinstance(obj, dict) and isinstance(obj.get("params"), dict):
-        sd = {str(k): v for k, v in obj["params"].items() if isinstance(v, torch.Tensor)}
-        if sd:
-            return sd, "checkpoint (its 'params' entry)"
-    try:
         sd, kind, _ = read_weights(path)
     except WeightsError as err:
         raise ForeignCheckpointError(str(err).replace("backbone.weights: ", "ckpt_path: ")) from None
