@@ -11,8 +11,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from lmguide import CONF_DIR
 from lmguide.models.backbones import BACKBONES, FrameLSTM, TimmBackbone, swin_window
+from lmguide.runtime import CONF_DIR
 
 from .conftest import FAST_DATA, run_cli
 

@@ -16,6 +16,7 @@ import yaml
 
 from lmguide.checkpoint import AtomicCheckpointIO, remove_stale_temps
 from lmguide.data.datamodule import EpochShuffle
+from lmguide.errors import ConfigError
 from lmguide.resume import ResumeError, hydra_subdir, is_resume, resume_dir
 
 from .conftest import kill_during_training, run_cli
@@ -81,9 +82,10 @@ def test_resume_dir_finds_the_run_or_says_why_not(tmp_path):
         resume_dir("train", str(empty), None, str(runs))
     os.utime(old / "checkpoints" / "last.ckpt")  # the newest checkpoint wins, not the newest name
     assert resume_dir("train", "last", None, str(runs)) == old.resolve()
-    assert resume_dir("train", None, "last", str(runs)) == old.resolve()  # ckpt_path=last: the same
+    with pytest.raises(ConfigError, match="use resume=last"):  # one name: ckpt_path=last is refused
+        resume_dir("train", None, "last", str(runs))
     assert resume_dir("train", str(new), None, str(runs)) == new.resolve()
-    assert is_resume("train", None, "last") and not is_resume("train", None, "x.ckpt")
+    assert is_resume("train", "last", None) and not is_resume("train", None, "x.ckpt")
     assert hydra_subdir("train", str(new), None, "T") == ".hydra/resumed-T"
     assert hydra_subdir("train", None, None, "T") == ".hydra"
 

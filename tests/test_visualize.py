@@ -13,9 +13,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from lmguide import CONF_DIR
 from lmguide.checkpoint import CheckpointError
 from lmguide.data.demo import fetch_demo_media
+from lmguide.runtime import CONF_DIR
 from lmguide.visualize import VisualizeError, explain, gradcam_target, visualize, vit_cls_attention
 
 from .conftest import compose_cfg, run_cli
