@@ -18,6 +18,14 @@ FAST_DATA = [
     "data.batch_size=4",
     "data.eval_batch_size=8",
 ]
+#: the data of the runs the kill -9 resume tests interrupt: 2 loader workers, a log line every step
+KILL_DATA = [
+    "data.faces.frames_per_video=3",
+    "data.batch_size=4",
+    "data.eval_batch_size=8",
+    "data.num_workers=2",
+    "trainer.log_every_n_steps=1",
+]
 
 
 @pytest.fixture(scope="session")

@@ -19,17 +19,13 @@ from lmguide.data.datamodule import EpochShuffle
 from lmguide.errors import ConfigError
 from lmguide.resume import ResumeError, hydra_subdir, is_resume, resume_dir
 
-from .conftest import kill_during_training, run_cli
+from .conftest import KILL_DATA, kill_during_training, run_cli
 
 # 2 batches per epoch, 4 epochs, 2 loader workers (their seeds must follow the epoch too)
 RUN = [
     "attention.num_maps=2",
     "+trainer.limit_train_batches=2",
-    "data.faces.frames_per_video=3",
-    "data.batch_size=4",
-    "data.eval_batch_size=8",
-    "data.num_workers=2",
-    "trainer.log_every_n_steps=1",
+    *KILL_DATA,
 ]
 STEPS = 8
 

@@ -186,8 +186,8 @@ class FaceDataModule(L.LightningDataModule):
             if self.clip_frames:
                 self.datasets[split] = ClipDataset(
                     *args,
-                    self.clip_frames,
                     self.fakes,
+                    frames=self.clip_frames,
                     deterministic=det,
                     seed=self.seed,
                     min_frames=self.clip_min_frames,

@@ -31,17 +31,15 @@ class Detection:
 
 
 class FaceDetector(MediaPipeGraph):
-    """MediaPipe face detection (per process, see :class:`MediaPipeGraph`)."""
+    """MediaPipe face detection (per process, see :class:`MediaPipeGraph`).
 
-    def __init__(
-        self,
-        model_selection: int = 1,
-        min_confidence: float = 0.5,
-        tile_size: int = 640,
-        tile_above: int = 1000,
-        nms_iou: float = 0.3,
-        region_scale: float = 1.8,
-    ):
+    A frame whose longest side exceeds ``tile_above`` pixels is also scanned in ``tile_size`` tiles
+    (half overlapping); ``region_scale`` is the growth of a face box that makes its region (see the
+    module docstring). Class defaults, settable per instance."""
+
+    tile_size, tile_above, region_scale = 640, 1000, 1.8
+
+    def __init__(self, model_selection: int = 1, min_confidence: float = 0.5, nms_iou: float = 0.3):
         import mediapipe as mp
 
         if not 0.0 < min_confidence < 1.0:
@@ -49,8 +47,7 @@ class FaceDetector(MediaPipeGraph):
         self._graph = mp.solutions.face_detection.FaceDetection(
             model_selection=model_selection, min_detection_confidence=min_confidence
         )
-        self.tile_size, self.tile_above, self.nms_iou = tile_size, tile_above, nms_iou
-        self.region_scale = region_scale
+        self.nms_iou = nms_iou
 
     def _run(self, rgb: np.ndarray, ox: int = 0, oy: int = 0) -> list[Detection]:
         h, w = rgb.shape[:2]
