@@ -1,4 +1,5 @@
-"""Training callbacks: per-epoch seeding (exact resume), the seed's minimum-lr stop, a validation
+"""Training callbacks: per-epoch seeding (exact resume), a stop once ReduceLROnPlateau has cut the
+learning rate to a floor (the plateau alone never ends a run), a validation
 at the last step, the per-validation attention overlays."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from lmguide.loggers import log_images
 from lmguide.viz.overlays import attention_panel
 
 log = logging.getLogger(__name__)
@@ -138,7 +140,8 @@ def overlay_items(labels: list[int]) -> list[int]:
 
 class AttentionOverlay(L.Callback):
     """After each validation: overlays of the attention on one real and one fake validation face,
-    saved as ``<dirpath>/val_step<step>.png`` and sent to the TensorBoard and W&B loggers."""
+    saved as ``<dirpath>/val_step<step>.png`` and sent to the TensorBoard and W&B loggers
+    (:func:`~lmguide.loggers.log_images`)."""
 
     def __init__(self, dirpath: str, every_n_validations: int = 1):
         self.dirpath = Path(dirpath)
@@ -179,9 +182,4 @@ class AttentionOverlay(L.Callback):
         path = self.dirpath / f"val_step{trainer.global_step:06d}.png"
         cv2.imwrite(str(path), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
         self.last_path = path
-        for lg in trainer.loggers:
-            name = type(lg).__name__
-            if name == "TensorBoardLogger":
-                lg.experiment.add_image("val/attention", panel, trainer.global_step, dataformats="HWC")
-            elif name == "WandbLogger":
-                lg.log_image("val/attention", [panel], step=trainer.global_step)
+        log_images(trainer.loggers, {"val/attention": panel}, step=trainer.global_step)

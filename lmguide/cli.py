@@ -20,6 +20,26 @@ _VALUE_FLAGS = {
 }
 
 
+#: config keys that were renamed (or replaced) before 0.1.0: old key -> what to write instead. An old key
+#: on the command line or in a checkpoint's recorded overrides is refused with the new one named.
+RENAMED = {
+    "every_k": "frames_every (predict: every k-th video frame)",
+    "loss.w_aux": "loss.w_crop (the weight of the attention-crop view's CE)",
+    "loss.w_aug": "loss.w_drop (the weight of the attention-drop view's CE)",
+    "data.faces.model_selection": "data.faces.detector (full or short)",
+}
+
+
+def check_renamed(overrides) -> None:
+    """Refuse overrides (``key=value``, ``+key=value``, ``~key``) that set a renamed key."""
+    from lmguide.errors import ConfigError
+
+    for text in overrides:
+        key = str(text).split("=", 1)[0].lstrip("+~")
+        if key in RENAMED:
+            raise ConfigError(f"{key} was renamed: use {RENAMED[key]}")
+
+
 def debug_requested() -> bool:
     return any(os.environ.get(v, "") not in ("", "0") for v in ("HYDRA_FULL_ERROR", "LMGUIDE_DEBUG"))
 
@@ -62,6 +82,10 @@ def check_argv(argv: list[str] | None = None) -> None:
     """Catch a path with spaces left unquoted before Hydra's parser reports it as a bare lexer error:
     ``input=/data/my face.jpg`` arrives as two arguments, and the second has no ``=``."""
     args = sys.argv[1:] if argv is None else argv
+    try:
+        check_renamed(a for a in args if not a.startswith("-"))
+    except LmguideError as err:
+        fail(str(err))
     for i, arg in enumerate(args):
         if arg.startswith("-") or "=" in arg or (i and args[i - 1] in _VALUE_FLAGS):
             continue

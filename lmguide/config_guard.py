@@ -21,8 +21,9 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 
-from lmguide import CONF_DIR
+from lmguide.cli import check_renamed
 from lmguide.errors import LmguideError
+from lmguide.runtime import CONF_DIR
 
 #: keys through which a config names or calls code (hydra.utils.instantiate)
 SPECIAL_KEYS = ("_target_", "_partial_", "_args_", "_convert_", "_recursive_")
@@ -122,6 +123,7 @@ def safe_replay(recorded) -> list[str]:
             replay.append(f"{group}={choice}")
     parser = OverridesParser.create()
     groups = config_groups()
+    check_renamed(overrides)
     for text in overrides:
         where = f"recorded override {text!r}"
         if not isinstance(text, str):

@@ -15,3 +15,7 @@ class ConfigError(LmguideError, ValueError):
 
 class InputMissing(LmguideError, FileNotFoundError):
     """An input path that does not exist or holds nothing to work on; the message names it."""
+
+
+class VisualizeError(LmguideError, RuntimeError):
+    """An input that cannot be explained: missing or unreadable image, no face, no landmarks."""

@@ -16,89 +16,15 @@ import logging
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
-from lmguide import CONF_DIR
 from lmguide.cli import check_argv, friendly_errors
 from lmguide.errors import ConfigError
+from lmguide.loggers import finish_wandb, instantiate_group, log_images, wandb_offline_by_default
+from lmguide.runtime import CONF_DIR
+from lmguide.viz.curves import plot_curves
 
 log = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def score_split(model, dataset, batch_size: int = 32) -> dict:
-    """P(fake), labels, video names and attention metrics for every item of ``dataset``."""
-    from torch.utils.data import DataLoader
-
-    from lmguide.losses.landmark import attention_in_mask, pointing_hit
-
-    probs, labels, videos, attn, hits = [], [], [], [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
-        out = model(batch["image"])
-        probs.append(out.logits.softmax(-1)[:, 1])
-        labels.append(batch["label"])
-        videos += [dataset.video_names[i] for i in batch["video"].tolist()]
-        attn.append(attention_in_mask(out.maps, batch["mask"]))
-        hits.append(pointing_hit(out.maps, batch["mask"]))
-    return {
-        "prob": torch.cat(probs),
-        "label": torch.cat(labels),
-        "video": videos,
-        "person": [dataset.person_of[v] for v in videos],
-        "attn_in_lm": torch.cat(attn),
-        "pointing": torch.cat(hits),
-    }
-
-
-def plot_curves(
-    scores: torch.Tensor, labels: torch.Tensor, threshold: float, out_dir: Path, title: str
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from torchmetrics.functional.classification import (
-        binary_auroc,
-        binary_average_precision,
-        binary_confusion_matrix,
-        binary_precision_recall_curve,
-        binary_roc,
-    )
-
-    fpr, tpr, _ = binary_roc(scores, labels)
-    prec, rec, _ = binary_precision_recall_curve(scores, labels)
-    auc, ap = float(binary_auroc(scores, labels)), float(binary_average_precision(scores, labels))
-    for name, (x, y, xl, yl, label) in {
-        "roc": (fpr, tpr, "false positive rate", "true positive rate", f"AUC = {auc:.3f}"),
-        "pr": (rec, prec, "recall", "precision", f"AP = {ap:.3f}"),
-    }.items():
-        fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
-        ax.plot(x.numpy(), y.numpy(), label=label)
-        if name == "roc":
-            ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8, label="chance")
-        ax.legend(loc="lower right" if name == "roc" else "lower left")
-        ax.set(xlabel=xl, ylabel=yl, title=f"{title} {name.upper()}", xlim=(0, 1), ylim=(0, 1.02))
-        fig.tight_layout()
-        fig.savefig(out_dir / f"{name}.png")
-        plt.close(fig)
-    cm = binary_confusion_matrix(scores, labels, threshold=threshold).numpy()
-    fig, ax = plt.subplots(figsize=(3.6, 3.2), dpi=100)
-    ax.imshow(cm, cmap="Blues")
-    for (i, j), v in zip([(0, 0), (0, 1), (1, 0), (1, 1)], cm.ravel(), strict=True):
-        ax.text(j, i, str(v), ha="center", va="center", color="black")
-    ax.set(
-        xticks=[0, 1],
-        yticks=[0, 1],
-        xticklabels=["real", "fake"],
-        yticklabels=["real", "fake"],
-        xlabel="predicted",
-        ylabel="true",
-        title=f"threshold {threshold:.3f}",
-    )
-    fig.tight_layout()
-    fig.savefig(out_dir / "confusion.png")
-    plt.close(fig)
 
 
 def data_choice(cfg: DictConfig) -> str | None:
@@ -121,7 +47,13 @@ def data_choice(cfg: DictConfig) -> str | None:
 
 def evaluate(cfg: DictConfig) -> dict:
     from lmguide.checkpoint import load_model
-    from lmguide.metrics import aggregate_videos, binary_report, bootstrap_auc, calibrate_threshold
+    from lmguide.metrics import (
+        aggregate_videos,
+        binary_report,
+        bootstrap_auc,
+        calibrate_threshold,
+        score_split,
+    )
 
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -178,34 +110,24 @@ def evaluate(cfg: DictConfig) -> dict:
             w.writerow(["frame", i, v, y, f"{p:.9g}", int(p >= 0.5), int(p >= threshold)])
         for v, p, y in video_rows:
             w.writerow(["video", v, v, y, f"{p:.9g}", int(p >= 0.5), int(p >= threshold)])
-    plot_curves(res["prob"], res["label"], threshold, out_dir, f"{cfg.split} (frames)")
-    _send_to_loggers(cfg, metrics, out_dir)
+    plots = plot_curves(res["prob"], res["label"], threshold, out_dir, f"{cfg.split} (frames)")
+    _send_to_loggers(cfg, metrics, plots)
     _print(metrics, cfg.split, out_dir)
     return metrics
 
 
-def _send_to_loggers(cfg: DictConfig, metrics: dict, out_dir: Path) -> None:
+def _send_to_loggers(cfg: DictConfig, metrics: dict, plots: list[Path]) -> None:
     """Metrics and the three plots to the configured loggers (none by default)."""
-    from lmguide.train import finish_wandb, instantiate_group, wandb_offline_by_default
-
     wandb_offline_by_default()
     loggers = instantiate_group(cfg.get("logger"))
     if not loggers:
         return
-    import cv2
-
     scalars = {f"eval/{cfg.split}/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-    plots = {name: out_dir / f"{name}.png" for name in ("roc", "pr", "confusion")}
     try:
         for lg in loggers:
             lg.log_metrics(scalars)
-            kind = type(lg).__name__
-            for name, path in plots.items():
-                if kind == "TensorBoardLogger":
-                    img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-                    lg.experiment.add_image(f"eval/{cfg.split}/{name}", img, 0, dataformats="HWC")
-                elif kind == "WandbLogger":
-                    lg.log_image(f"eval/{cfg.split}/{name}", [str(path)])
+        log_images(loggers, {f"eval/{cfg.split}/{p.stem}": p for p in plots}, step=0)
+        for lg in loggers:
             lg.save()
     finally:
         finish_wandb(loggers)

@@ -36,9 +36,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from lmguide import CONF_DIR, __version__
+from lmguide import __version__
 from lmguide.cli import check_argv, friendly_errors
 from lmguide.errors import LmguideError
+from lmguide.runtime import CONF_DIR
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def sha256(path: str | Path) -> str:
 
 def export_metadata(cfg: DictConfig, ckpt_path: str | Path, maps_shape: tuple[int, ...]) -> dict[str, str]:
     """The metadata written into the exported file: ``{key: JSON string}``."""
-    from lmguide.data.prepare import face_settings
+    from lmguide.data.faces import face_settings
     from lmguide.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     size = int(cfg.data.image_size)

@@ -15,6 +15,8 @@ from torchmetrics.classification import (
     BinaryRecall,
 )
 
+from lmguide.losses.landmark import as_spatial, mean_attention
+
 
 def detection_metrics(prefix: str) -> MetricCollection:
     """ACC, AUC, AP, precision, F1, EER on P(fake) scores; names ``<prefix>acc`` etc."""
@@ -210,3 +212,45 @@ def bootstrap_auc(scores, labels, clusters, n_boot: int = 2000, level: float = 0
         alpha = (1 - level) / 2
         out["lo"], out["hi"] = (float(v) for v in np.quantile(ok, [alpha, 1 - alpha]))
     return out
+
+
+# -- attention alignment ---------------------------------------------------------------------------
+
+
+def attention_in_mask(maps: torch.Tensor, mask: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Share of the attention mass inside the mask, per sample: ΣĀ·L / ΣĀ, (B,). Uniform attention
+    scores the mask's area fraction; 1 means every bit of attention lies on the landmarks."""
+    mask = as_spatial(mask)
+    a = mean_attention(maps, mask.shape[-2:]).flatten(1)
+    return (a * mask.flatten(1)).sum(1) / a.sum(1).clamp_min(eps)
+
+
+def pointing_hit(maps: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Pointing game, per sample: 1.0 when the peak of Ā falls inside the mask (L > threshold), (B,)."""
+    mask = as_spatial(mask)
+    a = mean_attention(maps, mask.shape[-2:]).flatten(1)
+    peak = a.argmax(1)
+    return (mask.flatten(1).gather(1, peak[:, None]).squeeze(1) > threshold).float()
+
+
+@torch.no_grad()
+def score_split(model, dataset, batch_size: int = 32) -> dict:
+    """P(fake), labels, video names and attention metrics for every item of ``dataset``."""
+    from torch.utils.data import DataLoader
+
+    probs, labels, videos, attn, hits = [], [], [], [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+        out = model(batch["image"])
+        probs.append(out.logits.softmax(-1)[:, 1])
+        labels.append(batch["label"])
+        videos += [dataset.video_names[i] for i in batch["video"].tolist()]
+        attn.append(attention_in_mask(out.maps, batch["mask"]))
+        hits.append(pointing_hit(out.maps, batch["mask"]))
+    return {
+        "prob": torch.cat(probs),
+        "label": torch.cat(labels),
+        "video": videos,
+        "person": [dataset.person_of[v] for v in videos],
+        "attn_in_lm": torch.cat(attn),
+        "pointing": torch.cat(hits),
+    }

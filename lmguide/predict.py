@@ -3,7 +3,7 @@
 Faces are found and cropped exactly as in training (the checkpoint's ``data.faces`` settings: MediaPipe
 detector, ``crop_face`` with ``face_scale``/``face_size``, faces under ``min_face_size`` left out, the
 largest face per video frame with ``video_faces=largest``) and go through the eval transform. Videos
-are streamed (``frames_per_video`` evenly spaced frames, or ``every_k``), never held in memory. Each
+are streamed (``frames_per_video`` evenly spaced frames, or ``frames_every``), never held in memory. Each
 face gets P(fake); a file's score is the mean of its faces' scores (one face per video frame: the mean
 of its frames). Files without a face are reported as such, unreadable files and frames with a reason.
 """
@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from lmguide import CONF_DIR
 from lmguide.cli import check_argv, check_writable, friendly_errors
+from lmguide.data.faces import FacePipeline, face_settings
 from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaError, VideoFrames, read_image
-from lmguide.data.prepare import face_settings, select_faces
 from lmguide.errors import ConfigError, InputMissing
+from lmguide.runtime import CONF_DIR
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 CSV_FIELDS = [
@@ -156,37 +156,30 @@ def list_inputs(input_path: str | Path) -> tuple[list[tuple[Path, str]], list[Pa
 class Scorer:
     """Detect, crop and score faces in batches (faces are kept until the batch is full or flushed)."""
 
-    def __init__(self, model, run_cfg: DictConfig, detector, batch_size: int, device: torch.device):
-        from lmguide.data.transforms import build_transform
-
-        self.model, self.detector, self.device = model, detector, device
-        self.fs = face_settings(run_cfg.data.faces)
-        self.tf = build_transform(int(run_cfg.data.image_size))
+    def __init__(self, model, faces: FacePipeline, batch_size: int, device: torch.device):
+        self.model, self.faces, self.device = model, faces, device
         self.batch_size = batch_size
         self._pending: list[tuple[FrameResult, torch.Tensor]] = []
 
     def add_frame(self, result: FileResult, fidx: int, rgb: np.ndarray | None, policy: str) -> None:
-        from lmguide.data.faces import crop_face
-
         if rgb is None:
             reason = f"frame {fidx} could not be decoded"
             result.frames.append(FrameResult(fidx, "decode_error", reason=reason))
             return
-        dets = self.detector.detect(rgb)
-        dets = select_faces(dets, policy)
-        if not dets:
+        found = self.faces(rgb, policy)
+        if not found.faces:
             result.frames.append(FrameResult(fidx, "no_face", reason=f"no face detected in frame {fidx}"))
             return
-        for k, d in enumerate(dets):
+        for face in found.faces:
+            d = face.det
             box = tuple(round(float(v), 1) for v in d.box)
-            fr = FrameResult(fidx, "ok", face=k, det_score=round(d.score, 4), box=box)
+            fr = FrameResult(fidx, "ok", face=face.index, det_score=round(d.score, 4), box=box)
             result.frames.append(fr)
-            if d.size < self.fs.min_face_size:
+            if face.too_small:
                 fr.status = "too_small"
-                fr.reason = f"face of {d.size:.0f}px < min_face_size {self.fs.min_face_size}"
+                fr.reason = f"face of {d.size:.0f}px < min_face_size {self.faces.fs.min_face_size}"
                 continue
-            crop = crop_face(rgb, d.box, self.fs.crop_scale, self.fs.face_size)
-            self._pending.append((fr, self.tf(image=crop)["image"]))
+            self._pending.append((fr, self.faces.model_input(face.crop)["image"]))
             if len(self._pending) >= self.batch_size:
                 self.flush()
 
@@ -238,17 +231,16 @@ def predict(cfg: DictConfig) -> list[FileResult]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from lmguide.checkpoint import load_model
-    from lmguide.data.faces import FaceFinder
 
     output = Path(cfg.output).expanduser() if cfg.get("output") else None
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ConfigError(f"output {output} must end in .csv or .json")
     if output is not None:
         check_writable(output, "output")  # before any scoring: results are never thrown away at the end
-    every_k = cfg.get("every_k")
+    every = cfg.get("frames_every")
     n_frames = cfg.get("frames_per_video")
-    if every_k is not None and int(every_k) < 1:
-        raise ConfigError(f"every_k must be >= 1 (or null), got {every_k}")
+    if every is not None and int(every) < 1:
+        raise ConfigError(f"frames_every must be >= 1 (or null), got {every}")
     if n_frames is not None and int(n_frames) < 1:
         raise ConfigError(f"frames_per_video must be >= 1 (or null for every frame), got {n_frames}")
     if int(cfg.batch_size) < 1:
@@ -279,10 +271,10 @@ def predict(cfg: DictConfig) -> list[FileResult]:
         TimeRemainingColumn(),
     )
     with (
-        FaceFinder(fs.detector, fs.min_confidence) as detector,
+        FacePipeline(fs, image_size=int(run_cfg.data.image_size)) as faces,
         Progress(*columns, console=console) as progress,
     ):
-        scorer = Scorer(model, run_cfg, detector, int(cfg.batch_size), device)
+        scorer = Scorer(model, faces, int(cfg.batch_size), device)
         all_files = progress.add_task("files", total=len(files))
         for path, name in files:
             kind = media_kind(path)
@@ -292,7 +284,7 @@ def predict(cfg: DictConfig) -> list[FileResult]:
                 if kind == "image":
                     scorer.add_frame(result, 0, read_image(path), fs.image_faces)
                 else:
-                    frames = VideoFrames(path, None if n_frames is None else int(n_frames), every_k)
+                    frames = VideoFrames(path, None if n_frames is None else int(n_frames), every)
                     task = progress.add_task(f"  {name}", total=len(frames))
                     for fidx, rgb in frames:
                         scorer.add_frame(result, fidx, rgb, fs.video_faces)

@@ -1,7 +1,7 @@
 """Continue an interrupted training run in its own directory.
 
-``python -m lmguide.train resume=<run dir>`` (or ``resume=last``, or ``ckpt_path=last``: the newest run
-under ``logs/train/runs`` that holds ``checkpoints/last.ckpt``) makes that directory the Hydra run dir
+``python -m lmguide.train resume=<run dir>`` (or ``resume=last``: the newest run under
+``logs/train/runs`` that holds ``checkpoints/last.ckpt``) makes that directory the Hydra run dir
 again, re-composes the run's own config from the overrides recorded in its last checkpoint (plus any
 new ones on the command line, e.g. a higher ``trainer.max_steps``), and fits from ``last.ckpt``: weights,
 optimizer, scheduler, center buffers, step and epoch counters, the best-checkpoint record and the
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmguide.errors import LmguideError
+from lmguide.errors import ConfigError, LmguideError
 
 LAST = Path("checkpoints") / "last.ckpt"
 
@@ -25,14 +25,22 @@ class ResumeError(LmguideError, RuntimeError):
 
 
 def is_resume(task: str | None, resume: str | None, ckpt_path: str | None) -> bool:
-    """True when a training command asks to continue a run (``resume=...`` or ``ckpt_path=last``)."""
-    return task == "train" and (bool(resume) or ckpt_path == "last")
+    """True when a training command asks to continue a run (``resume=<run dir>|last``).
+
+    ``ckpt_path`` is a checkpoint *file* to fit from in a new run directory; ``ckpt_path=last`` (which
+    once meant ``resume=last``) is refused with the key to use instead."""
+    if task == "train" and ckpt_path == "last":
+        raise ConfigError(
+            "ckpt_path=last is not a checkpoint file: to continue the newest interrupted run in its own "
+            "directory use resume=last (ckpt_path=<file.ckpt> fits from a checkpoint in a new run dir)"
+        )
+    return task == "train" and bool(resume)
 
 
 def resume_dir(task: str | None, resume: str | None, ckpt_path: str | None, runs_root: str) -> Path | None:
     """The run directory to continue, or None for a fresh run.
 
-    ``resume``: a run directory, or ``last`` (also ``ckpt_path=last``): the newest directory under
+    ``resume``: a run directory, or ``last``: the newest directory under
     ``runs_root`` whose ``checkpoints/last.ckpt`` exists (by the checkpoint's modification time)."""
     if not is_resume(task, resume, ckpt_path):
         return None
@@ -63,27 +71,6 @@ def run_dir(task: str | None, resume: str | None, ckpt_path: str | None, runs_ro
 def hydra_subdir(task: str | None, resume: str | None, ckpt_path: str | None, stamp: str) -> str:
     """``hydra.output_subdir``: a resumed attempt keeps its Hydra files apart from the run's own."""
     return f".hydra/resumed-{stamp}" if is_resume(task, resume, ckpt_path) else ".hydra"
-
-
-def resume_config(run: Path, new_overrides: list[str]):
-    """``(config, recorded overrides)`` of the run in ``run`` with ``new_overrides`` on top, and the
-    checkpoint to fit from set as ``ckpt_path``."""
-    from omegaconf import open_dict
-
-    from lmguide.checkpoint import checkpoint_config, read_checkpoint, remove_stale_temps
-
-    last = run / LAST
-    remove_stale_temps(last.parent)  # a write the kill interrupted: the previous last.ckpt stands
-    ckpt = read_checkpoint(last)
-    recorded = ckpt.get("lmguide_overrides")
-    if not recorded:
-        raise ResumeError(f"{last} holds no recorded overrides (written by an older lmguide): cannot resume")
-    resumed = checkpoint_config(ckpt, new_overrides, output_dir=run, source=last)
-    with open_dict(resumed):
-        resumed.ckpt_path = str(last)
-        resumed.resume = None
-    overrides = {"choices": recorded["choices"], "overrides": [*recorded["overrides"], *new_overrides]}
-    return resumed, overrides
 
 
 def restart_after_epoch_end(trainer) -> None:

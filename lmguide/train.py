@@ -1,7 +1,8 @@
 """Train a landmark-guided detector: ``python -m lmguide.train [overrides]`` (Hydra).
 
 Builds the datamodule, model, callbacks, loggers and trainer from the composed config, fits, tests
-the best checkpoint and prints a one-screen summary. Returns ``val/auc`` for sweepers.
+the best checkpoint and prints a one-screen summary. Returns the ``optimized_metric`` (``val/auc``) for
+sweepers.
 """
 
 from __future__ import annotations
@@ -15,56 +16,17 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lmguide import CONF_DIR
 from lmguide.cli import check_argv, friendly_errors
 from lmguide.errors import ConfigError, LmguideError
-from lmguide.resume import restart_after_epoch_end
+from lmguide.loggers import finish_wandb, instantiate_group, log_images, wandb_offline_by_default
+from lmguide.metrics import aggregate_videos, binary_report, bootstrap_auc, score_split
+from lmguide.resume import LAST, ResumeError, is_resume, restart_after_epoch_end
+from lmguide.runtime import CONF_DIR, hydra_overrides
+from lmguide.viz.curves import plot_curves
 
 log = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ("auc", "acc", "eer", "ap", "f1", "video_auc", "attn_in_lm", "mask_area")
-
-
-def wandb_offline_by_default() -> None:
-    """W&B runs offline unless the user configured it: never a login prompt, never a network call."""
-    if not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
-        os.environ["WANDB_MODE"] = "offline"
-
-
-def _hydra_overrides() -> dict | None:
-    """The group choices and command-line overrides of this run (None outside ``@hydra.main``), kept in
-    checkpoints so the model can be re-composed later with the current code and new overrides."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    hc = HydraConfig.get()
-    choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}
-    return {"choices": choices, "overrides": list(hc.overrides.task)}
-
-
-def instantiate_group(cfg: DictConfig | None) -> list:
-    """Each entry of a callbacks/loggers group that has a ``_target_``; an entry with ``enabled: false``
-    (an optional callback, e.g. ``callbacks.early_stopping``) is left out, ``enabled`` is not passed on."""
-    if not cfg:
-        return []
-    out = []
-    for name, c in cfg.items():
-        if c is None or "_target_" not in c:
-            continue
-        enabled = c.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise ConfigError(f"{name}.enabled must be true or false, got {enabled!r}")
-        if enabled:
-            out.append(hydra.utils.instantiate({k: v for k, v in c.items() if k != "enabled"}))
-    return out
-
-
-def finish_wandb(loggers: list) -> None:
-    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
-        import wandb
-
-        wandb.finish()
 
 
 class OutputDirError(LmguideError, RuntimeError):
@@ -150,7 +112,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
     model = hydra.utils.instantiate(cfg.model)
     check_output_dir(out_dir, checkpoint_bytes(model))  # before any data is prepared or step is run
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
-    model.run_overrides = run_overrides or _hydra_overrides()
+    model.run_overrides = run_overrides or hydra_overrides()
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -219,8 +181,6 @@ def score_splits(model, datamodule) -> dict[str, dict]:
             "test curves and bootstrap intervals are computed for frame models only (this is a clip model)"
         )
         return {}
-    from lmguide.eval import score_split
-
     was_training = model.training
     model.eval()
     out = {}
@@ -236,8 +196,6 @@ def score_splits(model, datamodule) -> dict[str, dict]:
 def split_statistics(scored: dict[str, dict], seed: int = 0) -> dict:
     """Per scored set: 95 % bootstrap intervals of the frame and video AUC (resampling people), the
     swap set's detection metrics, and None with the reason for metrics a one-class set leaves undefined."""
-    from lmguide.metrics import aggregate_videos, binary_report, bootstrap_auc
-
     out: dict = {}
     for name, res in scored.items():
         if name == "swaps":
@@ -268,22 +226,11 @@ def log_test_curves(res: dict | None, out_dir: Path, loggers: list) -> None:
     (images) and TensorBoard when they log."""
     if res is None:
         return
-    import cv2
-
-    from lmguide.eval import plot_curves
-
     curves = out_dir / "curves"
     curves.mkdir(parents=True, exist_ok=True)
-    plot_curves(res["prob"], res["label"], 0.5, curves, "test (frames)")
-    paths = [curves / f"{n}.png" for n in ("roc", "pr", "confusion")]
-    for lg in loggers:
-        name = type(lg).__name__
-        if name == "WandbLogger":
-            lg.log_image("test/curves", [str(p) for p in paths], caption=["ROC", "PR", "confusion @0.5"])
-        elif name == "TensorBoardLogger":
-            for p in paths:
-                img = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
-                lg.experiment.add_image(f"test/{p.stem}", img, dataformats="HWC")
+    paths = plot_curves(res["prob"], res["label"], 0.5, curves, "test (frames)")
+    captions = ["ROC", "PR", "confusion @0.5"]
+    log_images(loggers, {f"test/{p.stem}": p for p in paths}, group="test/curves", captions=captions)
 
 
 def format_metric(metrics: dict, split: str, key: str) -> str:
@@ -348,31 +295,40 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 @friendly_errors
 def main(cfg: DictConfig) -> float | None:
-    from lmguide.resume import is_resume
-
     overrides = None
     if is_resume(cfg.task_name, cfg.get("resume"), cfg.get("ckpt_path")):
         cfg, overrides = _resumed(cfg)
     metrics = train(cfg, overrides)
-    return metrics.get("val/auc")
+    return metrics.get(cfg.optimized_metric)
 
 
 def _resumed(cfg: DictConfig) -> tuple[DictConfig, dict]:
-    """The config of the interrupted run (this Hydra run dir: see conf/hydra/default.yaml), with this
-    command's other overrides on top."""
+    """``(config, recorded overrides)`` of the interrupted run (this Hydra run dir: see
+    conf/hydra/default.yaml) with this command's other overrides on top, fitting from its last.ckpt."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf import open_dict
 
+    from lmguide.checkpoint import checkpoint_config, read_checkpoint, remove_stale_temps
     from lmguide.models.backbones import skip_initial_weights
-    from lmguide.resume import ResumeError, resume_config
 
     hc = HydraConfig.get()
     if hc.mode == RunMode.MULTIRUN:
         raise ResumeError("resume= continues one run: give it one job's directory, without -m")
     run = Path(hc.runtime.output_dir)
     skip = ("resume", "ckpt_path")
-    new = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") not in skip]
-    resumed, overrides = resume_config(run, new)
+    new = [o for o in hc.overrides.task if o.split("=", 1)[0].lstrip("+~") not in skip]
+    last = run / LAST
+    remove_stale_temps(last.parent)  # a write the kill interrupted: the previous last.ckpt stands
+    ckpt = read_checkpoint(last)
+    recorded = ckpt.get("lmguide_overrides")
+    if not recorded:
+        raise ResumeError(f"{last} holds no recorded overrides (written by an older lmguide): cannot resume")
+    resumed = checkpoint_config(ckpt, new, output_dir=run, source=last)
+    with open_dict(resumed):
+        resumed.ckpt_path = str(last)
+        resumed.resume = None
+    overrides = {"choices": recorded["choices"], "overrides": [*recorded["overrides"], *new]}
     skip_initial_weights(resumed)  # last.ckpt restores every weight: no weights file, wheel or hub read
     if resumed.get("logger") and "csv" in resumed.logger:  # the CSV logger would overwrite metrics.csv
         resumed.logger.csv.version = Path(hc.output_subdir).name  # csv/resumed-<time>/metrics.csv

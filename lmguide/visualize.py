@@ -13,135 +13,38 @@ every image of the folder, each into its own subfolder, with an ``index.html`` o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig
-from torch import nn
 
-from lmguide import CONF_DIR
 from lmguide.cli import check_argv, check_writable, friendly_errors
 from lmguide.data import media
-from lmguide.data.prepare import face_settings
-from lmguide.errors import ConfigError, LmguideError
-from lmguide.models.backbones import feature_stage, vit_model
+from lmguide.data.faces import face_settings
+from lmguide.errors import ConfigError, VisualizeError
+from lmguide.runtime import CONF_DIR
+from lmguide.viz.explain import CLASS_NAMES, Explanation, FaceInput, explain, prepare_face
+from lmguide.viz.gradcam import grad_cam, gradcam_target
+from lmguide.viz.vit_attention import vit_cls_attention
 
-CLASS_NAMES = ("real", "fake")
-
-
-class VisualizeError(LmguideError, RuntimeError):
-    """An input that cannot be explained: missing or unreadable image, no face, no landmarks."""
-
-
-@dataclass
-class FaceInput:
-    """A face as the model sees it, plus what is needed to draw it."""
-
-    crop: np.ndarray  # (S, S, 3) RGB uint8, S = data.faces.face_size
-    landmarks: np.ndarray  # (478, 3) pixel coordinates of ``crop``
-    mask: np.ndarray  # (S, S) float32 landmark mask of ``crop``
-    image: torch.Tensor  # (3, s, s) normalised model input, s = data.image_size
-    model_mask: torch.Tensor  # (s, s) the mask after the eval transform
-    box: tuple[float, float, float, float]
-    score: float
-    n_faces: int
-
-
-@dataclass
-class Explanation:
-    prob_fake: float
-    maps: np.ndarray  # (M, h, w) attention maps
-    gradcam: np.ndarray  # (s, s) in [0, 1]
-    target_class: int
-    images: dict[str, np.ndarray] = field(default_factory=dict)  # file stem -> RGB uint8 tile
-
-
-# -- Grad-CAM ----------------------------------------------------------------------------------------
-
-
-class LogitsOnly(nn.Module):
-    """``model(x).logits``: the plain classifier output Grad-CAM expects."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).logits
-
-
-def vit_grid(net: nn.Module) -> tuple[int, int] | None:
-    """Patch grid (gh, gw) if ``net`` (a TimmBackbone's ``.model``) is a ViT, else None."""
-    inner = vit_model(net)
-    return None if inner is None else tuple(inner.patch_embed.grid_size)
-
-
-def gradcam_target(backbone: nn.Module):
-    """``(layer, reshape_transform)`` for Grad-CAM: the feature stage the attention works on.
-
-    CNNs: the stage ``out_index`` picks (timm's ``feature_info``), already (B, C, h, w); later stages
-    of the features-only net never reach the logits. ViTs: the block ``out_index`` picks, whose
-    tokens are reshaped to the patch grid (prefix/class tokens dropped).
-    """
-    net = backbone.model
-    inner, layer = getattr(net, "model", net), feature_stage(net)
-    grid = vit_grid(net)
-    if grid is None:
-        return layer, None
-    prefix = int(inner.num_prefix_tokens)
-
-    def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
-        b, n, c = tokens.shape
-        if n - prefix != grid[0] * grid[1]:
-            raise VisualizeError(f"{n - prefix} patch tokens do not fill the {grid[0]}x{grid[1]} patch grid")
-        return tokens[:, prefix:].reshape(b, grid[0], grid[1], c).permute(0, 3, 1, 2)
-
-    return layer, tokens_to_grid
-
-
-def vit_cls_attention(model: nn.Module, image: torch.Tensor) -> np.ndarray | None:
-    """CLS-token attention over the patch grid in the ViT block the attention module uses (mean over heads).
-
-    Returns (gh, gw) shares of the CLS token's attention (they sum to 1 minus what it pays to the prefix
-    tokens), or None for a non-ViT backbone. timm's attention is run unfused for this one pass so its
-    softmax matrix can be read where it enters ``attn_drop``.
-    """
-    net = model.backbone.model
-    grid = vit_grid(net)
-    if grid is None:
-        return None
-    inner, attn = vit_model(net), feature_stage(net).attn
-    captured: list[torch.Tensor] = []
-    handle = attn.attn_drop.register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach()))
-    fused, attn.fused_attn = attn.fused_attn, False
-    try:
-        with torch.no_grad():
-            model(image[None])
-    finally:
-        attn.fused_attn = fused
-        handle.remove()
-    probs = captured[-1][0]  # (heads, N, N), rows sum to 1
-    prefix = int(inner.num_prefix_tokens)
-    cls_to_patches = probs[:, 0, prefix:].mean(0)  # (gh * gw,)
-    return cls_to_patches.reshape(grid).float().cpu().numpy()
-
-
-def grad_cam(model: nn.Module, image: torch.Tensor, target_class: int = 1) -> np.ndarray:
-    """Grad-CAM of ``target_class`` (1 = fake) for one normalised image (3, s, s) -> (s, s) in [0, 1]."""
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    layer, reshape = gradcam_target(model.backbone)
-    with torch.enable_grad(), GradCAM(LogitsOnly(model), [layer], reshape_transform=reshape) as cam:
-        out = cam(input_tensor=image[None].clone(), targets=[ClassifierOutputTarget(target_class)])
-    return np.nan_to_num(out[0].astype(np.float32))
-
-
-# -- face and model --------------------------------------------------------------------------------
+#: the pieces moved to lmguide.viz, still importable from here (the Gradio page uses them)
+__all__ = [
+    "CLASS_NAMES",
+    "Explanation",
+    "FaceInput",
+    "VisualizeError",
+    "explain",
+    "grad_cam",
+    "gradcam_target",
+    "prepare_face",
+    "read_image",
+    "visualize",
+    "visualize_folder",
+    "visualize_foreign",
+    "vit_cls_attention",
+]
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -153,91 +56,6 @@ def read_image(path: str | Path) -> np.ndarray:
         return media.read_image(path)
     except media.MediaError as err:
         raise VisualizeError(f"cannot read {path} as an image ({err})") from None
-
-
-def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", name: str = "") -> FaceInput:
-    """Detect, crop, landmark and transform the face exactly as training's data pipeline does."""
-    from lmguide.data.faces import FaceFinder, crop_face
-    from lmguide.data.landmarks import FaceMeshLandmarker
-    from lmguide.data.masks import draw_mask
-    from lmguide.data.transforms import build_transform
-
-    if which not in ("largest", "best"):
-        raise ConfigError(f"face must be 'largest' or 'best', got {which!r}")
-    fs = face_settings(run_cfg.data.faces)
-    with FaceFinder(fs.detector, fs.min_confidence) as detector:
-        dets = detector.detect(rgb)
-    if not dets:
-        raise VisualizeError(
-            f"no face found in {name or 'the image'} (MediaPipe face detection {fs.detector}, "
-            f"min_confidence={fs.min_confidence}); give an image with a visible face"
-        )
-    det = max(dets, key=lambda d: d.size) if which == "largest" else dets[0]
-    crop = crop_face(rgb, det.box, fs.crop_scale, fs.face_size)
-    with FaceMeshLandmarker() as mesh:
-        landmarks = mesh(crop)
-    if landmarks is None:
-        raise VisualizeError(
-            f"a face was found in {name or 'the image'} but FaceMesh found no landmarks in its crop "
-            "(training drops such faces too)"
-        )
-    spec = hydra.utils.instantiate(run_cfg.data.mask)
-    mask = draw_mask(landmarks, crop.shape[:2], spec)
-    out = build_transform(run_cfg.data.image_size)(image=crop, mask=mask)
-    model_mask = torch.as_tensor(out["mask"]).float()
-    return FaceInput(crop, landmarks, mask, out["image"], model_mask, det.box, det.score, len(dets))
-
-
-def explain(
-    model: nn.Module,
-    face: FaceInput,
-    mask_points: np.ndarray,
-    size: int = 256,
-    target_class: int = 1,
-    alpha: float = 0.45,
-) -> Explanation:
-    """Run ``model`` on the face and draw every overlay at ``size`` x ``size`` (file stem -> RGB)."""
-    from lmguide.viz.overlays import heat_map, heat_overlay, mask_outline
-    from lmguide.viz.panels import mask_overlay, patch_grid_overlay, resize_rgb, side_by_side
-
-    model.eval()
-    with torch.no_grad():
-        out = model(face.image[None])
-    prob = float(out.logits.softmax(-1)[0, 1])
-    maps = out.maps[0].float().cpu().numpy()
-    cam = grad_cam(model, face.image, target_class)
-
-    rgb = resize_rgb(face.crop, size)
-    pts = mask_points[:, :2] * (size / face.crop.shape[1])
-    mean = maps.mean(0)
-    images = {
-        "face": rgb,
-        "mask": mask_overlay(rgb, face.mask, pts),
-        "attention_mean": mask_outline(heat_overlay(rgb, mean, alpha), face.mask),
-        "gradcam": heat_overlay(rgb, cam, alpha),
-        # the heat maps alone, beside their overlays
-        "attention_mean_heatmap": heat_map(mean, size, size),
-        "gradcam_heatmap": heat_map(cam, size, size),
-    }
-    images.update({f"attention_head{i}": heat_overlay(rgb, m, alpha) for i, m in enumerate(maps)})
-    if vit_grid(model.backbone.model) is not None:
-        images["patch_grid"] = patch_grid_overlay(rgb, mean, alpha)
-        images["vit_cls_attention"] = patch_grid_overlay(rgb, vit_cls_attention(model, face.image), alpha)
-    verdict = CLASS_NAMES[int(prob >= 0.5)]
-    images["panel"] = side_by_side(
-        [images["face"], images["mask"], images["attention_mean"], images["gradcam"]],
-        [
-            "face crop",
-            "landmark mask",
-            f"mean attention ({len(maps)} maps)",
-            f"Grad-CAM ({CLASS_NAMES[target_class]})",
-        ],
-        f"P(fake) = {prob:.3f}  ->  {verdict}",
-    )
-    return Explanation(prob, maps, cam, target_class, images)
-
-
-# -- command -------------------------------------------------------------------------------------------
 
 
 def _check_options(cfg: DictConfig) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from lmguide import CONF_DIR
+from lmguide.runtime import CONF_DIR
 
 # few frames per video keeps the MediaPipe pass of the test cache at a few seconds
 FAST_DATA = [
@@ -17,6 +17,14 @@ FAST_DATA = [
     "data.num_workers=0",
     "data.batch_size=4",
     "data.eval_batch_size=8",
+]
+#: the data of the runs the kill -9 resume tests interrupt: 2 loader workers, a log line every step
+KILL_DATA = [
+    "data.faces.frames_per_video=3",
+    "data.batch_size=4",
+    "data.eval_batch_size=8",
+    "data.num_workers=2",
+    "trainer.log_every_n_steps=1",
 ]
 
 

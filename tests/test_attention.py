@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from lmguide import CONF_DIR
 from lmguide.bench.train_step import _batch
 from lmguide.models.attention import (
     ATTENTION,
@@ -21,6 +20,7 @@ from lmguide.models.attention import (
     ViTClsAttention,
 )
 from lmguide.models.backbones import TimmBackbone
+from lmguide.runtime import CONF_DIR
 
 from .conftest import compose_cfg
 

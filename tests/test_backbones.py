@@ -11,8 +11,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from lmguide import CONF_DIR
 from lmguide.models.backbones import BACKBONES, FrameLSTM, TimmBackbone, swin_window
+from lmguide.runtime import CONF_DIR
 
 from .conftest import FAST_DATA, run_cli
 
@@ -171,7 +171,7 @@ def test_clip_dataset_on_demo_faces(demo_datamodule):
     from lmguide.data.datasets import ClipDataset
 
     ds = demo_datamodule.datasets["val"]
-    clips = ClipDataset(ds.rows, ds.root, ds.mask_dir, ds.transform, 4, ds.fakes, deterministic=True)
+    clips = ClipDataset(ds.rows, ds.root, ds.mask_dir, ds.transform, ds.fakes, frames=4, deterministic=True)
     assert len(clips) == 2 * len(clips.clips) and clips.labels[:2] == [0, 1]
     s = demo_datamodule.image_size
     real, fake = clips[0], clips[1]

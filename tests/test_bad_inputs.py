@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmguide import ROOT_DIR
+from lmguide.runtime import ROOT_DIR
 
 from .conftest import FAST_DATA
 
@@ -72,7 +72,12 @@ CASES = [
     ("train: `resume=` a run whose checkpoint names code", "train", ["resume={tampered_run}"], "refusing"),
     ("predict: a missing input", "predict", ["ckpt_path={ckpt}", "input={tmp}/nope.jpg"], "does not exist"),
     ("predict: a `.gif`", "predict", ["ckpt_path={ckpt}", "input={tmp}/anim.gif"], "not a supported image"),
-    ("predict: `every_k=0`", "predict", ["ckpt_path={ckpt}", "input={face}", "every_k=0"], "every_k must be"),
+    (
+        "predict: `frames_every=0`",
+        "predict",
+        ["ckpt_path={ckpt}", "input={face}", "frames_every=0"],
+        "frames_every must be",
+    ),
     (
         "predict: `device=cuda` without a GPU",
         "predict",

@@ -12,8 +12,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lmguide import ROOT_DIR
 from lmguide.losses.center import CenterLoss
+from lmguide.runtime import ROOT_DIR
 
 from .conftest import FAST_DATA, compose_cfg, run_cli
 

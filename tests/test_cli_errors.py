@@ -30,9 +30,9 @@ def test_an_lmguide_error_is_one_line_and_exit_1(capsys, monkeypatch):
 
     @friendly_errors
     def task(cfg):
-        raise ConfigError("every_k must be >= 1 (or null), got 0")
+        raise ConfigError("frames_every must be >= 1 (or null), got 0")
 
-    assert _exit_line(capsys, task, None) == "error: every_k must be >= 1 (or null), got 0"
+    assert _exit_line(capsys, task, None) == "error: frames_every must be >= 1 (or null), got 0"
 
 
 def test_a_bad_value_met_while_instantiating_is_one_line(capsys, monkeypatch):

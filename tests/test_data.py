@@ -11,8 +11,10 @@ import torch
 
 from lmguide.data import prepare as prep
 from lmguide.data.demo import DemoDataError, fetch_demo_media
+from lmguide.data.faces import FaceSettings
 from lmguide.data.fakes import SelfBlend
 from lmguide.data.landmarks import NUM_LANDMARKS
+from lmguide.data.layouts.base import SourceItem
 from lmguide.data.masks import MaskSpec, hull_mask
 from lmguide.data.transforms import build_transform
 
@@ -80,7 +82,6 @@ def test_new_mask_config_redraws_masks_from_cached_landmarks(demo_datamodule, mo
 
 
 def test_setup_only_reads(tmp_path):
-    from lmguide.data.prepare import FaceSettings
 
     with pytest.raises(FileNotFoundError, match="not complete"):
         prep.prepare_index("demo", [], tmp_path, FaceSettings(), MaskSpec(), read_only=True)
@@ -201,8 +202,8 @@ def test_broken_files_end_in_the_manifest_with_a_reason(demo_datamodule, tmp_pat
     items = []
     for fname, data in files.items():
         (tmp_path / fname).write_bytes(data)
-        items.append(prep.SourceItem(tmp_path / fname, 0, "test"))
-    faces = prep.FaceSettings(frames_per_video=4)
+        items.append(SourceItem(tmp_path / fname, 0, "test"))
+    faces = FaceSettings(frames_per_video=4)
     index = prep.prepare_index("broken", items, tmp_path / "cache", faces, MaskSpec())
     by_source: dict[str, list[dict]] = {}
     for r in index.rows:
@@ -242,9 +243,7 @@ def test_video_ending_early_records_the_missing_frames(monkeypatch, tmp_path):
 
     monkeypatch.setattr(prep.cv2, "VideoCapture", ShortCapture)
     frames = list(
-        prep._read_frames(
-            prep.SourceItem(tmp_path / "short.mp4", 0, "train"), prep.FaceSettings(frames_per_video=4)
-        )
+        prep._read_frames(SourceItem(tmp_path / "short.mp4", 0, "train"), FaceSettings(frames_per_video=4))
     )
     assert [i for i, _ in frames] == [0, 3, 6, 9]
     assert [f is None for _, f in frames] == [False, False, True, True]

@@ -18,10 +18,15 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from lmguide import CONF_DIR
-from lmguide.eval import plot_curves
-from lmguide.losses.landmark import pointing_hit
-from lmguide.metrics import aggregate_videos, binary_report, calibrate_threshold, training_metrics
+from lmguide.metrics import (
+    aggregate_videos,
+    binary_report,
+    calibrate_threshold,
+    pointing_hit,
+    training_metrics,
+)
+from lmguide.runtime import CONF_DIR
+from lmguide.viz.curves import plot_curves
 
 from .conftest import run_cli
 

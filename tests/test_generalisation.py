@@ -170,8 +170,10 @@ def test_both_keeps_the_best_detection_and_none_takes_the_whole_crop(crops):
 @pytest.mark.parametrize("detector", ["full", "none"])
 def test_prepare_indexes_tight_crops(detector, cache_dir, tmp_path):
     from lmguide.data.demo import fetch_demo_media
+    from lmguide.data.faces import FaceSettings
+    from lmguide.data.layouts.base import SourceItem
     from lmguide.data.masks import MaskSpec
-    from lmguide.data.prepare import FaceSettings, SourceItem, prepare_index
+    from lmguide.data.prepare import prepare_index
 
     media = fetch_demo_media(cache_dir)
     names = ["obama4_crop.jpg", "chuck_crop.jpg", "walter2_crop.jpg", "bill-murray-snl_crop.jpg"]
@@ -182,12 +184,15 @@ def test_prepare_indexes_tight_crops(detector, cache_dir, tmp_path):
     assert fs.crop_scale == (1.0 if detector == "none" else fs.face_scale)
 
 
-def test_model_selection_of_older_configs_maps_to_the_detector():
-    from lmguide.data.prepare import FaceSettings
+def test_model_selection_of_older_configs_is_refused_naming_the_detector():
+    from lmguide.cli import check_renamed
+    from lmguide.data.faces import FaceSettings
+    from lmguide.errors import ConfigError
 
-    assert FaceSettings(model_selection=0).detector == "short"
-    assert FaceSettings(model_selection=1).detector == "full"
-    assert FaceSettings(model_selection=1) == FaceSettings()  # the same crop cache key
+    with pytest.raises(ConfigError, match="data.faces.detector"):  # 0.1.0: no compatibility shim
+        check_renamed(["data.faces.model_selection=0"])
+    with pytest.raises(TypeError, match="model_selection"):
+        FaceSettings(model_selection=0)
     with pytest.raises(ValueError, match="data.faces.detector"):
         FaceSettings(detector="tiny")
 

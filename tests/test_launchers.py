@@ -11,7 +11,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from lmguide import CONF_DIR
+from lmguide.runtime import CONF_DIR
 from tests.conftest import FAST_DATA, run_cli
 
 
@@ -24,7 +24,7 @@ def test_optuna_search_space_and_objective():
     cfg = _compose(["hparams_search=optuna"])
     sw = cfg.hydra.sweeper
     assert sw._target_.endswith("OptunaSweeper") and sw.direction == "maximize"
-    assert set(sw.params) == {"loss.lambda_lm", "optim.lr", "loss.w_aux", "loss.w_aug"}
+    assert set(sw.params) == {"loss.lambda_lm", "optim.lr", "loss.w_crop", "loss.w_drop"}
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
 
 

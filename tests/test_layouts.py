@@ -14,13 +14,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from lmguide import CONF_DIR
 from lmguide.data.layouts.base import LayoutError, SourceItem, hash_split
 from lmguide.data.layouts.celebdf import CelebDFSource
 from lmguide.data.layouts.csv import CSVSource
 from lmguide.data.layouts.dfdc import DFDCSource
 from lmguide.data.layouts.ffpp import FFPPSource
 from lmguide.data.layouts.folder import FolderSource
+from lmguide.runtime import CONF_DIR
 
 
 @pytest.fixture(scope="module")

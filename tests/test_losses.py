@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from lmguide.losses.center import CenterLoss
 from lmguide.losses.composite import CompositeLoss
-from lmguide.losses.landmark import FORMS, LandmarkLoss, attention_in_mask
+from lmguide.losses.landmark import FORMS, LandmarkLoss
+from lmguide.metrics import attention_in_mask
 
 
 def _mask():
@@ -160,7 +161,7 @@ def test_zero_weight_terms_are_not_computed():
         def forward(self, *a, **k):
             raise AssertionError("landmark term computed although lambda_lm=0")
 
-    comp = CompositeLoss(Boom(), lambda_lm=0.0, w_aux=0.0, w_aug=0.0, w_center=0.0)
+    comp = CompositeLoss(Boom(), lambda_lm=0.0, w_crop=0.0, w_drop=0.0, w_center=0.0)
     assert not comp.needs_views
     total, parts = comp(
         logits=torch.randn(2, 2),
@@ -620,7 +621,7 @@ def test_region_and_blend_masks_follow_the_augmentation_of_the_landmark_mask(cac
 
 def test_clip_batches_carry_per_frame_region_and_blend_masks(cache_dir, tmp_path, _one_thread):
     over = ["backbone=efficientnet_lstm", "backbone.clip_frames=2", "loss=per_head", "attention.num_maps=3",
-            "loss.landmark.apply_to=fake_blend", "loss.w_aux=0", "loss.w_aug=0"]  # fmt: skip
+            "loss.landmark.apply_to=fake_blend", "loss.w_crop=0", "loss.w_drop=0"]  # fmt: skip
     cfg, dm, model = _demo(over, cache_dir, tmp_path)
     batch = _batch(dm.datasets["train"], 2)
     assert batch["region_masks"].shape == (2, 2, 3, 64, 64) and batch["blend_mask"].shape == (2, 2, 1, 64, 64)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from lmguide import CONF_DIR
 from lmguide.data.media import plan_frames
 from lmguide.predict import predict
+from lmguide.runtime import CONF_DIR
 
 from .conftest import run_cli
 
@@ -66,7 +66,7 @@ def test_plan_frames():
     assert plan_frames(72, 4, None) == [0, 24, 47, 71]
     assert plan_frames(10, 32, None) == list(range(10))  # never more frames than the video has
     assert plan_frames(10, None, None) == list(range(10))
-    assert plan_frames(10, 4, 3) == [0, 3, 6, 9]  # every_k replaces frames_per_video
+    assert plan_frames(10, 4, 3) == [0, 3, 6, 9]  # frames_every replaces frames_per_video
 
 
 def test_video_scores_every_sampled_frame_and_writes_json(trained_ckpt, media, tmp_path):
@@ -87,8 +87,8 @@ def test_video_scores_every_sampled_frame_and_writes_json(trained_ckpt, media, t
     assert all(f["face"] == 0 and len(f["box"]) == 4 for f in row["frames"])
 
 
-def test_every_k_streams_every_kth_frame(trained_ckpt, media, tmp_path):
-    (res,) = predict(predict_cfg(trained_ckpt, media["single_face.mp4"], tmp_path, "every_k=30"))
+def test_frames_every_streams_every_kth_frame(trained_ckpt, media, tmp_path):
+    (res,) = predict(predict_cfg(trained_ckpt, media["single_face.mp4"], tmp_path, "frames_every=30"))
     assert [f.frame for f in res.frames] == [0, 30, 60]
     assert res.frames_scored == 3
 
@@ -105,7 +105,7 @@ def test_image_score_matches_the_training_crop(trained_ckpt, media, cache_dir, t
 
     (res,) = predict(predict_cfg(trained_ckpt, media["single_face.jpg"], tmp_path))
     assert res.status == "ok" and res.frames_scored == 1
-    model, run_cfg = load_model(trained_ckpt, output_dir=tmp_path)
+    model, run_cfg = load_model(trained_ckpt, [f"paths.cache_dir={cache_dir}"], output_dir=tmp_path)
     dm = hydra.utils.instantiate(run_cfg.data)  # the cache the checkpoint was trained on
     index = prepare_index(dm.source.name, dm.source.items(), dm.cache_dir, dm.faces, dm.mask, read_only=True)
     (row,) = [r for r in index.rows if r["source"] == "single_face.jpg" and r["status"] == "ok"]

@@ -22,15 +22,17 @@ import pytest
 
 from lmguide.data import prepare as prep
 from lmguide.data.demo import fetch_demo_media
-from lmguide.data.faces import Detection, FaceDetector, FaceFinder
+from lmguide.data.faces import Detection, FaceDetector, FaceFinder, FaceSettings
 from lmguide.data.landmarks import NUM_LANDMARKS
+from lmguide.data.layouts.base import SourceItem
+from lmguide.data.manifest import PreparedIndex, read_manifest, status_table, unusable_sources
 from lmguide.data.masks import MaskSpec
 from lmguide.data.media import read_image
 
 from .conftest import compose_cfg, run_cli
 
 # two frames per video and one process keep MediaPipe at well under a second per file
-FS = prep.FaceSettings(frames_per_video=2)
+FS = FaceSettings(frames_per_video=2)
 GREY = 90  # the flat background of the huge canvas
 
 
@@ -76,7 +78,7 @@ def _by_source(rows: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def _load_ok(index: prep.PreparedIndex, row: dict) -> tuple[np.ndarray, np.ndarray]:
+def _load_ok(index: PreparedIndex, row: dict) -> tuple[np.ndarray, np.ndarray]:
     crop = cv2.imread(str(index.root / row["image"]), cv2.IMREAD_UNCHANGED)
     lms = np.load(index.root / row["landmarks"], allow_pickle=False)
     return crop, lms
@@ -130,7 +132,7 @@ EXPECTED = {
 
 
 def test_bad_and_unusual_files_each_get_a_status_and_a_reason(odd_inputs, tmp_path):
-    items = [prep.SourceItem(odd_inputs / name, 0, "train") for name in sorted(EXPECTED)]
+    items = [SourceItem(odd_inputs / name, 0, "train") for name in sorted(EXPECTED)]
     t0 = time.perf_counter()
     index = prep.prepare_index("odd", items, tmp_path, FS, MaskSpec())
     secs = time.perf_counter() - t0
@@ -167,14 +169,14 @@ def test_bad_and_unusual_files_each_get_a_status_and_a_reason(odd_inputs, tmp_pa
     huge, _ = _load_ok(index, by["huge.jpg"][0])
     assert (huge == GREY).all(-1).mean() < 0.05
     t0 = time.perf_counter()  # the 25-Mpixel image alone (tiled detection): about a second
-    rows, _ = prep._pipeline(FS).index(prep.SourceItem(odd_inputs / "huge.jpg", 0, "train"), tmp_path / "x")
+    rows, _ = prep._pipeline(FS).index(SourceItem(odd_inputs / "huge.jpg", 0, "train"), tmp_path / "x")
     assert [r["status"] for r in rows] == ["ok"] and time.perf_counter() - t0 < 10
 
     # the manifest on disk says the same (as text: a fresh index holds int frames, the CSV strings),
     # and the unusable files are exactly the bad ones
     as_text = [{k: str(v) for k, v in r.items()} for r in index.rows]
-    assert [{k: str(v) for k, v in r.items()} for r in prep.read_manifest(index.manifest)] == as_text
-    bad = [it.key for it in prep.unusable_sources(items, index.rows)]
+    assert [{k: str(v) for k, v in r.items()} for r in read_manifest(index.manifest)] == as_text
+    bad = [it.key for it in unusable_sources(items, index.rows)]
     assert bad == sorted(k for k, v in EXPECTED.items() if v != "ok")
 
 
@@ -184,12 +186,14 @@ _MEASURE = """
 import json, re, sys, time
 from pathlib import Path
 from lmguide.data import prepare as prep
+from lmguide.data.faces import FaceSettings
+from lmguide.data.layouts.base import SourceItem
 from lmguide.data.masks import MaskSpec
 def peak_mb():
     return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) / 1024
-item = prep.SourceItem(Path(sys.argv[1]), 0, "train")
+item = SourceItem(Path(sys.argv[1]), 0, "train")
 before, t0 = peak_mb(), time.perf_counter()
-index = prep.prepare_index("big", [item], sys.argv[2], prep.FaceSettings(frames_per_video=2), MaskSpec())
+index = prep.prepare_index("big", [item], sys.argv[2], FaceSettings(frames_per_video=2), MaskSpec())
 secs, added_mb = time.perf_counter() - t0, peak_mb() - before
 print(json.dumps({"rows": index.rows, "root": str(index.root), "secs": secs, "added_mb": added_mb}))
 """
@@ -233,8 +237,8 @@ def _png_header(w: int, h: int) -> bytes:
 def test_an_image_over_the_decoder_limit_is_a_status_not_a_crash(media, tmp_path):
     (tmp_path / "bomb.png").write_bytes(_png_header(40_000, 40_000))  # 1.6 Gpixel, 4.8 GB decoded
     items = [
-        prep.SourceItem(tmp_path / "bomb.png", 1, "train"),
-        prep.SourceItem(media["single_face.jpg"], 0, "train"),
+        SourceItem(tmp_path / "bomb.png", 1, "train"),
+        SourceItem(media["single_face.jpg"], 0, "train"),
     ]
     index = prep.prepare_index("bomb", items, tmp_path / "cache", FS, MaskSpec())
     bomb, face = _by_source(index.rows)["bomb.png"], _by_source(index.rows)["single_face.jpg"]
@@ -271,8 +275,8 @@ def _greyness(crop: np.ndarray) -> float:
 
 @pytest.mark.parametrize("policy", ["largest", "all"])
 def test_a_frame_with_two_faces(policy, two_faces, tmp_path):
-    items = [prep.SourceItem(two_faces["image"], 1, "test"), prep.SourceItem(two_faces["video"], 1, "test")]
-    fs = prep.FaceSettings(frames_per_video=2, image_faces=policy, video_faces=policy)
+    items = [SourceItem(two_faces["image"], 1, "test"), SourceItem(two_faces["video"], 1, "test")]
+    fs = FaceSettings(frames_per_video=2, image_faces=policy, video_faces=policy)
     index = prep.prepare_index("two", items, tmp_path, fs, MaskSpec())
     faces = [0] if policy == "largest" else [0, 1]
     frames = [("two.png", 0)] + [("two.mp4", f) for f in (0, 1)]
@@ -296,21 +300,19 @@ def test_a_frame_with_two_faces(policy, two_faces, tmp_path):
 
 
 def test_a_video_without_a_face_is_recorded_frame_by_frame(media, tmp_path, caplog):
-    item = prep.SourceItem(media["no_face.mp4"], 0, "val")
+    item = SourceItem(media["no_face.mp4"], 0, "val")
     with caplog.at_level(logging.WARNING, logger="lmguide.data.prepare"):
-        index = prep.prepare_index(
-            "noface", [item], tmp_path, prep.FaceSettings(frames_per_video=3), MaskSpec()
-        )
+        index = prep.prepare_index("noface", [item], tmp_path, FaceSettings(frames_per_video=3), MaskSpec())
     # its header claims 98 frames, 97 decode: the last wanted one is a decode_error, the others no_face
     assert [(r["frame"], r["status"]) for r in index.rows] == [
         (0, "no_face"), (48, "no_face"), (97, "decode_error")
     ]  # fmt: skip
     assert index.rows[0]["reason"] == "no face detected in frame 0 of no_face.mp4"
     assert all("no_face.mp4" in r["reason"] and r["image"] == r["landmarks"] == "" for r in index.rows)
-    assert index.ok_rows() == [] and prep.unusable_sources([item], index.rows) == [item]
+    assert index.ok_rows() == [] and unusable_sources([item], index.rows) == [item]
     assert not (index.root / "faces").exists()  # nothing cropped
     assert "1 source file(s) have no usable face: no_face.mp4 (val)" in caplog.text
-    assert [(r["frame"], r["status"]) for r in prep.read_manifest(index.manifest)] == [
+    assert [(r["frame"], r["status"]) for r in read_manifest(index.manifest)] == [
         (r["frame"], r["status"]) for r in index.rows
     ]
 
@@ -329,7 +331,7 @@ def test_bad_files_added_later_leave_the_cached_files_untouched(media, clips, od
     src.mkdir()
     shutil.copy(media["single_face.jpg"], src / "face.jpg")
     (src / "clip.mp4").write_bytes(clips["face"])
-    good = [prep.SourceItem(src / "clip.mp4", 0, "train"), prep.SourceItem(src / "face.jpg", 0, "val")]
+    good = [SourceItem(src / "clip.mp4", 0, "train"), SourceItem(src / "face.jpg", 0, "val")]
     first = prep.prepare_index("grow", good, cache, FS, MaskSpec())
     assert len(first.ok_rows()) == 3
     before = _files(cache)
@@ -337,7 +339,7 @@ def test_bad_files_added_later_leave_the_cached_files_untouched(media, clips, od
     bad = {"corrupt.mp4": "decode_error", "empty.jpg": "unreadable", "text.png": "unreadable"}
     for name in bad:
         shutil.copy(odd_inputs / name, src / name)
-    items = good + [prep.SourceItem(src / name, 1, "train") for name in bad]
+    items = good + [SourceItem(src / name, 1, "train") for name in bad]
     with caplog.at_level(logging.INFO, logger="lmguide.data.prepare"):
         second = prep.prepare_index("grow", items, cache, FS, MaskSpec())
     assert second.root == first.root and "2 of 5 files already indexed" in caplog.text
@@ -367,8 +369,8 @@ def test_low_confidence_face_is_recorded_with_its_score(media, clips, tmp_path, 
     monkeypatch.setattr(FaceDetector, "detect", unsure)
     (tmp_path / "clip.mp4").write_bytes(clips["face"])
     items = [
-        prep.SourceItem(media["single_face.jpg"], 1, "val"),
-        prep.SourceItem(tmp_path / "clip.mp4", 1, "val"),
+        SourceItem(media["single_face.jpg"], 1, "val"),
+        SourceItem(tmp_path / "clip.mp4", 1, "val"),
     ]
     index = prep.prepare_index("unsure", items, tmp_path / "cache", FS, MaskSpec())
     assert len(calls) == 3  # the image and both sampled frames went through the detector
@@ -380,8 +382,8 @@ def test_low_confidence_face_is_recorded_with_its_score(media, clips, tmp_path, 
     for r in index.rows:
         assert r["det_score"] == "0.350" and "0.35 < min_confidence 0.5" in r["reason"], r
         assert r["source"] in r["reason"] and r["image"] == "" and r["face"] == -1
-    assert index.ok_rows() == [] and len(prep.unusable_sources(items, index.rows)) == 2
-    assert "low_confidence" in prep.status_table(index.rows)
+    assert index.ok_rows() == [] and len(unusable_sources(items, index.rows)) == 2
+    assert "low_confidence" in status_table(index.rows)
 
 
 @pytest.fixture(scope="module")
@@ -399,12 +401,12 @@ def test_face_policy_on_a_group_photo(policy, media, clips, group_faces, tmp_pat
     assert len(group_faces) >= 3 and largest is not best  # the photo tells the two policies apart
     (tmp_path / "group.mp4").write_bytes(clips["group"])
     items = [
-        prep.SourceItem(media["multi_face.jpg"], 0, "train"),
-        prep.SourceItem(tmp_path / "group.mp4", 0, "train"),
+        SourceItem(media["multi_face.jpg"], 0, "train"),
+        SourceItem(tmp_path / "group.mp4", 0, "train"),
     ]
     # the image follows image_faces; the video (the same photo twice) follows video_faces
     other = "all" if policy != "all" else "largest"
-    fs = prep.FaceSettings(frames_per_video=2, image_faces=policy, video_faces=other)
+    fs = FaceSettings(frames_per_video=2, image_faces=policy, video_faces=other)
     index = prep.prepare_index("group", items, tmp_path / "cache", fs, MaskSpec())
     photo = [r for r in index.rows if r["source"] == "multi_face.jpg"]
     clip = [r for r in index.rows if r["source"] == "group.mp4"]
@@ -532,7 +534,7 @@ def test_folder_tree_is_ready_to_train(folder_dm):
         assert not any(v.startswith("sbi:") for v in ds.video_names)
         item = ds[0]
         assert item["image"].shape == (3, dm.image_size, dm.image_size) and item["mask"].max() > 0
-    (bad,) = prep.unusable_sources(dm.source.items(), rows)
+    (bad,) = unusable_sources(dm.source.items(), rows)
     assert (bad.key, bad.label) == ("train/fake/mountain.jpg", 1)
     assert dm.class_weights().shape == (2,)
 
@@ -583,7 +585,7 @@ def test_two_workers_build_the_same_cache_as_one(media, clips, tmp_path, caplog)
     (src / "clip.mp4").write_bytes(clips["face"])
     splits = ["train", "val", "test", "train"]
     paths = sorted(src.iterdir())
-    items = [prep.SourceItem(p, i % 2, s) for i, (p, s) in enumerate(zip(paths, splits, strict=True))]
+    items = [SourceItem(p, i % 2, s) for i, (p, s) in enumerate(zip(paths, splits, strict=True))]
 
     built = {}
     for workers in (1, 2):

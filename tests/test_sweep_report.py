@@ -73,7 +73,7 @@ def test_cli_and_missing_dir(sweep, tmp_path, capsys):
 
 
 def test_paired_t_test_equals_a_hand_computed_case():
-    from lmguide.sweep_report import paired_t_test
+    from lmguide.sweep_paired import paired_t_test
 
     # differences 1, 2, 3: mean 2, sample sd 1, t = 2 / (1 / sqrt 3) = 3.4641, df 2;
     # two-sided p = 2 * P(T_2 > t) with P(T_2 > t) = (1 - t / sqrt(t^2 + 2)) / 2 (closed form for df 2)
@@ -90,7 +90,7 @@ def test_paired_t_test_equals_a_hand_computed_case():
 
 
 def test_paired_t_test_is_undefined_without_spread_or_pairs():
-    from lmguide.sweep_report import paired_t_test
+    from lmguide.sweep_paired import paired_t_test
 
     assert paired_t_test([0.1])["p"] is None and "2" in paired_t_test([0.1])["reason"]
     assert paired_t_test([0.1, 0.1, 0.1])["p"] is None

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmguide import ROOT_DIR
+from lmguide.runtime import ROOT_DIR
 from lmguide.train import train
 
 from .conftest import FAST_DATA, compose_cfg, run_cli
@@ -219,7 +219,7 @@ def test_periodic_checkpoints_rotate_and_early_stopping_stops(cache_dir, tmp_pat
 
 def test_optional_callbacks_are_off_by_default_and_enabled_must_be_a_bool(tmp_path):
     from lmguide.errors import ConfigError
-    from lmguide.train import instantiate_group
+    from lmguide.loggers import instantiate_group
 
     names = {type(c).__name__ for c in instantiate_group(compose_cfg([], tmp_path).callbacks)}
     assert "EarlyStopping" not in names and "ValidateLastStep" in names

@@ -13,9 +13,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from lmguide import CONF_DIR
 from lmguide.checkpoint import CheckpointError
 from lmguide.data.demo import fetch_demo_media
+from lmguide.runtime import CONF_DIR
 from lmguide.visualize import VisualizeError, explain, gradcam_target, visualize, vit_cls_attention
 
 from .conftest import compose_cfg, run_cli
@@ -202,16 +202,14 @@ def test_unreadable_image_and_bad_checkpoint(media, tmp_path):
         visualize(viz_cfg(bad, media["single_face.jpg"], tmp_path))
 
 
+def _cli(args: list[str], cwd, cache_dir):
+    return run_cli("lmguide.visualize", args, cwd, cache_dir, timeout=300)
+
+
 def test_cli(trained_ckpt, media, cache_dir, tmp_path):
     run_dir = tmp_path / "run"
     ckpt = f"ckpt_path={trained_ckpt}"
-    proc = run_cli(
-        "lmguide.visualize",
-        [ckpt, f"input={media['single_face.jpg']}", f"hydra.run.dir={run_dir}"],
-        tmp_path,
-        cache_dir,
-        timeout=300,
-    )
+    proc = _cli([ckpt, f"input={media['single_face.jpg']}", f"hydra.run.dir={run_dir}"], tmp_path, cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[1/5] Loading image" in proc.stdout and "[5/5] Writing overlays" in proc.stdout
     panel = read_rgb(run_dir / "panel.png")
@@ -219,13 +217,7 @@ def test_cli(trained_ckpt, media, cache_dir, tmp_path):
     assert str(run_dir / "panel.png") in proc.stdout
 
     missing = tmp_path / "missing.png"
-    proc = run_cli(
-        "lmguide.visualize",
-        [ckpt, f"input={missing}", f"hydra.run.dir={tmp_path / 'run2'}"],
-        tmp_path,
-        cache_dir,
-        timeout=300,
-    )
+    proc = _cli([ckpt, f"input={missing}", f"hydra.run.dir={tmp_path / 'run2'}"], tmp_path, cache_dir)
     assert proc.returncode != 0
     assert f"error: input image {missing} does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from lmguide.data.datamodule import EpochShuffle
 from lmguide.data.datasets import sample_key, sample_seed
 
-from .conftest import FAST_DATA, kill_during_training, run_cli
+from .conftest import FAST_DATA, KILL_DATA, kill_during_training, run_cli
 
 
 def test_sample_seed_is_a_function_of_seed_epoch_and_index():
@@ -189,11 +189,7 @@ RUN = [
     "+trainer.limit_train_batches=2",
     "trainer.check_val_every_n_epoch=null",
     "trainer.val_check_interval=3",
-    "data.faces.frames_per_video=3",
-    "data.batch_size=4",
-    "data.eval_batch_size=8",
-    "data.num_workers=2",
-    "trainer.log_every_n_steps=1",
+    *KILL_DATA,
 ]
 STEPS = 8
 

@@ -59,10 +59,9 @@ def main(argv: list[str] | None = None) -> dict:
     import hydra
     import numpy as np
     import torch
-    from hydra import compose, initialize_config_dir
 
-    from lmguide import CONF_DIR
     from lmguide.bench.report import machine, print_table, write_json
+    from lmguide.config_guard import compose_train_config
     from lmguide.export import (
         InferenceGraph,
         _write_onnx,
@@ -81,8 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         model, cfg = load_model(args.ckpt, args.overrides)
     else:
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=["paths.output_dir=.", *args.overrides])
+        cfg = compose_train_config(["paths.output_dir=.", *args.overrides])
         model = hydra.utils.instantiate(cfg.model).eval()
     size = int(cfg.data.image_size)
     graph = InferenceGraph(model).eval()

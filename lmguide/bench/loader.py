@@ -48,14 +48,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     import hydra
     import torch
-    from hydra import compose, initialize_config_dir
 
-    from lmguide import CONF_DIR
     from lmguide.bench.report import machine, print_table, write_json
     from lmguide.bench.train_step import _batch, _step
+    from lmguide.config_guard import compose_train_config
 
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["paths.output_dir=.", *args.overrides])
+    cfg = compose_train_config(["paths.output_dir=.", *args.overrides])
     torch.manual_seed(0)
     dm = hydra.utils.instantiate(cfg.data)
     dm.prepare_data()

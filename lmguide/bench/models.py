@@ -15,7 +15,6 @@ import json
 import subprocess
 import sys
 
-BACKBONES = ("efficientnet_b0", "efficientnet_b4", "xception", "resnet50", "vit", "swin", "efficientnet_lstm")
 ATTENTIONS = ("none", "multi")
 
 
@@ -34,21 +33,13 @@ def run_case(backbone: str, attention: str, size: int, batch: int, steps: int) -
     import hydra
     import torch
     import torch.nn.functional as F
-    from hydra import compose, initialize_config_dir
 
-    from lmguide import CONF_DIR
+    from lmguide.config_guard import compose_train_config
 
     torch.manual_seed(0)
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "paths.output_dir=.",
-                f"backbone={backbone}",
-                f"attention={attention}",
-                f"data.image_size={size}",
-            ],
-        )
+    cfg = compose_train_config(
+        ["paths.output_dir=.", f"backbone={backbone}", f"attention={attention}", f"data.image_size={size}"]
+    )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = hydra.utils.instantiate(cfg.model).to(device).train()
     clip = int(getattr(model.backbone, "clip_frames", 0) or 0)
@@ -86,6 +77,8 @@ def run_case(backbone: str, attention: str, size: int, batch: int, steps: int) -
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m lmguide.bench models", description=__doc__.splitlines()[0])
+    from lmguide.models.backbones import BACKBONES  # every conf/backbone option, one registry
+
     p.add_argument("--backbones", nargs="*", default=list(BACKBONES))
     p.add_argument("--attentions", nargs="*", default=list(ATTENTIONS))
     p.add_argument("--size", type=int, default=224)

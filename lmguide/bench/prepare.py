@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> dict:
     import os
 
     from lmguide.bench.report import machine, print_table, write_json
-    from lmguide.data.faces import FaceFinder
+    from lmguide.data.faces import FaceFinder, FaceSettings
     from lmguide.data.landmarks import FaceMeshLandmarker
     from lmguide.data.masks import MaskSpec
-    from lmguide.data.prepare import FaceSettings, prepare_index
+    from lmguide.data.prepare import prepare_index
 
     cache_dir = args.cache_dir or os.environ.get("LMGUIDE_CACHE_DIR", "~/.cache/lmguide")
     cache_dir = str(Path(cache_dir).expanduser())

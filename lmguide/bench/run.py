@@ -96,18 +96,16 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = p.parse_args(argv)
 
-    from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from lmguide import CONF_DIR
     from lmguide.bench.report import machine, print_table, write_json
+    from lmguide.config_guard import compose_train_config
     from lmguide.train import train
 
     out_dir = tempfile.mkdtemp(prefix="lmguide_bench_run_")
     overrides = ["experiment=demo", f"trainer.max_steps={args.steps}", *args.overrides]
     try:
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=[*overrides, f"paths.output_dir={out_dir}"])
+        cfg = compose_train_config([*overrides, f"paths.output_dir={out_dir}"])
         with open_dict(cfg):
             cfg.callbacks.bench_phase_timer = {"_target_": f"{__name__}.PhaseTimer"}
         metrics = train(cfg)

@@ -25,18 +25,16 @@ CASES = {
     "guided ratio (lambda=1)": ["loss=ratio", "loss.lambda_lm=1"],
     "guided simple (lambda=1)": ["loss=simple", "loss.lambda_lm=1"],
     "guided ratio, NCHW memory": ["loss=ratio", "loss.lambda_lm=1", "model.channels_last=false"],
-    "guided ratio, no WS-DAN views": ["loss=ratio", "loss.lambda_lm=1", "loss.w_aux=0", "loss.w_aug=0"],
+    "guided ratio, no WS-DAN views": ["loss=ratio", "loss.lambda_lm=1", "loss.w_crop=0", "loss.w_drop=0"],
 }
 
 
 def _build(overrides: list[str], image_size: int):
     import hydra
-    from hydra import compose, initialize_config_dir
 
-    from lmguide import CONF_DIR
+    from lmguide.config_guard import compose_train_config
 
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["paths.output_dir=.", f"data.image_size={image_size}", *overrides])
+    cfg = compose_train_config(["paths.output_dir=.", f"data.image_size={image_size}", *overrides])
     model = hydra.utils.instantiate(cfg.model)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)

@@ -10,10 +10,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from lmguide.data.cache import cache_errors
 from lmguide.data.datasets import ClipDataset, FaceDataset, SwapDataset
+from lmguide.data.faces import FaceSettings
 from lmguide.data.fakes import FaceSwap, SelfBlend
+from lmguide.data.manifest import PreparedIndex
 from lmguide.data.masks import CONTOURS, MaskSpec
-from lmguide.data.prepare import FaceSettings, PreparedIndex, cache_errors, prepare_index
+from lmguide.data.prepare import prepare_index
 from lmguide.data.transforms import build_transform
 from lmguide.losses.landmark import APPLY_TO
 
@@ -183,8 +186,8 @@ class FaceDataModule(L.LightningDataModule):
             if self.clip_frames:
                 self.datasets[split] = ClipDataset(
                     *args,
-                    self.clip_frames,
                     self.fakes,
+                    frames=self.clip_frames,
                     deterministic=det,
                     seed=self.seed,
                     min_frames=self.clip_min_frames,

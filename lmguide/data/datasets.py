@@ -200,39 +200,14 @@ class ClipDataset(FaceDataset):
     consistent fake), and each frame of a clip gets the same augmentation parameters.
     """
 
-    def __init__(
-        self,
-        rows: list[dict],
-        root: Path,
-        mask_dir: Path,
-        transform: A.Compose,
-        frames: int,
-        fakes: SelfBlend | None = None,
-        deterministic: bool = False,
-        seed: int = 0,
-        min_frames: int = 1,
-        split: str = "",
-        *,
-        spec: MaskSpec | None = None,
-        region_masks: Sequence[str] | None = None,
-        blend_masks: bool = False,
-    ):
+    def __init__(self, *args, frames: int, min_frames: int = 1, split: str = "", **kwargs):
+        """``args`` / ``kwargs``: :class:`FaceDataset`'s (rows, root, mask_dir, transform, fakes, …)."""
         if frames < 1:
             raise ValueError(f"data.clip_frames must be >= 1, got {frames}")
         if not 1 <= min_frames <= frames:
             raise ValueError(f"data.clip_min_frames must be in 1..clip_frames={frames}, got {min_frames}")
-        super().__init__(
-            rows,
-            root,
-            mask_dir,
-            transform,
-            fakes,
-            deterministic,
-            seed,
-            spec=spec,
-            region_masks=region_masks,
-            blend_masks=blend_masks,
-        )
+        super().__init__(*args, **kwargs)
+        rows = self.rows
         self.frames, self.min_frames = frames, min_frames
         tracks: dict[tuple[str, int], list[dict]] = defaultdict(list)
         for r in rows:
@@ -268,7 +243,7 @@ class ClipDataset(FaceDataset):
         if not self.clips:
             raise ValueError(
                 f"no clips{where}: all {len(tracks)} face tracks have fewer than "
-                f"data.clip_min_frames={min_frames} usable frames ({root}/manifest.csv)"
+                f"data.clip_min_frames={min_frames} usable frames ({self.root}/manifest.csv)"
             )
         log.info(
             "clips%s: %d clips of %d frames from %d face tracks", where, len(self.clips), frames, len(tracks)

@@ -1,4 +1,7 @@
-"""Face detection (MediaPipe full- and short-range detectors) and square crops with a margin.
+"""The face pipeline shared by prepare, predict and visualize: detect → select → size check → crop
+(→ transform), so a face is "cropped exactly as in training" by definition (:class:`FacePipeline`).
+
+Detection uses MediaPipe's full- and short-range detectors; crops are squares with a margin.
 
 Large photos are also scanned in overlapping tiles: the detector works at 192 px, so a 200-px face
 in a 1920-px group photo is too small to be found on the whole image. Tile and full-image detections
@@ -9,7 +12,7 @@ and the detector then finds "faces" in its hair, ear or collar.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -28,17 +31,15 @@ class Detection:
 
 
 class FaceDetector(MediaPipeGraph):
-    """MediaPipe face detection (per process, see :class:`MediaPipeGraph`)."""
+    """MediaPipe face detection (per process, see :class:`MediaPipeGraph`).
 
-    def __init__(
-        self,
-        model_selection: int = 1,
-        min_confidence: float = 0.5,
-        tile_size: int = 640,
-        tile_above: int = 1000,
-        nms_iou: float = 0.3,
-        region_scale: float = 1.8,
-    ):
+    A frame whose longest side exceeds ``tile_above`` pixels is also scanned in ``tile_size`` tiles
+    (half overlapping); ``region_scale`` is the growth of a face box that makes its region (see the
+    module docstring). Class defaults, settable per instance."""
+
+    tile_size, tile_above, region_scale = 640, 1000, 1.8
+
+    def __init__(self, model_selection: int = 1, min_confidence: float = 0.5, nms_iou: float = 0.3):
         import mediapipe as mp
 
         if not 0.0 < min_confidence < 1.0:
@@ -46,8 +47,7 @@ class FaceDetector(MediaPipeGraph):
         self._graph = mp.solutions.face_detection.FaceDetection(
             model_selection=model_selection, min_detection_confidence=min_confidence
         )
-        self.tile_size, self.tile_above, self.nms_iou = tile_size, tile_above, nms_iou
-        self.region_scale = region_scale
+        self.nms_iou = nms_iou
 
     def _run(self, rgb: np.ndarray, ox: int = 0, oy: int = 0) -> list[Detection]:
         h, w = rgb.shape[:2]
@@ -162,6 +162,150 @@ class FaceFinder:
         for m in self._models.values():
             m.close()
         self._models.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# -- the settings and the pipeline -----------------------------------------------------------------
+
+
+@dataclass
+class FaceSettings:
+    """How frames are sampled and faces found and cropped (all part of the crop cache key)."""
+
+    face_size: int = 256
+    face_scale: float = 1.3
+    crop: str = "scaled"  # scaled: side = face_scale * box side; tight: the detector box itself
+    # full (full-range model, short-range when it finds nothing), short, both (best of the two) or
+    # none (the input is already a face crop: FaceMesh runs on the whole frame)
+    detector: str = "full"
+    min_confidence: float = 0.5
+    low_confidence: float = 0.2  # detections in [low_confidence, min_confidence) → status low_confidence
+    min_face_size: int = 48  # pixels in the source frame; smaller detections are recorded, not cropped
+    frames_per_video: int = 32
+    frames_every: int | None = None  # every k-th frame instead of frames_per_video evenly spaced
+    video_faces: str = "largest"  # which faces a video frame keeps: largest, best (score) or all
+    image_faces: str = "all"  # the same for a still image
+
+    def __post_init__(self) -> None:
+        if self.face_size < 32:
+            raise ValueError(f"data.faces.face_size must be >= 32, got {self.face_size}")
+        if not self.face_scale > 0:
+            raise ValueError(f"data.faces.face_scale must be > 0, got {self.face_scale}")
+        if self.detector not in DETECTORS:
+            raise ValueError(
+                f"data.faces.detector must be one of {', '.join(DETECTORS)}, got {self.detector!r}"
+            )
+        if self.crop not in ("scaled", "tight"):
+            raise ValueError(f"data.faces.crop must be 'scaled' or 'tight', got {self.crop!r}")
+        if self.frames_per_video < 1:
+            raise ValueError(f"data.faces.frames_per_video must be >= 1, got {self.frames_per_video}")
+        if self.frames_every is not None and self.frames_every < 1:
+            raise ValueError(f"data.faces.frames_every must be null or >= 1, got {self.frames_every}")
+        if not 0.0 < self.min_confidence < 1.0:
+            raise ValueError(f"data.faces.min_confidence must be in (0, 1), got {self.min_confidence}")
+        if not 0.0 < self.low_confidence <= self.min_confidence:
+            raise ValueError(
+                f"data.faces.low_confidence must be in (0, min_confidence={self.min_confidence}], "
+                f"got {self.low_confidence}"
+            )
+        for k in ("video_faces", "image_faces"):
+            if getattr(self, k) not in ("largest", "best", "all"):
+                raise ValueError(f"data.faces.{k} must be largest, best or all, got {getattr(self, k)!r}")
+
+    @property
+    def crop_scale(self) -> float:
+        return 1.0 if self.crop == "tight" or self.detector == "none" else self.face_scale
+
+
+def face_settings(node) -> FaceSettings:
+    """FaceSettings from a config node (``data.faces`` of a run, ``_target_`` ignored)."""
+    return FaceSettings(**{k: v for k, v in dict(node).items() if not k.startswith("_")})
+
+
+def select_faces(dets: list, policy: str) -> list:
+    """The detections a frame keeps under ``policy`` (largest, best or all)."""
+    if policy == "largest":
+        return sorted(dets, key=lambda d: -d.size)[:1]
+    if policy == "best":
+        return sorted(dets, key=lambda d: -d.score)[:1]
+    return dets
+
+
+@dataclass
+class Face:
+    """One face a frame keeps (after selection): its rank ``index`` among them, the detection and the
+    crop (None for a face under ``min_face_size``, unless the pipeline crops small faces too)."""
+
+    index: int
+    det: Detection
+    crop: np.ndarray | None  # (S, S, 3) RGB uint8, S = face_size
+    too_small: bool = False
+
+
+@dataclass
+class FrameFaces:
+    """What the pipeline found in one frame: the kept faces, how many passed ``min_confidence``
+    (before selection), and when none did, the best detection below it (status low_confidence)."""
+
+    faces: list[Face] = field(default_factory=list)
+    found: int = 0
+    best_below: Detection | None = None
+
+
+class FacePipeline:
+    """Detect → select → size check → crop → transform, with one run's :class:`FaceSettings`.
+
+    ``record_low``: detect down to ``low_confidence`` so that a frame whose faces all score below
+    ``min_confidence`` is told apart from one without a face (the cache records both). ``crop_small``:
+    crop faces under ``min_face_size`` as well (still flagged ``too_small``). ``image_size``: the
+    eval transform of :meth:`model_input` (the model's input side). Graphs are built lazily in the
+    process that uses them; close the pipeline (or use it as a context manager) when done.
+    """
+
+    def __init__(
+        self,
+        fs: FaceSettings,
+        image_size: int | None = None,
+        record_low: bool = False,
+        crop_small: bool = False,
+    ):
+        self.fs, self.image_size, self.crop_small = fs, image_size, crop_small
+        self.finder = FaceFinder(fs.detector, fs.low_confidence if record_low else fs.min_confidence)
+        self._transform = None
+
+    def __call__(self, rgb: np.ndarray, policy: str) -> FrameFaces:
+        """The faces of an RGB uint8 frame under ``policy`` (largest, best or all)."""
+        fs = self.fs
+        dets = self.finder.detect(rgb)
+        sure = [d for d in dets if d.score >= fs.min_confidence]
+        if not sure:
+            return FrameFaces(best_below=max(dets, key=lambda d: d.score) if dets else None)
+        faces = []
+        for k, d in enumerate(select_faces(sure, policy)):
+            small = d.size < fs.min_face_size
+            crop = None
+            if self.crop_small or not small:
+                crop = crop_face(rgb, d.box, fs.crop_scale, fs.face_size)
+            faces.append(Face(k, d, crop, small))
+        return FrameFaces(faces, len(sure))
+
+    def model_input(self, crop: np.ndarray, mask: np.ndarray | None = None) -> dict:
+        """The eval transform of a crop (and its mask): ``{"image": (3, s, s) tensor[, "mask"]}``."""
+        if self._transform is None:
+            from lmguide.data.transforms import build_transform
+
+            if self.image_size is None:
+                raise ValueError("FacePipeline(image_size=...) is needed for model inputs")
+            self._transform = build_transform(int(self.image_size))
+        return self._transform(image=crop) if mask is None else self._transform(image=crop, mask=mask)
+
+    def close(self) -> None:
+        self.finder.close()
 
     def __enter__(self):
         return self

@@ -3,8 +3,9 @@
 Two kinds of region, told apart by name:
 
 * **point regions** (:data:`REGIONS`, plus ``MaskSpec.extra_regions``): disks of ``radius`` around a few
-  FaceMesh points. The default eyes/nose/mouth are the seed's point sets; they are drawn exactly as
-  before, so masks (and cache keys) of existing configs do not change.
+  FaceMesh points. The default eyes/nose/mouth are a few points on the eye corners and lids, the
+  nose tip and the lip corners (the parts face forgeries most often leave artefacts in); they are
+  drawn exactly as before, so masks (and cache keys) of existing configs do not change.
 * **contour regions** (:data:`CONTOURS`): filled areas built from MediaPipe's FaceMesh connection sets
   (``FACEMESH_LEFT_EYE``, ``FACEMESH_LIPS``, ...). They follow the shape of the part rather than
   sprinkling disks on it, so an eye mask is the eye opening and not a string of beads.
@@ -30,7 +31,7 @@ import numpy as np
 
 from lmguide.data.cache import config_hash
 
-#: FaceMesh indices of each point region (the seed's choice of points), drawn as disks.
+#: FaceMesh indices of each point region (eye corners and lids, nose tip, lip corners), drawn as disks.
 REGIONS: dict[str, tuple[int, ...]] = {
     "eyes": (33, 133, 159, 145, 362, 385, 380, 386),
     "nose": (1, 2, 98, 327),

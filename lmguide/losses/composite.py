@@ -1,13 +1,17 @@
-"""The composite objective: ``w_raw·CE_raw + w_aux·CE_aux + w_aug·CE_aug + w_center·center + λ·landmark``.
+"""The composite objective: ``w_raw·CE_raw + w_crop·CE_aux + w_drop·CE_aug + w_center·center + λ·landmark``.
 
-Defaults are the seed's weights (1/3, 1, 2/3, 1). A term whose weight is 0 is not computed. The loss
-returns ``(total, parts)``; every part is logged as ``train/loss/<name>``.
+``CE_aux`` / ``CE_aug`` are the cross-entropies of the WS-DAN attention-crop and attention-drop views
+(Hu et al., "See Better Before Looking Closer", 2019; logged as ``ce_aux`` / ``ce_aug``), weighted by
+``w_crop`` / ``w_drop``. Defaults (1/3, 1, 2/3, 1): the raw view counts a third and the drop view,
+whose images lose their most attended part, less than the crop view; ``hparams_search=optuna`` tunes
+the view weights. A term whose weight is 0 is not computed. The loss returns ``(total, parts)``;
+every part is logged as ``train/loss/<name>``.
 
 * λ warm-up: with ``lambda_warmup_steps = N > 0`` the landmark weight at training step ``t`` is
   ``λ·min(1, t / N)``: 0 at the first step, ``λ/2`` at ``N/2``, ``λ`` from step ``N`` on (the module
   passes ``global_step`` and logs the value as ``train/lambda_lm``). The landmark term is still
   computed (and logged) while its weight is 0.
-* ``focal_gamma = γ > 0`` replaces each cross-entropy (raw, aux, aug) by the focal loss
+* ``focal_gamma = γ > 0`` replaces each cross-entropy (raw, crop view, drop view) by the focal loss
   ``-α_y (1 - p_y)^γ log p_y`` with the class weights as ``α``, averaged like weighted CE
   (``Σ α_y ℓ / Σ α_y``); ``γ = 0`` is plain (weighted) cross-entropy.
 """
@@ -42,8 +46,8 @@ class CompositeLoss(nn.Module):
         landmark: LandmarkLoss,
         lambda_lm: float = 1.0,
         w_raw: float = 1 / 3,
-        w_aux: float = 1.0,
-        w_aug: float = 2 / 3,
+        w_crop: float = 1.0,
+        w_drop: float = 2 / 3,
         w_center: float = 1.0,
         lambda_warmup_steps: int = 0,
         focal_gamma: float = 0.0,
@@ -52,8 +56,8 @@ class CompositeLoss(nn.Module):
         for k, v in dict(
             lambda_lm=lambda_lm,
             w_raw=w_raw,
-            w_aux=w_aux,
-            w_aug=w_aug,
+            w_crop=w_crop,
+            w_drop=w_drop,
             w_center=w_center,
             focal_gamma=focal_gamma,
         ).items():
@@ -63,18 +67,18 @@ class CompositeLoss(nn.Module):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"loss.lambda_warmup_steps must be an integer >= 0, got {lambda_warmup_steps!r}")
         self.landmark = landmark
-        self.lambda_lm, self.w_raw, self.w_aux, self.w_aug, self.w_center = (
+        self.lambda_lm, self.w_raw, self.w_crop, self.w_drop, self.w_center = (
             lambda_lm,
             w_raw,
-            w_aux,
-            w_aug,
+            w_crop,
+            w_drop,
             w_center,
         )
         self.lambda_warmup_steps, self.focal_gamma = lambda_warmup_steps, float(focal_gamma)
 
     @property
     def needs_views(self) -> bool:
-        return self.w_aux > 0 or self.w_aug > 0
+        return self.w_crop > 0 or self.w_drop > 0
 
     def lambda_at(self, step: int | None) -> float:
         """The landmark weight at training step ``step``: ``λ·min(1, step / N)``; ``λ`` without warm-up
@@ -121,9 +125,9 @@ class CompositeLoss(nn.Module):
 
         add("ce_raw", self.w_raw, lambda: self.ce(logits, labels, class_weight))
         if logits_aux is not None:
-            add("ce_aux", self.w_aux, lambda: self.ce(logits_aux, labels, class_weight))
+            add("ce_aux", self.w_crop, lambda: self.ce(logits_aux, labels, class_weight))
         if logits_aug is not None:
-            add("ce_aug", self.w_aug, lambda: self.ce(logits_aug, labels, class_weight))
+            add("ce_aug", self.w_drop, lambda: self.ce(logits_aug, labels, class_weight))
         if center is not None:
             add("center", self.w_center, lambda: center)
         lm_labels = labels if frame_labels is None else frame_labels

@@ -108,17 +108,9 @@ def kl_form(abar: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -> torch.
 FORM_FNS = {"simple": simple_form, "ratio": ratio_form, "mse": mse_form, "kl": kl_form}
 
 
-def _spatial(t: torch.Tensor) -> torch.Tensor:
+def as_spatial(t: torch.Tensor) -> torch.Tensor:
     """(B, 1, H, W) -> (B, H, W); (B, H, W) unchanged."""
     return t.squeeze(1) if t.dim() == 4 else t
-
-
-def attention_in_mask(maps: torch.Tensor, mask: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Share of the attention mass inside the mask, per sample: ΣĀ·L / ΣĀ, (B,). Uniform attention
-    scores the mask's area fraction; 1 means every bit of attention lies on the landmarks."""
-    mask = _spatial(mask)
-    a = mean_attention(maps, mask.shape[-2:]).flatten(1)
-    return (a * mask.flatten(1)).sum(1) / a.sum(1).clamp_min(eps)
 
 
 class LandmarkLoss(nn.Module):
@@ -209,7 +201,7 @@ class LandmarkLoss(nn.Module):
         region_masks: torch.Tensor | None = None,
         blend_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        mask = _spatial(mask)  # (B, H, W)
+        mask = as_spatial(mask)  # (B, H, W)
         b, size = maps.shape[0], mask.shape[-2:]
         # targets (B, K, H, W) against maps (B, K, H, W): K = 1 (the head average) or M (per head)
         if self.form == "per_head":
@@ -235,7 +227,7 @@ class LandmarkLoss(nn.Module):
                     "loss.landmark.apply_to=fake_blend needs the labels and the fakes' blend masks: the "
                     "batch has no 'blend_mask' (data.landmark_apply_to follows loss.landmark.apply_to)"
                 )
-            blend = _spatial(blend_mask).float()
+            blend = as_spatial(blend_mask).float()
             blend = blend / blend.flatten(1).amax(1).clamp_min(self.eps)[:, None, None]
             fake = (labels == 1)[:, None, None, None]
             targets = torch.where(fake, blend[:, None].expand_as(targets), targets)
@@ -249,11 +241,3 @@ class LandmarkLoss(nn.Module):
         if not valid.any():
             return per.sum() * 0.0  # keeps the graph, contributes nothing
         return per[valid].mean()
-
-
-def pointing_hit(maps: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Pointing game, per sample: 1.0 when the peak of Ā falls inside the mask (L > threshold), (B,)."""
-    mask = _spatial(mask)
-    a = mean_attention(maps, mask.shape[-2:]).flatten(1)
-    peak = a.argmax(1)
-    return (mask.flatten(1).gather(1, peak[:, None]).squeeze(1) > threshold).float()

@@ -244,24 +244,27 @@ class _MultiplicativeMarginHead(_MarginHead):
     margin-on forward passes so far (``iteration``, a buffer: saved in checkpoints, restored on
     resume). As in the authors' Caffe layer, the counter is advanced before λ is computed, so the
     first training pass uses t = 1. ``base = lambda_min = 0`` gives λ = 0, the plain paper formula.
+    The two heads differ only in ``normalise_weight`` and their default ``m``; the annealing defaults
+    are those of the authors' SphereFace-20 Caffe model.
     """
 
     normalise_weight: bool
+    default_m: int
 
     def __init__(
         self,
         in_features: int,
-        num_classes: int,
-        m: int,
-        feature_scale: float,
-        base: float,
-        gamma: float,
-        power: float,
-        lambda_min: float,
-        dropout: float,
+        num_classes: int = 2,
+        m: int | None = None,
+        feature_scale: float = 16.0,
+        base: float = 1000.0,
+        gamma: float = 0.12,
+        power: float = 1.0,
+        lambda_min: float = 5.0,
+        dropout: float = 0.0,
     ):
         super().__init__(in_features, num_classes, dropout)
-        self.m = _int_at_least("m", m, 1)
+        self.m = _int_at_least("m", self.default_m if m is None else m, 1)
         self.feature_scale = _positive("feature_scale", feature_scale)
         self.base = _non_negative("base", base)
         self.gamma = _non_negative("gamma", gamma)
@@ -311,7 +314,7 @@ class SphereFaceHead(_MultiplicativeMarginHead):
     Args:
         in_features: D of the features (the module passes it).
         num_classes: C (2: real, fake).
-        m: the integer angular margin (≥ 1; 1 is plain normalised-weight softmax, the paper uses 4).
+        m: the integer angular margin (≥ 1; 1 is plain normalised-weight softmax; default 4, the paper's).
         feature_scale: multiplies the features, i.e. ‖x‖ for unit features.
         base, gamma, power, lambda_min: the annealing of λ (see the class above); the defaults are
             those of the authors' SphereFace-20 Caffe model.
@@ -319,20 +322,7 @@ class SphereFaceHead(_MultiplicativeMarginHead):
     """
 
     normalise_weight = True
-
-    def __init__(
-        self,
-        in_features: int,
-        num_classes: int = 2,
-        m: int = 4,
-        feature_scale: float = 16.0,
-        base: float = 1000.0,
-        gamma: float = 0.12,
-        power: float = 1.0,
-        lambda_min: float = 5.0,
-        dropout: float = 0.0,
-    ):
-        super().__init__(in_features, num_classes, m, feature_scale, base, gamma, power, lambda_min, dropout)
+    default_m = 4
 
 
 class LSoftmaxHead(_MultiplicativeMarginHead):
@@ -344,24 +334,11 @@ class LSoftmaxHead(_MultiplicativeMarginHead):
     Args:
         in_features: D of the features (the module passes it).
         num_classes: C (2: real, fake).
-        m: the integer angular margin (≥ 1; 1 is a plain bias-free linear softmax).
+        m: the integer angular margin (≥ 1; 1 is a plain bias-free linear softmax; default 2).
         feature_scale: multiplies the features, i.e. ‖x‖ for unit features (like SoftmaxHead's scale).
         base, gamma, power, lambda_min: the annealing of λ (see the class above).
         dropout: on the features.
     """
 
     normalise_weight = False
-
-    def __init__(
-        self,
-        in_features: int,
-        num_classes: int = 2,
-        m: int = 2,
-        feature_scale: float = 16.0,
-        base: float = 1000.0,
-        gamma: float = 0.12,
-        power: float = 1.0,
-        lambda_min: float = 5.0,
-        dropout: float = 0.0,
-    ):
-        super().__init__(in_features, num_classes, m, feature_scale, base, gamma, power, lambda_min, dropout)
+    default_m = 2

@@ -13,8 +13,8 @@ from torchmetrics import MeanMetric
 
 from lmguide.losses.center import CenterLoss
 from lmguide.losses.composite import CompositeLoss
-from lmguide.losses.landmark import attention_in_mask
-from lmguide.metrics import VideoScores, detection_metrics, training_metrics
+from lmguide.metrics import VideoScores, attention_in_mask, detection_metrics, training_metrics
+from lmguide.models.guard import NonFiniteGuard
 from lmguide.models.views import attention_crop, attention_drop
 
 log = logging.getLogger(__name__)
@@ -64,11 +64,7 @@ class LandmarkGuidedDetector(L.LightningModule):
         max_bad_steps: int = 10,
     ):
         super().__init__()
-        if max_bad_steps < 1:
-            raise ValueError(f"model.max_bad_steps must be >= 1, got {max_bad_steps}")
-        self.max_bad_steps = max_bad_steps
-        self.skipped_steps = 0  # steps skipped for NaN/Inf over the whole run (kept in checkpoints)
-        self._bad_in_row = 0
+        self.guard = NonFiniteGuard(max_bad_steps)
         self._terms: dict[str, torch.Tensor] = {}  # this step's loss terms, checked before the update
         self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
         self._plateau_state: dict | None = None  # from a checkpoint, loaded when the optimizer exists
@@ -270,34 +266,18 @@ class LandmarkGuidedDetector(L.LightningModule):
         self._eval_epoch_end("test")
 
     # -- optimisation --------------------------------------------------------------------------
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped for NaN/Inf over the whole run (kept in checkpoints)."""
+        return self.guard.skipped
+
+    @property
+    def _bad_in_row(self) -> int:
+        return self.guard.in_row
+
     def on_before_optimizer_step(self, optimizer) -> None:
-        """Skip the update of a step whose loss terms or gradients are not finite (under DDP the
-        gradients are already averaged, so every rank skips the same steps); stop after
-        ``max_bad_steps`` such steps in a row."""
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        # one device sync per step: NaN/Inf in a gradient makes its norm so, in a term the term itself
-        norms = torch._foreach_norm(grads) if grads else []
-        checks = [*(n.float() for n in norms), *(v.float() for v in self._terms.values())]
-        if not checks or bool(torch.isfinite(torch.stack(checks)).all()):
-            self._bad_in_row = 0
-        else:
-            bad_terms = [n for n, v in self._terms.items() if not torch.isfinite(v).all()]
-            for p in self.parameters():  # no gradient: the optimizer leaves the weights and its state
-                p.grad = None
-            self.skipped_steps += 1
-            self._bad_in_row += 1
-            what = f"loss terms {bad_terms}" if bad_terms else "gradients"
-            log.warning(
-                "step %d: non-finite %s, update skipped (%d in a row, %d in all)",
-                self.global_step, what, self._bad_in_row, self.skipped_steps,
-            )  # fmt: skip
-            if self._bad_in_row >= self.max_bad_steps:
-                raise FloatingPointError(
-                    f"{self._bad_in_row} training steps in a row had non-finite {what} (NaN/Inf), up to "
-                    f"step {self.global_step}; stopping (model.max_bad_steps={self.max_bad_steps}). The "
-                    "weights were never updated from them: checkpoints/last.ckpt holds the last good state. "
-                    "Lower optim.lr, check the data, or use trainer=default precision"
-                )
+        """Skip the update of a step whose loss terms or gradients are not finite (NonFiniteGuard)."""
+        self.guard.check(self.parameters(), self._terms, self.global_step)
         if self._trainer is not None:
             self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
 
@@ -354,5 +334,5 @@ class LandmarkGuidedDetector(L.LightningModule):
             checkpoint["lmguide_overrides"] = self.run_overrides
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.skipped_steps = int(checkpoint.get("lmguide_skipped_steps", 0))
+        self.guard.skipped = int(checkpoint.get("lmguide_skipped_steps", 0))
         self._plateau_state = checkpoint.get("lmguide_plateau")

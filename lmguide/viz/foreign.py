@@ -79,7 +79,7 @@ def explain_foreign(
 
     from lmguide.config_guard import compose_train_config
     from lmguide.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from lmguide.visualize import CLASS_NAMES, prepare_face
+    from lmguide.viz.explain import CLASS_NAMES, prepare_face
     from lmguide.viz.overlays import heat_map, heat_overlay
     from lmguide.viz.panels import resize_rgb, side_by_side
 

@@ -1,0 +1,158 @@
+"""The jobs of a Hydra multirun as the sweep report reads them: each job's overrides and metrics, and
+the groups of jobs that differ only in their seed."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+METRICS = (
+    ("val/auc", "val AUC"),
+    ("test/auc", "test AUC"),
+    ("val/eer", "val EER"),
+    ("test/eer", "test EER"),
+    ("val/attn_in_lm", "val attn_in_lm"),
+    ("test/attn_in_lm", "test attn_in_lm"),
+    ("swaps/auc", "swaps AUC"),
+    ("wall_time_s", "time/job (s)"),
+)
+SEED_KEYS = ("seed",)
+LAMBDA_KEY = "loss.lambda_lm"
+#: the AUCs compared against λ = 0, paired by seed
+PAIRED = (("test/auc", "test AUC"), ("swaps/auc", "swaps AUC (cross-method)"))
+
+
+@dataclass
+class Job:
+    path: Path
+    overrides: list[str]
+    metrics: dict[str, float | None] | None  # None: no usable metrics.json; a value None: undefined
+    config_seed: str = "?"  # the seed in the job's config when it was not overridden
+    broken: str = ""  # why its metrics.json could not be read
+
+    @property
+    def group(self) -> tuple[str, ...]:
+        return tuple(o for o in self.overrides if o.split("=", 1)[0].lstrip("+~") not in SEED_KEYS)
+
+    @property
+    def seed(self) -> str:
+        for o in self.overrides:
+            k, _, v = o.partition("=")
+            if k.lstrip("+~") in SEED_KEYS:
+                return v
+        return self.config_seed
+
+
+@dataclass
+class Group:
+    overrides: tuple[str, ...]
+    jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def done(self) -> list[Job]:
+        return [j for j in self.jobs if j.metrics is not None]
+
+    def stat(self, key: str) -> tuple[float, float, int]:
+        """(mean, sample std (0 for one value), n) of ``key`` over the finished jobs that define it."""
+        vals = [
+            j.metrics[key]
+            for j in self.done
+            if j.metrics.get(key) is not None and math.isfinite(j.metrics[key])
+        ]
+        if not vals:
+            return math.nan, math.nan, 0
+        return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals)
+
+    def undefined(self, key: str) -> int:
+        """How many finished jobs report ``key`` as undefined (null)."""
+        return sum(1 for j in self.done if key in j.metrics and j.metrics[key] is None)
+
+
+def _metric_value(key: str, v):
+    """A metrics.json value: a number, None (undefined), or the text of an ``.../undefined`` reason."""
+    if v is None or (isinstance(v, str) and key.endswith("undefined")):
+        return v
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError(f"{key} is {type(v).__name__}, not a number or null")
+    return float(v)
+
+
+def read_metrics(path: Path) -> dict:
+    """The metrics of one job; ValueError naming the file and the problem when it is not one."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{path} cannot be read as JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a {type(data).__name__}, not an object of metrics")
+    try:
+        return {str(k): _metric_value(k, v) for k, v in data.items()}
+    except TypeError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def read_jobs(sweep_dir: str | Path) -> list[Job]:
+    """Every job directory under ``sweep_dir`` (the ones holding ``.hydra/overrides.yaml``)."""
+    root = Path(sweep_dir).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"sweep directory {root} does not exist")
+    jobs = []
+    for ov in sorted(root.glob("**/.hydra/overrides.yaml"), key=lambda p: _job_order(p.parent.parent, root)):
+        job_dir = ov.parent.parent
+        overrides = [str(o) for o in (yaml.safe_load(ov.read_text()) or [])]
+        mfile = job_dir / "metrics.json"
+        metrics, broken = None, ""
+        if mfile.exists():
+            try:
+                metrics = read_metrics(mfile)
+            except ValueError as err:  # one broken job is reported, the others still are
+                broken = str(err)
+        seed = "?"
+        cfg_file = job_dir / ".hydra" / "config.yaml"
+        if cfg_file.exists():
+            try:
+                seed = str((yaml.safe_load(cfg_file.read_text()) or {}).get("seed", "?"))
+            except (yaml.YAMLError, AttributeError):
+                pass
+        jobs.append(Job(job_dir, overrides, metrics, seed, broken))
+    if not jobs:
+        raise FileNotFoundError(f"no Hydra job directories (.hydra/overrides.yaml) under {root}")
+    return jobs
+
+
+def _job_order(job_dir: Path, root: Path) -> tuple:
+    rel = job_dir.relative_to(root).parts
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in rel)
+
+
+def common_overrides(jobs: list[Job]) -> tuple[str, ...]:
+    """Overrides every job shares (seed aside): said once above the table, not in every row."""
+    first = jobs[0].group
+    return tuple(o for o in first if all(o in j.group for j in jobs[1:]))
+
+
+def group_jobs(jobs: list[Job]) -> list[Group]:
+    """Jobs grouped by the overrides that vary across the sweep (seed aside)."""
+    common = set(common_overrides(jobs))
+    groups: dict[tuple[str, ...], Group] = {}
+    for j in jobs:
+        key = tuple(o for o in j.group if o not in common)
+        groups.setdefault(key, Group(key)).jobs.append(j)
+    return list(groups.values())
+
+
+def group_label(overrides: tuple[str, ...]) -> str:
+    return " ".join(overrides) if overrides else "(no overrides)"
+
+
+def override_value(overrides: tuple[str, ...], key: str) -> str | None:
+    for o in overrides:
+        k, _, v = o.partition("=")
+        if k.lstrip("+~") == key:
+            return v
+    return None

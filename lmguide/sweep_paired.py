@@ -1,0 +1,168 @@
+"""Every guided setting (λ > 0) of a sweep against its λ = 0 baseline, paired by seed: the mean
+difference of the test and cross-method AUC, a bootstrap interval and a paired t-test."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from dataclasses import dataclass
+
+from lmguide.sweep_jobs import LAMBDA_KEY, PAIRED, Group, group_label, override_value
+
+
+def paired_t_test(diffs: list[float]) -> dict:
+    """Two-sided paired t-test of the mean of ``diffs`` against 0: ``{"t", "df", "p"}``.
+
+    ``t = mean / (s / sqrt(n))`` with ``s`` the sample standard deviation, ``df = n - 1``, ``p`` from
+    Student's t distribution. Undefined (None, with ``reason``) for fewer than two pairs, or when every
+    difference is the same (no spread to test against)."""
+    from scipy.special import stdtr
+
+    n = len(diffs)
+    if n < 2:
+        return {"t": None, "df": n - 1, "p": None, "reason": f"undefined: {n} pair(s), a paired test needs 2"}
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    if sd == 0:
+        return {
+            "t": None,
+            "df": n - 1,
+            "p": None,
+            "reason": "undefined: every pair differs by the same amount",
+        }
+    t = mean / (sd / math.sqrt(n))
+    return {"t": t, "df": n - 1, "p": float(2 * stdtr(n - 1, -abs(t)))}
+
+
+def bootstrap_mean(values: list[float], n_boot: int = 2000, level: float = 0.95, seed: int = 0):
+    """Percentile bootstrap interval ``(lo, hi)`` of the mean of ``values`` (None for no values)."""
+    import numpy as np
+
+    if not values:
+        return None
+    v = np.asarray(values, np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(v), size=(n_boot, len(v)))
+    means = v[idx].mean(1)
+    a = (1 - level) / 2
+    lo, hi = np.quantile(means, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+@dataclass
+class Comparison:
+    setting: str
+    baseline: str
+    metric: str
+    seeds: list[str]
+    diffs: list[float]
+    mean: float | None
+    ci: tuple[float, float] | None
+    test: dict
+    note: str = ""
+
+
+def _lambda(g: Group) -> float | None:
+    v = override_value(g.overrides, LAMBDA_KEY)
+    try:
+        return None if v is None else float(v)
+    except ValueError:
+        return None
+
+
+def _without_lambda(g: Group) -> tuple[str, ...]:
+    return tuple(o for o in g.overrides if o.partition("=")[0].lstrip("+~") != LAMBDA_KEY)
+
+
+def paired_comparisons(groups: list[Group]) -> list[Comparison]:
+    """Every λ > 0 setting against its λ = 0 baseline, paired by seed, for each of :data:`PAIRED`."""
+    bases = [g for g in groups if _lambda(g) == 0]
+    if not bases:
+        return []
+    out = []
+    for g in groups:
+        lam = _lambda(g)
+        if lam is None or lam == 0:
+            continue
+        same = [b for b in bases if _without_lambda(b) == _without_lambda(g)]
+        base = same[0] if same else (bases[0] if len(bases) == 1 else None)
+        if base is None:
+            continue
+        for key, name in PAIRED:
+            mine = {j.seed: j.metrics.get(key) for j in g.done}
+            theirs = {j.seed: j.metrics.get(key) for j in base.done}
+            seeds = sorted(set(mine) & set(theirs), key=lambda s: (len(s), s))
+            if not any(key in j.metrics for j in g.done + base.done):
+                continue
+            undefined = [s for s in seeds if mine[s] is None or theirs[s] is None]
+            seeds = [s for s in seeds if s not in undefined]
+            diffs = [mine[s] - theirs[s] for s in seeds]
+            note = f"seeds {','.join(undefined)} undefined" if undefined else ""
+            out.append(
+                Comparison(
+                    group_label(g.overrides),
+                    group_label(base.overrides),
+                    name,
+                    seeds,
+                    diffs,
+                    statistics.fmean(diffs) if diffs else None,
+                    bootstrap_mean(diffs),
+                    paired_t_test(diffs),
+                    note,
+                )
+            )
+    return out
+
+
+def paired_markdown(comparisons: list[Comparison]) -> str:
+    lines = [
+        "Against λ = 0, paired by seed (Δ = setting − baseline; interval: 95 % bootstrap over the seed "
+        "pairs; p: two-sided paired t-test):",
+        "",
+        "| setting | baseline | metric | pairs | mean Δ AUC | 95 % interval | p |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in comparisons:
+        mean = "undefined" if c.mean is None else f"{c.mean:+.3f}"
+        ci = "–" if c.ci is None else f"[{c.ci[0]:+.3f}, {c.ci[1]:+.3f}]"
+        p = c.test.get("reason", "undefined") if c.test["p"] is None else f"{c.test['p']:.3f}"
+        pairs = f"{len(c.seeds)} ({','.join(c.seeds)})" + (f"; {c.note}" if c.note else "")
+        lines.append(f"| {c.setting} | {c.baseline} | {c.metric} | {pairs} | {mean} | {ci} | {p} |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_csv(comparisons: list[Comparison]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(
+        [
+            "setting",
+            "baseline",
+            "metric",
+            "pairs",
+            "seeds",
+            "mean_diff",
+            "ci95_lo",
+            "ci95_hi",
+            "t",
+            "p",
+            "note",
+        ]
+    )
+    for c in comparisons:
+        w.writerow(
+            [
+                c.setting,
+                c.baseline,
+                c.metric,
+                len(c.seeds),
+                " ".join(c.seeds),
+                "" if c.mean is None else f"{c.mean:.6g}",
+                "" if c.ci is None else f"{c.ci[0]:.6g}",
+                "" if c.ci is None else f"{c.ci[1]:.6g}",
+                "" if c.test["t"] is None else f"{c.test['t']:.6g}",
+                "" if c.test["p"] is None else f"{c.test['p']:.6g}",
+                c.note or c.test.get("reason", ""),
+            ]
+        )
+    return buf.getvalue()

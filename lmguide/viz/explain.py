@@ -1,0 +1,123 @@
+"""One face explained: found, cropped and transformed exactly as training does (the run's
+:class:`~lmguide.data.faces.FacePipeline`), its landmark mask, and the overlays of the model's attention
+maps, Grad-CAM and (ViT backbones) the CLS attention, as RGB tiles by file stem."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from lmguide.data.faces import FacePipeline, face_settings
+from lmguide.errors import ConfigError, VisualizeError
+from lmguide.viz.gradcam import grad_cam
+from lmguide.viz.overlays import heat_map, heat_overlay, mask_outline
+from lmguide.viz.panels import mask_overlay, patch_grid_overlay, resize_rgb, side_by_side
+from lmguide.viz.vit_attention import vit_cls_attention, vit_grid
+
+CLASS_NAMES = ("real", "fake")
+
+
+@dataclass
+class FaceInput:
+    """A face as the model sees it, plus what is needed to draw it."""
+
+    crop: np.ndarray  # (S, S, 3) RGB uint8, S = data.faces.face_size
+    landmarks: np.ndarray  # (478, 3) pixel coordinates of ``crop``
+    mask: np.ndarray  # (S, S) float32 landmark mask of ``crop``
+    image: torch.Tensor  # (3, s, s) normalised model input, s = data.image_size
+    model_mask: torch.Tensor  # (s, s) the mask after the eval transform
+    box: tuple[float, float, float, float]
+    score: float
+    n_faces: int
+
+
+@dataclass
+class Explanation:
+    prob_fake: float
+    maps: np.ndarray  # (M, h, w) attention maps
+    gradcam: np.ndarray  # (s, s) in [0, 1]
+    target_class: int
+    images: dict[str, np.ndarray] = field(default_factory=dict)  # file stem -> RGB uint8 tile
+
+
+def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", name: str = "") -> FaceInput:
+    """Detect, crop, landmark and transform the face exactly as training's data pipeline does."""
+    from lmguide.data.landmarks import FaceMeshLandmarker
+    from lmguide.data.masks import draw_mask
+
+    if which not in ("largest", "best"):
+        raise ConfigError(f"face must be 'largest' or 'best', got {which!r}")
+    fs = face_settings(run_cfg.data.faces)
+    # faces under min_face_size are explained too (the command warns): training never saw them
+    with FacePipeline(fs, image_size=int(run_cfg.data.image_size), crop_small=True) as faces:
+        found = faces(rgb, which)
+        if not found.faces:
+            raise VisualizeError(
+                f"no face found in {name or 'the image'} (MediaPipe face detection {fs.detector}, "
+                f"min_confidence={fs.min_confidence}); give an image with a visible face"
+            )
+        (face,) = found.faces
+        crop, det = face.crop, face.det
+        with FaceMeshLandmarker() as mesh:
+            landmarks = mesh(crop)
+        if landmarks is None:
+            raise VisualizeError(
+                f"a face was found in {name or 'the image'} but FaceMesh found no landmarks in its crop "
+                "(training drops such faces too)"
+            )
+        spec = hydra.utils.instantiate(run_cfg.data.mask)
+        mask = draw_mask(landmarks, crop.shape[:2], spec)
+        out = faces.model_input(crop, mask)
+    model_mask = torch.as_tensor(out["mask"]).float()
+    return FaceInput(crop, landmarks, mask, out["image"], model_mask, det.box, det.score, found.found)
+
+
+def explain(
+    model: nn.Module,
+    face: FaceInput,
+    mask_points: np.ndarray,
+    size: int = 256,
+    target_class: int = 1,
+    alpha: float = 0.45,
+) -> Explanation:
+    """Run ``model`` on the face and draw every overlay at ``size`` x ``size`` (file stem -> RGB)."""
+    model.eval()
+    with torch.no_grad():
+        out = model(face.image[None])
+    prob = float(out.logits.softmax(-1)[0, 1])
+    maps = out.maps[0].float().cpu().numpy()
+    cam = grad_cam(model, face.image, target_class)
+
+    rgb = resize_rgb(face.crop, size)
+    pts = mask_points[:, :2] * (size / face.crop.shape[1])
+    mean = maps.mean(0)
+    images = {
+        "face": rgb,
+        "mask": mask_overlay(rgb, face.mask, pts),
+        "attention_mean": mask_outline(heat_overlay(rgb, mean, alpha), face.mask),
+        "gradcam": heat_overlay(rgb, cam, alpha),
+        # the heat maps alone, beside their overlays
+        "attention_mean_heatmap": heat_map(mean, size, size),
+        "gradcam_heatmap": heat_map(cam, size, size),
+    }
+    images.update({f"attention_head{i}": heat_overlay(rgb, m, alpha) for i, m in enumerate(maps)})
+    if vit_grid(model.backbone.model) is not None:
+        images["patch_grid"] = patch_grid_overlay(rgb, mean, alpha)
+        images["vit_cls_attention"] = patch_grid_overlay(rgb, vit_cls_attention(model, face.image), alpha)
+    verdict = CLASS_NAMES[int(prob >= 0.5)]
+    images["panel"] = side_by_side(
+        [images["face"], images["mask"], images["attention_mean"], images["gradcam"]],
+        [
+            "face crop",
+            "landmark mask",
+            f"mean attention ({len(maps)} maps)",
+            f"Grad-CAM ({CLASS_NAMES[target_class]})",
+        ],
+        f"P(fake) = {prob:.3f}  ->  {verdict}",
+    )
+    return Explanation(prob, maps, cam, target_class, images)
