@@ -13,6 +13,7 @@ every image of the folder, each into its own subfolder, with an ``index.html`` o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,29 +81,6 @@ def vit_grid(net: nn.Module) -> tuple[int, int] | None:
     return None if inner is None else tuple(inner.patch_embed.grid_size)
 
 
-def gradcam_target(backbone: nn.Module):
-    """``(layer, reshape_transform)`` for Grad-CAM: the feature stage the attention works on.
-
-    CNNs: the stage ``out_index`` picks (timm's ``feature_info``), already (B, C, h, w); later stages
-    of the features-only net never reach the logits. ViTs: the block ``out_index`` picks, whose
-    tokens are reshaped to the patch grid (prefix/class tokens dropped).
-    """
-    net = backbone.model
-    inner, layer = getattr(net, "model", net), feature_stage(net)
-    grid = vit_grid(net)
-    if grid is None:
-        return layer, None
-    prefix = int(inner.num_prefix_tokens)
-
-    def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
-        b, n, c = tokens.shape
-        if n - prefix != grid[0] * grid[1]:
-            raise VisualizeError(f"{n - prefix} patch tokens do not fill the {grid[0]}x{grid[1]} patch grid")
-        return tokens[:, prefix:].reshape(b, grid[0], grid[1], c).permute(0, 3, 1, 2)
-
-    return layer, tokens_to_grid
-
-
 def vit_cls_attention(model: nn.Module, image: torch.Tensor) -> np.ndarray | None:
     """CLS-token attention over the patch grid in the ViT block the attention module uses (mean over heads).
 
@@ -130,12 +108,17 @@ def vit_cls_attention(model: nn.Module, image: torch.Tensor) -> np.ndarray | Non
     return cls_to_patches.reshape(grid).float().cpu().numpy()
 
 
-def grad_cam(model: nn.Module, image: torch.Tensor, target_class: int = 1) -> np.ndarray:
-    """Grad-CAM of ``target_class`` (1 = fake) for one normalised image (3, s, s) -> (s, s) in [0, 1]."""
+def grad_cam(
+    model: nn.Module, image: torch.Tensor, target_class: int = 1, stage: int | None = None
+) -> np.ndarray:
+    """Grad-CAM of ``target_class`` (1 = fake) for one normalised image (3, s, s) -> (s, s) in [0, 1], on
+    backbone stage ``stage`` (None: the stage the attention uses; :func:`lmguide.viz.stages.stage_target`)."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    layer, reshape = gradcam_target(model.backbone)
+    from lmguide.viz.stages import stage_target
+
+    layer, reshape = stage_target(model.backbone, stage)
     with torch.enable_grad(), GradCAM(LogitsOnly(model), [layer], reshape_transform=reshape) as cam:
         out = cam(input_tensor=image[None].clone(), targets=[ClassifierOutputTarget(target_class)])
     return np.nan_to_num(out[0].astype(np.float32))
@@ -195,8 +178,16 @@ def explain(
     size: int = 256,
     target_class: int = 1,
     alpha: float = 0.45,
+    layers: Sequence[int] = (),
+    channels: int = 8,
+    window_block: Sequence[int] | None = None,
 ) -> Explanation:
-    """Run ``model`` on the face and draw every overlay at ``size`` x ``size`` (file stem -> RGB)."""
+    """Run ``model`` on the face and draw every overlay at ``size`` x ``size`` (file stem -> RGB).
+
+    Besides the attention maps and Grad-CAM: ``layers`` draws Grad-CAM of those backbone stages side
+    by side (``layers.png``); an SE/CBAM attention adds its channel gate (``channel_gates.png``, the top
+    ``channels`` channels, and ``channel_map.png``, where they fire); a Swin backbone adds the window
+    attention of ``window_block`` (``window_attention.png``, the window grid drawn)."""
     from lmguide.viz.overlays import heat_map, heat_overlay, mask_outline
     from lmguide.viz.panels import mask_overlay, patch_grid_overlay, resize_rgb, side_by_side
 
@@ -223,6 +214,7 @@ def explain(
     if vit_grid(model.backbone.model) is not None:
         images["patch_grid"] = patch_grid_overlay(rgb, mean, alpha)
         images["vit_cls_attention"] = patch_grid_overlay(rgb, vit_cls_attention(model, face.image), alpha)
+    images.update(extra_views(model, face.image, rgb, target_class, alpha, layers, channels, window_block))
     verdict = CLASS_NAMES[int(prob >= 0.5)]
     images["panel"] = side_by_side(
         [images["face"], images["mask"], images["attention_mean"], images["gradcam"]],
@@ -237,6 +229,43 @@ def explain(
     return Explanation(prob, maps, cam, target_class, images)
 
 
+def extra_views(
+    model: nn.Module,
+    image: torch.Tensor,
+    rgb: np.ndarray,
+    target_class: int,
+    alpha: float,
+    layers: Sequence[int] = (),
+    channels: int = 8,
+    window_block: Sequence[int] | None = None,
+) -> dict[str, np.ndarray]:
+    """The per-stage Grad-CAM row, the channel gate and the Swin window attention (where they apply)."""
+    from lmguide.viz.channels import channel_gates, gate_bar_chart, has_channel_gate
+    from lmguide.viz.overlays import heat_overlay
+    from lmguide.viz.panels import side_by_side
+    from lmguide.viz.stages import stage_label, swin_blocks, window_attention, window_grid_overlay
+
+    images: dict[str, np.ndarray] = {}
+    size = rgb.shape[0]
+    if layers:
+        cams = {int(i): grad_cam(model, image, target_class, int(i)) for i in layers}
+        for i, cam in cams.items():
+            images[f"gradcam_stage{i}"] = heat_overlay(rgb, cam, alpha)
+        images["layers"] = side_by_side(
+            [images[f"gradcam_stage{i}"] for i in cams],
+            [stage_label(model.backbone, i) for i in cams],
+            f"Grad-CAM ({CLASS_NAMES[target_class]}) per backbone stage: low-level -> semantic",
+        )
+    if has_channel_gate(model):
+        cg = channel_gates(model, image, channels)
+        images["channel_gates"] = gate_bar_chart(cg, size)
+        images["channel_map"] = heat_overlay(rgb, cg.spatial, alpha)
+    if swin_blocks(model.backbone):
+        wmap = window_attention(model, image, window_block)
+        images["window_attention"] = window_grid_overlay(rgb, wmap, heat_overlay(rgb, wmap.attention, alpha))
+    return images
+
+
 # -- command -------------------------------------------------------------------------------------------
 
 
@@ -248,6 +277,16 @@ def _check_options(cfg: DictConfig) -> None:
     alpha = cfg.alpha
     if not isinstance(alpha, int | float) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"alpha is the heat map's opacity and must be in [0, 1], got {cfg.alpha}")
+
+
+def _int_list(cfg: DictConfig, key: str) -> list[int]:
+    value = cfg.get(key)
+    if value is None:
+        return []
+    items = list(value) if not isinstance(value, int | str) else [value]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        raise ConfigError(f"{key} must be a list of integers, e.g. {key}=[0,1,2], got {value!r}")
+    return items
 
 
 def _load(cfg: DictConfig, out_dir: Path, step: str):
@@ -283,7 +322,17 @@ def _explain_image(
         )
     print(f"{steps[1]} Running the model and Grad-CAM", flush=True)
     spec = hydra.utils.instantiate(run_cfg.data.mask)
-    result = explain(model, face, face.landmarks[spec.points()], int(cfg.size), cfg.target_class, cfg.alpha)
+    result = explain(
+        model,
+        face,
+        face.landmarks[spec.points()],
+        int(cfg.size),
+        cfg.target_class,
+        cfg.alpha,
+        layers=_int_list(cfg, "layers"),
+        channels=cfg.get("channels", 8),
+        window_block=_int_list(cfg, "window_block") or None,
+    )
     print(f"      P(fake) = {result.prob_fake:.4f}", flush=True)
     print(f"{steps[2]} Writing overlays to {out_dir}", flush=True)
     paths = _write(result.images, out_dir)
