@@ -26,7 +26,8 @@ from lmguide.data.faces import face_settings
 from lmguide.errors import ConfigError, VisualizeError
 from lmguide.runtime import CONF_DIR
 from lmguide.viz.explain import CLASS_NAMES, Explanation, FaceInput, explain, prepare_face
-from lmguide.viz.gradcam import grad_cam, gradcam_target
+from lmguide.viz.gradcam import grad_cam
+from lmguide.viz.stages import stage_target
 from lmguide.viz.vit_attention import vit_cls_attention
 
 #: the pieces moved to lmguide.viz, still importable from here (the Gradio page uses them)
@@ -37,7 +38,7 @@ __all__ = [
     "VisualizeError",
     "explain",
     "grad_cam",
-    "gradcam_target",
+    "stage_target",
     "prepare_face",
     "read_image",
     "visualize",
@@ -81,6 +82,17 @@ def _load(cfg: DictConfig, out_dir: Path, step: str):
     return model, run_cfg
 
 
+def int_list(cfg: DictConfig, key: str) -> list[int]:
+    """``cfg[key]`` as a list of integers (null: empty); anything else is refused by name."""
+    value = cfg.get(key)
+    if value is None:
+        return []
+    items = [value] if isinstance(value, int | str) else list(value)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        raise ConfigError(f"{key} must be a list of integers, e.g. {key}=[0,1,2], got {value!r}")
+    return items
+
+
 def _explain_image(
     model, run_cfg, cfg: DictConfig, rgb: np.ndarray, name: str, out_dir: Path, steps: list[str]
 ):
@@ -101,7 +113,17 @@ def _explain_image(
         )
     print(f"{steps[1]} Running the model and Grad-CAM", flush=True)
     spec = hydra.utils.instantiate(run_cfg.data.mask)
-    result = explain(model, face, face.landmarks[spec.points()], int(cfg.size), cfg.target_class, cfg.alpha)
+    result = explain(
+        model,
+        face,
+        face.landmarks[spec.points()],
+        int(cfg.size),
+        cfg.target_class,
+        cfg.alpha,
+        layers=int_list(cfg, "layers"),
+        channels=cfg.get("channels", 8),
+        window_block=int_list(cfg, "window_block") or None,
+    )
     print(f"      P(fake) = {result.prob_fake:.4f}", flush=True)
     print(f"{steps[2]} Writing overlays to {out_dir}", flush=True)
     paths = _write(result.images, out_dir)

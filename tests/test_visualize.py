@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from lmguide.checkpoint import CheckpointError
 from lmguide.data.demo import fetch_demo_media
 from lmguide.runtime import CONF_DIR
-from lmguide.visualize import VisualizeError, explain, gradcam_target, visualize, vit_cls_attention
+from lmguide.visualize import VisualizeError, explain, stage_target, visualize, vit_cls_attention
 
 from .conftest import compose_cfg, run_cli
 
@@ -137,7 +137,7 @@ def test_gradcam_layer_is_the_stage_the_attention_uses(trained_ckpt):
     from lmguide.checkpoint import load_model
 
     model, _ = load_model(trained_ckpt)
-    layer, reshape = gradcam_target(model.backbone)
+    layer, reshape = stage_target(model.backbone)
     assert reshape is None
     seen = []
     handle = layer.register_forward_hook(lambda m, i, o: seen.append(o.shape))
@@ -233,7 +233,7 @@ def test_vit_gradcam_and_patch_grid(run, tmp_path):
     torch.manual_seed(0)
     model = hydra.utils.instantiate(cfg.model).eval()
     fused_before = model.backbone.model.model.blocks[11].attn.fused_attn
-    layer, reshape = gradcam_target(model.backbone)
+    layer, reshape = stage_target(model.backbone)
     grid = cfg.data.image_size // 16
     tokens = torch.randn(2, 1 + grid * grid, 192)
     assert reshape(tokens).shape == (2, 192, grid, grid)

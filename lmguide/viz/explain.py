@@ -1,9 +1,11 @@
 """One face explained: found, cropped and transformed exactly as training does (the run's
 :class:`~lmguide.data.faces.FacePipeline`), its landmark mask, and the overlays of the model's attention
-maps, Grad-CAM and (ViT backbones) the CLS attention, as RGB tiles by file stem."""
+maps, Grad-CAM, (ViT backbones) the CLS attention and the extra views (per-stage Grad-CAM, SE/CBAM
+channel gates, Swin window attention), as RGB tiles by file stem."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import hydra
@@ -14,9 +16,11 @@ from torch import nn
 
 from lmguide.data.faces import FacePipeline, face_settings
 from lmguide.errors import ConfigError, VisualizeError
+from lmguide.viz.channels import channel_gates, gate_bar_chart, has_channel_gate
 from lmguide.viz.gradcam import grad_cam
 from lmguide.viz.overlays import heat_map, heat_overlay, mask_outline
 from lmguide.viz.panels import mask_overlay, patch_grid_overlay, resize_rgb, side_by_side
+from lmguide.viz.stages import stage_label, swin_blocks, window_attention, window_grid_overlay
 from lmguide.viz.vit_attention import vit_cls_attention, vit_grid
 
 CLASS_NAMES = ("real", "fake")
@@ -84,8 +88,16 @@ def explain(
     size: int = 256,
     target_class: int = 1,
     alpha: float = 0.45,
+    layers: Sequence[int] = (),
+    channels: int = 8,
+    window_block: Sequence[int] | None = None,
 ) -> Explanation:
-    """Run ``model`` on the face and draw every overlay at ``size`` x ``size`` (file stem -> RGB)."""
+    """Run ``model`` on the face and draw every overlay at ``size`` x ``size`` (file stem -> RGB).
+
+    Besides the attention maps and Grad-CAM: ``layers`` draws Grad-CAM of those backbone stages side
+    by side (``layers``); an SE/CBAM attention adds its channel gate (``channel_gates``, the top
+    ``channels`` channels, and ``channel_map``, where they fire); a Swin backbone adds the window
+    attention of ``window_block`` (``window_attention``, the window grid drawn)."""
     model.eval()
     with torch.no_grad():
         out = model(face.image[None])
@@ -109,6 +121,7 @@ def explain(
     if vit_grid(model.backbone.model) is not None:
         images["patch_grid"] = patch_grid_overlay(rgb, mean, alpha)
         images["vit_cls_attention"] = patch_grid_overlay(rgb, vit_cls_attention(model, face.image), alpha)
+    images.update(extra_views(model, face.image, rgb, target_class, alpha, layers, channels, window_block))
     verdict = CLASS_NAMES[int(prob >= 0.5)]
     images["panel"] = side_by_side(
         [images["face"], images["mask"], images["attention_mean"], images["gradcam"]],
@@ -121,3 +134,34 @@ def explain(
         f"P(fake) = {prob:.3f}  ->  {verdict}",
     )
     return Explanation(prob, maps, cam, target_class, images)
+
+
+def extra_views(
+    model: nn.Module,
+    image: torch.Tensor,
+    rgb: np.ndarray,
+    target_class: int,
+    alpha: float,
+    layers: Sequence[int] = (),
+    channels: int = 8,
+    window_block: Sequence[int] | None = None,
+) -> dict[str, np.ndarray]:
+    """The per-stage Grad-CAM row, the channel gate and the Swin window attention (where they apply)."""
+    images: dict[str, np.ndarray] = {}
+    if layers:
+        cams = {int(i): grad_cam(model, image, target_class, int(i)) for i in layers}
+        for i, cam in cams.items():
+            images[f"gradcam_stage{i}"] = heat_overlay(rgb, cam, alpha)
+        images["layers"] = side_by_side(
+            [images[f"gradcam_stage{i}"] for i in cams],
+            [stage_label(model.backbone, i) for i in cams],
+            f"Grad-CAM ({CLASS_NAMES[target_class]}) per backbone stage: low-level -> semantic",
+        )
+    if has_channel_gate(model):
+        gates = channel_gates(model, image, channels)
+        images["channel_gates"] = gate_bar_chart(gates, rgb.shape[0])
+        images["channel_map"] = heat_overlay(rgb, gates.spatial, alpha)
+    if swin_blocks(model.backbone):
+        wmap = window_attention(model, image, window_block)
+        images["window_attention"] = window_grid_overlay(rgb, wmap, heat_overlay(rgb, wmap.attention, alpha))
+    return images

@@ -44,10 +44,13 @@ class CBAMAttention(nn.Module):
     def out_features(self) -> int:
         return self.channels
 
-    def forward(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def channel_gate(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The channel gate (B, C, 1, 1) in (0, 1), before the spatial gate (drawn by the visualiser)."""
         avg, peak = fmap.mean((2, 3), keepdim=True), fmap.amax((2, 3), keepdim=True)  # (B, C, 1, 1)
-        channel_gate = torch.sigmoid(self.channel_mlp(avg) + self.channel_mlp(peak))
-        x = fmap * channel_gate
+        return torch.sigmoid(self.channel_mlp(avg) + self.channel_mlp(peak))
+
+    def forward(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = fmap * self.channel_gate(fmap)
         pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)  # (B, 2, h, w)
         maps = torch.sigmoid(self.spatial_conv(pooled))  # (B, 1, h, w)
         return pooled_unit_features(x * maps), maps

@@ -44,7 +44,10 @@ class SEAttention(nn.Module):
     def out_features(self) -> int:
         return self.channels
 
+    def channel_gate(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The per-channel gate (B, C, 1, 1) in (0, 1) that re-weights ``fmap`` (drawn by the visualiser)."""
+        return self.excite(fmap.mean((2, 3), keepdim=True))
+
     def forward(self, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        gate = self.excite(fmap.mean((2, 3), keepdim=True))  # (B, C, 1, 1) in (0, 1)
-        x = fmap * gate
+        x = fmap * self.channel_gate(fmap)
         return pooled_unit_features(x), energy_map(x)
