@@ -156,7 +156,15 @@ def list_inputs(input_path: str | Path) -> tuple[list[tuple[Path, str]], list[Pa
 class Scorer:
     """Detect, crop and score faces in batches (faces are kept until the batch is full or flushed)."""
 
-    def __init__(self, model, run_cfg: DictConfig, detector, batch_size: int, device: torch.device):
+    def __init__(
+        self,
+        model,
+        run_cfg: DictConfig,
+        detector,
+        batch_size: int,
+        device: torch.device,
+        keep_crops: bool = False,
+    ):
         from lmguide.data.transforms import build_transform
 
         self.model, self.detector, self.device = model, detector, device
@@ -164,6 +172,8 @@ class Scorer:
         self.tf = build_transform(int(run_cfg.data.image_size))
         self.batch_size = batch_size
         self._pending: list[tuple[FrameResult, torch.Tensor]] = []
+        # keep_crops: every scored crop by (frame, face), RGB uint8, for a caller that explains them
+        self.crops: dict[tuple[int, int], np.ndarray] | None = {} if keep_crops else None
 
     def add_frame(self, result: FileResult, fidx: int, rgb: np.ndarray | None, policy: str) -> None:
         from lmguide.data.faces import crop_face
@@ -186,6 +196,8 @@ class Scorer:
                 fr.reason = f"face of {d.size:.0f}px < min_face_size {self.fs.min_face_size}"
                 continue
             crop = crop_face(rgb, d.box, self.fs.crop_scale, self.fs.face_size)
+            if self.crops is not None:
+                self.crops[(fidx, k)] = crop
             self._pending.append((fr, self.tf(image=crop)["image"]))
             if len(self._pending) >= self.batch_size:
                 self.flush()
@@ -199,6 +211,40 @@ class Scorer:
         for (fr, _), p in zip(self._pending, probs, strict=True):
             fr.prob_fake = float(p)
         self._pending = []
+
+
+def score_file(
+    scorer: Scorer,
+    path: Path,
+    name: str,
+    n_frames: int | None = 32,
+    every_k: int | None = None,
+    progress=None,
+    rgb: np.ndarray | None = None,
+) -> FileResult:
+    """Every face of one image or video scored (a video's ``n_frames`` evenly spaced frames, or every
+    ``every_k``-th); unreadable files and files without a face come back with their status and reason.
+    ``rgb``: the image already decoded (read from ``path`` otherwise); ``progress``: a rich Progress."""
+    kind = media_kind(path)
+    result = FileResult(name, kind)
+    try:
+        if kind == "image":
+            scorer.add_frame(result, 0, read_image(path) if rgb is None else rgb, scorer.fs.image_faces)
+        else:
+            frames = VideoFrames(path, None if n_frames is None else int(n_frames), every_k)
+            task = None if progress is None else progress.add_task(f"  {name}", total=len(frames))
+            for fidx, frame in frames:
+                scorer.add_frame(result, fidx, frame, scorer.fs.video_faces)
+                if progress is not None:
+                    progress.advance(task)
+            if progress is not None:
+                progress.remove_task(task)
+        scorer.flush()
+    except MediaError as err:
+        result.status = "unreadable" if kind == "image" else "decode_error"
+        result.reason = str(err)
+    _finish(result)
+    return result
 
 
 def _finish(result: FileResult) -> None:
@@ -285,24 +331,8 @@ def predict(cfg: DictConfig) -> list[FileResult]:
         scorer = Scorer(model, run_cfg, detector, int(cfg.batch_size), device)
         all_files = progress.add_task("files", total=len(files))
         for path, name in files:
-            kind = media_kind(path)
-            result = FileResult(name, kind)
+            result = score_file(scorer, path, name, n_frames, every_k, progress)
             results.append(result)
-            try:
-                if kind == "image":
-                    scorer.add_frame(result, 0, read_image(path), fs.image_faces)
-                else:
-                    frames = VideoFrames(path, None if n_frames is None else int(n_frames), every_k)
-                    task = progress.add_task(f"  {name}", total=len(frames))
-                    for fidx, rgb in frames:
-                        scorer.add_frame(result, fidx, rgb, fs.video_faces)
-                        progress.advance(task)
-                    progress.remove_task(task)
-                scorer.flush()
-            except MediaError as err:
-                result.status = "unreadable" if kind == "image" else "decode_error"
-                result.reason = str(err)
-            _finish(result)
             if cfg.get("print_frames", True):
                 _print_frames(progress.console, result)
             progress.advance(all_files)

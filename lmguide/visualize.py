@@ -158,9 +158,6 @@ def read_image(path: str | Path) -> np.ndarray:
 def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", name: str = "") -> FaceInput:
     """Detect, crop, landmark and transform the face exactly as training's data pipeline does."""
     from lmguide.data.faces import FaceFinder, crop_face
-    from lmguide.data.landmarks import FaceMeshLandmarker
-    from lmguide.data.masks import draw_mask
-    from lmguide.data.transforms import build_transform
 
     if which not in ("largest", "best"):
         raise ConfigError(f"face must be 'largest' or 'best', got {which!r}")
@@ -174,6 +171,22 @@ def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", n
         )
     det = max(dets, key=lambda d: d.size) if which == "largest" else dets[0]
     crop = crop_face(rgb, det.box, fs.crop_scale, fs.face_size)
+    return face_from_crop(crop, run_cfg, det.box, det.score, len(dets), name)
+
+
+def face_from_crop(
+    crop: np.ndarray,
+    run_cfg: DictConfig,
+    box: tuple[float, float, float, float],
+    score: float,
+    n_faces: int = 1,
+    name: str = "",
+) -> FaceInput:
+    """A face crop (made with ``crop_face`` as training does) landmarked, masked and transformed."""
+    from lmguide.data.landmarks import FaceMeshLandmarker
+    from lmguide.data.masks import draw_mask
+    from lmguide.data.transforms import build_transform
+
     with FaceMeshLandmarker() as mesh:
         landmarks = mesh(crop)
     if landmarks is None:
@@ -185,7 +198,7 @@ def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", n
     mask = draw_mask(landmarks, crop.shape[:2], spec)
     out = build_transform(run_cfg.data.image_size)(image=crop, mask=mask)
     model_mask = torch.as_tensor(out["mask"]).float()
-    return FaceInput(crop, landmarks, mask, out["image"], model_mask, det.box, det.score, len(dets))
+    return FaceInput(crop, landmarks, mask, out["image"], model_mask, box, score, n_faces)
 
 
 def explain(
