@@ -106,17 +106,20 @@ def build_page(analyzer: Analyzer, demos: dict[str, Path]):
             format="png",
             elem_id="faces",
         )
-        plot = gr.Image(label="P(fake) per sampled frame", elem_id="plot", type="numpy")
+        plot = gr.Image(label="P(fake) per sampled frame", elem_id="plot", type="numpy", visible=False)
+
+        def show(md, tiles, frame_plot):
+            return md, tiles, gr.update(value=frame_plot, visible=frame_plot is not None)
 
         def on_upload(path):
             if path is None:
                 return gr.skip(), gr.skip(), gr.skip()
-            return respond(analyzer, path, Path(path).name)
+            return show(*respond(analyzer, path, Path(path).name))
 
         def on_demo(choice):
             if not choice:
                 return gr.skip(), gr.skip(), gr.skip()
-            return respond(analyzer, demos[choice], choice)
+            return show(*respond(analyzer, demos[choice], choice))
 
         upload.change(on_upload, upload, [result, gallery, plot], concurrency_limit=1)
         demo.change(on_demo, demo, [result, gallery, plot], concurrency_limit=1)

@@ -4,6 +4,7 @@ validation threshold against eval's, and the page's messages for bad input (the 
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -198,3 +199,15 @@ def test_cli_refuses_a_missing_checkpoint_in_one_line(tmp_path, cache_dir):
     assert (
         proc.stderr.strip().splitlines()[-1] == f"error: checkpoint {tmp_path / 'nope.ckpt'} does not exist"
     )
+
+
+def test_page_builds_with_its_components_offline(analyzer, media, monkeypatch):
+    """The Blocks of the page (not launched): its upload, demo list and outputs; analytics off."""
+    monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
+    from lmguide.app import build_page
+
+    page = build_page(analyzer, {"single_face.jpg": media["single_face.jpg"]})
+    ids = {getattr(b, "elem_id", None): b for b in page.blocks.values()}
+    assert {"upload", "demo", "result", "faces", "plot"} <= set(ids)
+    assert ids["demo"].choices == [("single_face.jpg", "single_face.jpg")]
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and page.analytics_enabled is False
