@@ -121,8 +121,9 @@ def build_page(analyzer: Analyzer, demos: dict[str, Path]):
                 return gr.skip(), gr.skip(), gr.skip()
             return show(*respond(analyzer, demos[choice], choice))
 
-        upload.change(on_upload, upload, [result, gallery, plot], concurrency_limit=1)
-        demo.change(on_demo, demo, [result, gallery, plot], concurrency_limit=1)
+        # one queue for both: analyses run one at a time, in the order they came
+        upload.change(on_upload, upload, [result, gallery, plot], concurrency_id="analyse")
+        demo.change(on_demo, demo, [result, gallery, plot], concurrency_id="analyse")
     return page
 
 

@@ -11,6 +11,7 @@ cannot analyse raise :class:`AppInputError` with the sentence the page shows.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,7 @@ class Analyzer:
         self.max_faces, self.batch_size, self.size, self.alpha = int(max_faces), int(batch_size), size, alpha
         self.threshold, self.threshold_note = verdict_threshold(model)
         self.fs = face_settings(run_cfg.data.faces)
+        self._lock = threading.Lock()  # one analysis at a time: Grad-CAM hooks the shared model
         self.mask_points = hydra.utils.instantiate(run_cfg.data.mask).points()
 
     @classmethod
@@ -171,6 +173,10 @@ class Analyzer:
     def analyse(self, path, name: str | None = None) -> Analysis:
         """Score every face of ``path`` and explain them; AppInputError with the page's message when the
         file cannot be analysed (no file, unsupported, empty, too large, unreadable, no face)."""
+        with self._lock:
+            return self._analyse(path, name)
+
+    def _analyse(self, path, name: str | None) -> Analysis:
         t0 = time.perf_counter()
         name = name or (Path(path).name if path else "the upload")
         path, kind = self._check(path, name)

@@ -63,6 +63,19 @@ def ten_second_video(src: Path, dst: Path) -> Path:
     return dst
 
 
+def blank_video(dst: Path, frames: int = 20) -> Path:
+    """A 2-s grey gradient video: nothing a face detector can mistake for a face."""
+    import cv2
+    import numpy as np
+
+    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    ramp = np.tile(np.linspace(40, 200, 320, dtype=np.uint8), (240, 1))
+    for _ in range(frames):
+        out.write(cv2.merge([ramp, ramp, ramp]))
+    out.release()
+    return dst
+
+
 @pytest.fixture
 def server(trained_ckpt, cache_dir, tmp_path):
     """The app on a free port; yields its URL; terminated (then killed) whatever the test did."""
@@ -196,6 +209,26 @@ def test_page_scores_a_demo_face_shows_its_overlays_and_survives_bad_input(serve
     _, text = upload(browser, broken, "Cannot analyse this file")
     assert "broken.jpg could not be read as an image" in text
     assert proc.poll() is None  # the server keeps running
+
+    browser.find_element(By.CSS_SELECTOR, "#demo input").click()  # a demo face from the drop-down
+    option = wait_until(
+        lambda: [
+            o for o in browser.find_elements(By.CSS_SELECTOR, "[role=option]") if o.text == "0-f1-su-ph.jpg"
+        ],
+        30,
+        "the demo list",
+    )
+    option[0].click()
+    wait_until(
+        lambda: "0-f1-su-ph.jpg: P(fake) =" in browser.find_element(By.ID, "result").text,
+        300,
+        "the demo's score",
+    )
+
+    blank = blank_video(tmp_path / "blank.mp4")  # a video with no face
+    _, text = upload(browser, blank, "Cannot analyse this file")
+    assert "no face found in blank.mp4" in text
+    assert proc.poll() is None
 
     video = ten_second_video(media["WolfgangLanger_Pexels.mp4"], tmp_path / "ten_seconds.mp4")
     times["video_10s_s"], text = upload(browser, video, "P(fake) =")
