@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_ERROR_REPORTING := false
 
-.PHONY: help install prepare train test test-slow test-full lint bench sweep results clean
+.PHONY: help install browser prepare train test test-slow test-full lint bench sweep results clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,10 +28,14 @@ train: $(STAMP)  ## the demo job (experiment=demo); extra overrides: make train 
 test: $(STAMP)  ## fast test tier (CPU, a few minutes)
 	$(PY) -m pytest -q $(ARGS)
 
-test-slow: $(STAMP)  ## slow tier only
+browser:  ## headless Chromium + its driver for the web page's browser test (Debian packages, as root)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	    (apt-get update && apt-get install -y chromium chromium-driver)
+
+test-slow: $(STAMP) browser  ## slow tier only
 	$(PY) -m pytest -q -m slow $(ARGS)
 
-test-full: $(STAMP)  ## both tiers
+test-full: $(STAMP) browser  ## both tiers
 	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)
 
 lint: $(STAMP)  ## ruff check + format check

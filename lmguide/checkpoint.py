@@ -161,4 +161,22 @@ def load_model(
             "score every face as nan; use an earlier checkpoint of that run"
         )
     model.load_state_dict(saved)
+    model.val_threshold = ckpt.get("lmguide_threshold")  # see verdict_threshold
     return model.eval(), cfg
+
+
+def verdict_threshold(model) -> tuple[float, str]:
+    """``(threshold, note)``: the P(fake) threshold of a model from :func:`load_model` for a fake/real
+    verdict. Training stores the one calibrated on the validation split (``lmguide_threshold``: the
+    balanced-accuracy optimum on the val frames of the validation that wrote the checkpoint); a
+    checkpoint without it (written before it was stored, or after a one-class validation) gets 0.5,
+    and the note says so."""
+    stored = getattr(model, "val_threshold", None)
+    if isinstance(stored, dict) and isinstance(stored.get("value"), int | float):
+        step = stored.get("step")
+        where = f" at step {step}" if step is not None else ""
+        return float(stored["value"]), f"calibrated on the validation split{where} (max balanced accuracy)"
+    return (
+        0.5,
+        "0.5: this checkpoint stores no validation-calibrated threshold (written before it was stored)",
+    )

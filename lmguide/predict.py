@@ -10,10 +10,6 @@ of its frames). Files without a face are reported as such, unreadable files and 
 
 from __future__ import annotations
 
-import csv
-import json
-import math
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import hydra
@@ -25,96 +21,16 @@ from lmguide.cli import check_argv, check_writable, friendly_errors
 from lmguide.data.faces import FacePipeline, face_settings
 from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaError, VideoFrames, read_image
 from lmguide.errors import ConfigError, InputMissing
+from lmguide.predict_results import (
+    FileResult,
+    FrameResult,
+    print_frames,
+    print_table,
+    write_output,
+)
 from lmguide.runtime import CONF_DIR
 
 OUTPUT_SUFFIXES = (".csv", ".json")
-CSV_FIELDS = [
-    "level",
-    "file",
-    "kind",
-    "frame",
-    "face",
-    "status",
-    "prob_fake",
-    "det_score",
-    "x0",
-    "y0",
-    "x1",
-    "y1",
-    "frames_scored",
-    "frames_no_face",
-    "frames_unreadable",
-    "reason",
-]
-
-
-@dataclass
-class FrameResult:
-    """One scored face, or one frame that gave no score (status no_face / too_small / decode_error)."""
-
-    frame: int
-    status: str  # ok, no_face, too_small, decode_error
-    face: int | None = None
-    prob_fake: float | None = None
-    det_score: float | None = None
-    box: tuple[float, float, float, float] | None = None
-    reason: str = ""
-
-
-@dataclass
-class FileResult:
-    file: str
-    kind: str  # image or video
-    status: str = "ok"  # ok, no_face, unreadable, decode_error
-    reason: str = ""
-    frames: list[FrameResult] = field(default_factory=list)
-
-    @property
-    def scores(self) -> list[float]:
-        return [f.prob_fake for f in self.frames if f.prob_fake is not None]
-
-    @property
-    def prob_fake(self) -> float | None:
-        s = self.scores
-        return float(np.mean(s)) if s else None
-
-    @property
-    def face_scores(self) -> dict[int, float]:
-        """P(fake) per face index (the mean over the frames it was scored in): a second face, e.g. a
-        photo inside the photo, is visible instead of being averaged into the file's score."""
-        by_face: dict[int, list[float]] = {}
-        for f in self.frames:
-            if f.prob_fake is not None:
-                by_face.setdefault(f.face or 0, []).append(f.prob_fake)
-        return {k: float(np.mean(v)) for k, v in sorted(by_face.items())}
-
-    def _frames_with(self, pred) -> int:
-        return len({f.frame for f in self.frames if pred(f)})
-
-    @property
-    def frames_scored(self) -> int:
-        return self._frames_with(lambda f: f.status == "ok")
-
-    @property
-    def frames_no_face(self) -> int:
-        scored = {f.frame for f in self.frames if f.status == "ok"}
-        return len({f.frame for f in self.frames if f.status in ("no_face", "too_small")} - scored)
-
-    @property
-    def frames_unreadable(self) -> int:
-        return self._frames_with(lambda f: f.status == "decode_error")
-
-    def summary(self) -> dict:
-        return {
-            "file": self.file,
-            "kind": self.kind,
-            "status": self.status,
-            "prob_fake": self.prob_fake,
-            "frames_scored": self.frames_scored,
-            "frames_no_face": self.frames_no_face,
-            "frames_unreadable": self.frames_unreadable,
-            "reason": self.reason,
-        }
 
 
 # -- inputs and frames -----------------------------------------------------------------------------
@@ -156,10 +72,14 @@ def list_inputs(input_path: str | Path) -> tuple[list[tuple[Path, str]], list[Pa
 class Scorer:
     """Detect, crop and score faces in batches (faces are kept until the batch is full or flushed)."""
 
-    def __init__(self, model, faces: FacePipeline, batch_size: int, device: torch.device):
+    def __init__(
+        self, model, faces: FacePipeline, batch_size: int, device: torch.device, keep_crops: bool = False
+    ):
         self.model, self.faces, self.device = model, faces, device
         self.batch_size = batch_size
         self._pending: list[tuple[FrameResult, torch.Tensor]] = []
+        # keep_crops: every scored crop by (frame, face), RGB uint8, for a caller that explains them
+        self.crops: dict[tuple[int, int], np.ndarray] | None = {} if keep_crops else None
 
     def add_frame(self, result: FileResult, fidx: int, rgb: np.ndarray | None, policy: str) -> None:
         if rgb is None:
@@ -179,6 +99,8 @@ class Scorer:
                 fr.status = "too_small"
                 fr.reason = f"face of {d.size:.0f}px < min_face_size {self.faces.fs.min_face_size}"
                 continue
+            if self.crops is not None:
+                self.crops[(fidx, face.index)] = face.crop
             self._pending.append((fr, self.faces.model_input(face.crop)["image"]))
             if len(self._pending) >= self.batch_size:
                 self.flush()
@@ -192,6 +114,41 @@ class Scorer:
         for (fr, _), p in zip(self._pending, probs, strict=True):
             fr.prob_fake = float(p)
         self._pending = []
+
+
+def score_file(
+    scorer: Scorer,
+    path: Path,
+    name: str,
+    n_frames: int | None = 32,
+    every: int | None = None,
+    progress=None,
+    rgb: np.ndarray | None = None,
+) -> FileResult:
+    """Every face of one image or video scored (a video's ``n_frames`` evenly spaced frames, or every
+    ``every``-th); unreadable files and files without a face come back with their status and reason.
+    ``rgb``: the image already decoded (read from ``path`` otherwise); ``progress``: a rich Progress."""
+    fs = scorer.faces.fs
+    kind = media_kind(path)
+    result = FileResult(name, kind)
+    try:
+        if kind == "image":
+            scorer.add_frame(result, 0, read_image(path) if rgb is None else rgb, fs.image_faces)
+        else:
+            frames = VideoFrames(path, None if n_frames is None else int(n_frames), every)
+            task = None if progress is None else progress.add_task(f"  {name}", total=len(frames))
+            for fidx, frame in frames:
+                scorer.add_frame(result, fidx, frame, fs.video_faces)
+                if progress is not None:
+                    progress.advance(task)
+            if progress is not None:
+                progress.remove_task(task)
+        scorer.flush()
+    except MediaError as err:
+        result.status = "unreadable" if kind == "image" else "decode_error"
+        result.reason = str(err)
+    _finish(result)
+    return result
 
 
 def _finish(result: FileResult) -> None:
@@ -277,26 +234,10 @@ def predict(cfg: DictConfig) -> list[FileResult]:
         scorer = Scorer(model, faces, int(cfg.batch_size), device)
         all_files = progress.add_task("files", total=len(files))
         for path, name in files:
-            kind = media_kind(path)
-            result = FileResult(name, kind)
+            result = score_file(scorer, path, name, n_frames, every, progress)
             results.append(result)
-            try:
-                if kind == "image":
-                    scorer.add_frame(result, 0, read_image(path), fs.image_faces)
-                else:
-                    frames = VideoFrames(path, None if n_frames is None else int(n_frames), every)
-                    task = progress.add_task(f"  {name}", total=len(frames))
-                    for fidx, rgb in frames:
-                        scorer.add_frame(result, fidx, rgb, fs.video_faces)
-                        progress.advance(task)
-                    progress.remove_task(task)
-                scorer.flush()
-            except MediaError as err:
-                result.status = "unreadable" if kind == "image" else "decode_error"
-                result.reason = str(err)
-            _finish(result)
             if cfg.get("print_frames", True):
-                _print_frames(progress.console, result)
+                print_frames(progress.console, result)
             progress.advance(all_files)
 
     print_table(console, results)
@@ -304,88 +245,6 @@ def predict(cfg: DictConfig) -> list[FileResult]:
         write_output(output, results)
         console.print(f"  predictions written to {output}", soft_wrap=True, highlight=False)
     return results
-
-
-# -- reporting -------------------------------------------------------------------------------------
-
-
-def _fmt(p: float | None) -> str:
-    return "-" if p is None or math.isnan(p) else f"{p:.4f}"
-
-
-def _print_frames(console, result: FileResult) -> None:
-    head = f"{result.file}: P(fake) {_fmt(result.prob_fake)}"
-    if result.status != "ok":
-        head += f" [{result.status}: {result.reason}]"
-    console.print(head, soft_wrap=True, highlight=False, markup=False)
-    for f in result.frames:
-        where = f"frame {f.frame:5d}" + ("" if f.face is None else f" face {f.face}")
-        what = f"P(fake) {_fmt(f.prob_fake)}" if f.status == "ok" else f"{f.status}: {f.reason}"
-        console.print(f"  {where}  {what}", soft_wrap=True, highlight=False, markup=False)
-
-
-def print_table(console, results: list[FileResult]) -> None:
-    from rich.table import Table
-
-    title = "lmguide: P(fake) per file (mean of its frames; frames = frames scored)"
-    table = Table(title=title, header_style="bold")
-    for col, justify in [
-        ("file", "left"),
-        ("type", "left"),
-        ("P(fake)", "right"),
-        ("per face", "left"),
-        ("frames", "right"),
-        ("no face", "right"),
-        ("note", "left"),
-    ]:
-        table.add_column(col, justify=justify, overflow="fold")
-    for r in results:
-        note = r.reason if r.status == "ok" else f"{r.status.replace('_', ' ')}: {r.reason}"
-        faces = r.face_scores
-        per_face = "  ".join(f"{k}: {_fmt(v)}" for k, v in faces.items()) if len(faces) > 1 else ""
-        table.add_row(
-            r.file, r.kind, _fmt(r.prob_fake), per_face, str(r.frames_scored), str(r.frames_no_face), note
-        )
-    console.print(table)
-    no_face = [r.file for r in results if r.status == "no_face"]
-    bad = [r.file for r in results if r.status in ("unreadable", "decode_error")]
-    if no_face:
-        console.print(f"no face found in: {', '.join(no_face)}", soft_wrap=True, highlight=False)
-    if bad:
-        console.print(f"could not be decoded: {', '.join(bad)}", soft_wrap=True, highlight=False)
-
-
-def write_output(path: Path, results: list[FileResult]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".json":
-        doc = {"files": [{**r.summary(), "frames": [asdict(f) for f in r.frames]} for r in results]}
-        path.write_text(json.dumps(doc, indent=2) + "\n")
-        return
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
-        w.writeheader()
-        for r in results:
-            w.writerow({**r.summary(), "level": "file", "prob_fake": _csv_num(r.prob_fake)})
-            for fr in r.frames:
-                x0, y0, x1, y1 = fr.box or ("",) * 4
-                w.writerow(
-                    {
-                        "level": "frame",
-                        "file": r.file,
-                        "kind": r.kind,
-                        "frame": fr.frame,
-                        "face": "" if fr.face is None else fr.face,
-                        "status": fr.status,
-                        "prob_fake": _csv_num(fr.prob_fake),
-                        "det_score": _csv_num(fr.det_score),
-                        **dict(zip(("x0", "y0", "x1", "y1"), (x0, y0, x1, y1), strict=True)),
-                        "reason": fr.reason,
-                    }
-                )
-
-
-def _csv_num(v: float | None) -> str:
-    return "" if v is None else f"{v:.6f}"
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")

@@ -25,7 +25,7 @@ from lmguide.data import media
 from lmguide.data.faces import face_settings
 from lmguide.errors import ConfigError, VisualizeError
 from lmguide.runtime import CONF_DIR
-from lmguide.viz.explain import CLASS_NAMES, Explanation, FaceInput, explain, prepare_face
+from lmguide.viz.explain import CLASS_NAMES, Explanation, FaceInput, explain, face_from_crop, prepare_face
 from lmguide.viz.gradcam import grad_cam
 from lmguide.viz.stages import stage_target
 from lmguide.viz.vit_attention import vit_cls_attention
@@ -37,6 +37,7 @@ __all__ = [
     "FaceInput",
     "VisualizeError",
     "explain",
+    "face_from_crop",
     "grad_cam",
     "stage_target",
     "prepare_face",

@@ -93,6 +93,7 @@ class LandmarkGuidedDetector(L.LightningModule):
         self.mask_area = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.run_config: dict | None = None  # the composed Hydra config, stored in checkpoints
         self.run_overrides: dict | None = None  # its group choices and CLI overrides, stored too
+        self.val_threshold: dict | None = None  # calibrated on the last validation, stored too
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -300,7 +301,36 @@ class LandmarkGuidedDetector(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     def on_validation_epoch_end(self) -> None:
+        self._calibrate_threshold()
         self._step_plateau(self._eval_epoch_end("val"))
+
+    def _calibrate_threshold(self) -> None:
+        """The P(fake) threshold that maximises balanced accuracy on this validation's frames (every
+        rank's), kept for the checkpoints written after it (``lmguide_threshold``): ``best.ckpt`` holds
+        the one calibrated on the validation that made it best. Not in the sanity check; None when the
+        validation holds one class only."""
+        trainer = self._trainer
+        if trainer is not None and trainer.sanity_checking:
+            return
+        from torchmetrics.utilities import dim_zero_cat
+
+        from lmguide.metrics import calibrate_threshold
+
+        frames = self.video_scores["val"]
+        with frames.sync_context():
+            empty = isinstance(frames.scores, list) and not frames.scores
+            s = None if empty else dim_zero_cat(frames.scores).cpu()
+            y = None if empty else dim_zero_cat(frames.labels).cpu()
+        if s is None or s.numel() == 0 or int(y.min()) == int(y.max()):
+            self.val_threshold = None
+            return
+        self.val_threshold = {
+            "value": calibrate_threshold(s, y),
+            "split": "val",
+            "step": int(self.global_step),
+            "frames": int(s.numel()),
+            "rule": "maximises balanced accuracy (Youden's J) on the val frames",
+        }
 
     def _step_plateau(self, values: dict[str, torch.Tensor]) -> None:
         """Step ReduceLROnPlateau on this validation's ``scheduler_monitor`` (``values``: what it logged),
@@ -332,7 +362,10 @@ class LandmarkGuidedDetector(L.LightningModule):
             checkpoint["lmguide_config"] = self.run_config
         if self.run_overrides is not None:
             checkpoint["lmguide_overrides"] = self.run_overrides
+        if self.val_threshold is not None:
+            checkpoint["lmguide_threshold"] = self.val_threshold
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.guard.skipped = int(checkpoint.get("lmguide_skipped_steps", 0))
         self._plateau_state = checkpoint.get("lmguide_plateau")
+        self.val_threshold = checkpoint.get("lmguide_threshold")

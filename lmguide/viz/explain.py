@@ -51,9 +51,6 @@ class Explanation:
 
 def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", name: str = "") -> FaceInput:
     """Detect, crop, landmark and transform the face exactly as training's data pipeline does."""
-    from lmguide.data.landmarks import FaceMeshLandmarker
-    from lmguide.data.masks import draw_mask
-
     if which not in ("largest", "best"):
         raise ConfigError(f"face must be 'largest' or 'best', got {which!r}")
     fs = face_settings(run_cfg.data.faces)
@@ -66,19 +63,42 @@ def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", n
                 f"min_confidence={fs.min_confidence}); give an image with a visible face"
             )
         (face,) = found.faces
-        crop, det = face.crop, face.det
-        with FaceMeshLandmarker() as mesh:
-            landmarks = mesh(crop)
-        if landmarks is None:
-            raise VisualizeError(
-                f"a face was found in {name or 'the image'} but FaceMesh found no landmarks in its crop "
-                "(training drops such faces too)"
-            )
-        spec = hydra.utils.instantiate(run_cfg.data.mask)
-        mask = draw_mask(landmarks, crop.shape[:2], spec)
+        return face_from_crop(face.crop, run_cfg, face.det.box, face.det.score, found.found, name, faces)
+
+
+def face_from_crop(
+    crop: np.ndarray,
+    run_cfg: DictConfig,
+    box: tuple[float, float, float, float],
+    score: float,
+    n_faces: int = 1,
+    name: str = "",
+    faces: FacePipeline | None = None,
+) -> FaceInput:
+    """A face crop (cut by the run's :class:`FacePipeline`, as training does) landmarked, masked and
+    transformed; ``faces``: that pipeline, when the caller has one open (its transform is reused)."""
+    from lmguide.data.landmarks import FaceMeshLandmarker
+    from lmguide.data.masks import draw_mask
+
+    with FaceMeshLandmarker() as mesh:
+        landmarks = mesh(crop)
+    if landmarks is None:
+        raise VisualizeError(
+            f"a face was found in {name or 'the image'} but FaceMesh found no landmarks in its crop "
+            "(training drops such faces too)"
+        )
+    spec = hydra.utils.instantiate(run_cfg.data.mask)
+    mask = draw_mask(landmarks, crop.shape[:2], spec)
+    if faces is None:
+        faces = FacePipeline(face_settings(run_cfg.data.faces), image_size=int(run_cfg.data.image_size))
+        try:
+            out = faces.model_input(crop, mask)
+        finally:
+            faces.close()
+    else:
         out = faces.model_input(crop, mask)
     model_mask = torch.as_tensor(out["mask"]).float()
-    return FaceInput(crop, landmarks, mask, out["image"], model_mask, det.box, det.score, found.found)
+    return FaceInput(crop, landmarks, mask, out["image"], model_mask, box, score, n_faces)
 
 
 def explain(
