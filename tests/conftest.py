@@ -44,6 +44,19 @@ def run_cli(module: str, args: list[str], cwd: Path, cache_dir: Path, timeout: i
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def compose_entry(config_name: str, *overrides: str):
+    """An entry point's primary config (``conf/<config_name>.yaml``) with ``overrides``, composed."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))
+
+
+def missing_checkpoint_line(module: str, tmp_path: Path, cache_dir: Path) -> tuple[int, str, str]:
+    """``python -m <module> ckpt_path=<a missing file>``: (exit code, last stderr line, the path given)."""
+    missing = tmp_path / "nope.ckpt"
+    proc = run_cli(module, [f"ckpt_path={missing}", f"hydra.run.dir={tmp_path}"], tmp_path, cache_dir)
+    return proc.returncode, proc.stderr.strip().splitlines()[-1], str(missing)
+
+
 def compose_cfg(overrides: list[str], output_dir: Path, cache_dir: Path | None = None):
     ov = (
         [f"paths.output_dir={output_dir}"]

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from lmguide.predict import predict
 from lmguide.runtime import CONF_DIR
 
-from .conftest import run_cli
+from .conftest import compose_entry, missing_checkpoint_line
 from .test_predict import predict_cfg
 
 FRAMES = 4
@@ -31,16 +31,9 @@ def media(cache_dir) -> dict[str, Path]:
 
 
 def app_cfg(ckpt: Path, out_dir: Path, *extra: str):
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose(
-            "app",
-            overrides=[
-                f"ckpt_path={ckpt}",
-                f"paths.output_dir={out_dir}",
-                f"frames_per_video={FRAMES}",
-                *extra,
-            ],
-        )
+    return compose_entry(
+        "app", f"ckpt_path={ckpt}", f"paths.output_dir={out_dir}", f"frames_per_video={FRAMES}", *extra
+    )
 
 
 @pytest.fixture(scope="module")
@@ -189,16 +182,8 @@ def test_result_markdown_lists_every_face(analyzer, media):
 
 
 def test_cli_refuses_a_missing_checkpoint_in_one_line(tmp_path, cache_dir):
-    proc = run_cli(
-        "lmguide.app",
-        [f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path}"],
-        tmp_path,
-        cache_dir,
-    )
-    assert proc.returncode == 1
-    assert (
-        proc.stderr.strip().splitlines()[-1] == f"error: checkpoint {tmp_path / 'nope.ckpt'} does not exist"
-    )
+    code, line, missing = missing_checkpoint_line("lmguide.app", tmp_path, cache_dir)
+    assert code == 1 and line == f"error: checkpoint {missing} does not exist"
 
 
 def test_page_builds_with_its_components_offline(analyzer, media, monkeypatch):

@@ -24,7 +24,7 @@ from lmguide.export import (
     run_exported,
 )
 
-from .conftest import compose_cfg, run_cli
+from .conftest import compose_cfg, missing_checkpoint_line, run_cli
 
 pytest.importorskip("onnxruntime")
 
@@ -188,14 +188,8 @@ def test_output_suffix_must_match_the_format(trained_ckpt, tmp_path):
 
 
 def test_cli_missing_checkpoint_is_one_line(cache_dir, tmp_path):
-    proc = run_cli(
-        "lmguide.export",
-        [f"ckpt_path={tmp_path}/nope.ckpt", f"hydra.run.dir={tmp_path}"],
-        tmp_path,
-        cache_dir,
-    )
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == f"error: checkpoint {tmp_path}/nope.ckpt does not exist"
+    code, line, missing = missing_checkpoint_line("lmguide.export", tmp_path, cache_dir)
+    assert code == 1 and line == f"error: checkpoint {missing} does not exist"
 
 
 def test_cli_bad_format_is_one_line(trained_ckpt, cache_dir, tmp_path):

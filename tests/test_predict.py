@@ -9,29 +9,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
 from lmguide.data.media import plan_frames
 from lmguide.predict import predict
-from lmguide.runtime import CONF_DIR
 
-from .conftest import run_cli
+from .conftest import compose_entry, run_cli
 
 FRAMES = 4  # frames per video: keeps MediaPipe + model at a few seconds per video
 
 
 def predict_cfg(ckpt: Path, input_path: Path | str, out_dir: Path, *extra: str):
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose(
-            "predict",
-            overrides=[
-                f"ckpt_path={ckpt}",
-                f"input={input_path}",
-                f"paths.output_dir={out_dir}",
-                f"frames_per_video={FRAMES}",
-                *extra,
-            ],
-        )
+    return compose_entry(
+        "predict",
+        f"ckpt_path={ckpt}",
+        f"input={input_path}",
+        f"paths.output_dir={out_dir}",
+        f"frames_per_video={FRAMES}",
+        *extra,
+    )
 
 
 @pytest.fixture(scope="module")
