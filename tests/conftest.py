@@ -88,16 +88,20 @@ def _wandb_offline(monkeypatch):
 def trained_ckpt(cache_dir, tmp_path_factory) -> Path:
     """A real (tiny) training run through the CLI: 2 steps, 2 validations, best.ckpt written."""
     run = tmp_path_factory.mktemp("trained")
-    args = [
-        "attention.num_maps=2",
-        "trainer.max_steps=2",
-        "+trainer.limit_train_batches=1",
-        *FAST_DATA,
-        f"hydra.run.dir={run}",
-    ]
-    proc = run_cli("lmguide.train", args, run, cache_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    fast_train(
+        cache_dir, run, "attention.num_maps=2", "trainer.max_steps=2", "+trainer.limit_train_batches=1"
+    )
     return run / "checkpoints" / "best.ckpt"
+
+
+def fast_train(cache_dir: Path, run_dir: Path, *overrides: str, sweep: bool = False):
+    """``python -m lmguide.train`` on the FAST_DATA demo into ``run_dir`` (a multirun's sweep dir with
+    ``sweep``); asserts it succeeded and returns the finished process."""
+    where = f"hydra.sweep.dir={run_dir}" if sweep else f"hydra.run.dir={run_dir}"
+    args = (["-m"] if sweep else []) + [*FAST_DATA, *overrides, where]  # overrides win over FAST_DATA
+    proc = run_cli("lmguide.train", args, run_dir, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 def kill_during_training(

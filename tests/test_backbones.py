@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from lmguide.models.backbones import BACKBONES, FrameLSTM, TimmBackbone, swin_window
 from lmguide.runtime import CONF_DIR
 
-from .conftest import FAST_DATA, run_cli
+from .conftest import fast_train
 
 SIZE = 64
 
@@ -196,17 +196,8 @@ def test_clip_checkpoint_is_refused_by_eval_predict_visualize(tmp_path):
 
 
 def test_efficientnet_lstm_fast_dev_run_on_demo_clips(cache_dir, tmp_path):
-    args = [
-        "backbone=efficientnet_lstm",
-        "trainer.fast_dev_run=true",
-        *FAST_DATA,
-        "data.faces.frames_per_video=8",
-        "data.image_size=64",
-        "attention.num_maps=2",
-        f"hydra.run.dir={tmp_path}",
-    ]
-    proc = run_cli("lmguide.train", args, tmp_path, cache_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    overrides = ["backbone=efficientnet_lstm", "trainer.fast_dev_run=true", "data.faces.frames_per_video=8"]
+    proc = fast_train(cache_dir, tmp_path, *overrides, "data.image_size=64", "attention.num_maps=2")
     log = proc.stdout + proc.stderr
     assert "clips of 8 frames" in log and "repeat-padded" in log  # still images: padded and counted
     import json

@@ -14,7 +14,7 @@ import torch
 from lmguide.runtime import ROOT_DIR
 from lmguide.train import train
 
-from .conftest import FAST_DATA, compose_cfg, run_cli
+from .conftest import FAST_DATA, compose_cfg, fast_train, run_cli
 
 
 def _tensorboard_tensor_tags(root: Path) -> set[str]:
@@ -168,15 +168,7 @@ def test_cli_exact_vit_command_trains(cache_dir, tmp_path):
 
 def test_cli_multirun_lambda_grid(cache_dir, tmp_path):
     """`-m loss.lambda_lm=0,1`: one job per value, each with its own directory and metrics."""
-    args = [
-        "-m",
-        "loss.lambda_lm=0,1",
-        "trainer.fast_dev_run=true",
-        *FAST_DATA,
-        f"hydra.sweep.dir={tmp_path}",
-    ]
-    proc = run_cli("lmguide.train", args, tmp_path, cache_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    fast_train(cache_dir, tmp_path, "loss.lambda_lm=0,1", "trainer.fast_dev_run=true", sweep=True)
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]
     lambdas = [(p / ".hydra" / "overrides.yaml").read_text() for p in jobs]
