@@ -78,12 +78,9 @@ def image_megapixels(path: Path) -> tuple[int, int] | None:
 
 def score_plot(frame_scores: list[tuple[int, float]], threshold: float, title: str) -> np.ndarray:
     """P(fake) per sampled frame with the verdict threshold dashed, as an RGB uint8 image."""
-    import matplotlib
+    from lmguide.viz.figures import figure_rgb, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 2.6), dpi=100)
+    fig, ax = pyplot().subplots(figsize=(7, 2.6), dpi=100)
     if frame_scores:
         x, y = zip(*frame_scores, strict=True)
         ax.plot(x, y, "o-", ms=3, lw=1.2, label="P(fake) of the frame's face")
@@ -91,10 +88,7 @@ def score_plot(frame_scores: list[tuple[int, float]], threshold: float, title: s
     ax.set(xlabel="frame", ylabel="P(fake)", ylim=(-0.02, 1.02), title=title)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    fig.canvas.draw()
-    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return rgb
+    return figure_rgb(fig)
 
 
 class Analyzer:

@@ -103,10 +103,9 @@ def plot(groups: list[Group], path: Path, key: str = "loss.lambda_lm") -> Path |
     points = [(g, float(v)) for g, v in points if v is not None and g.done]
     if len({v for _, v in points}) < 2:
         return None
-    import matplotlib
+    from lmguide.viz.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     lines: dict[str, list[tuple[float, Group]]] = {}
     for g, v in points:

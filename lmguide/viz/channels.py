@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lmguide.errors import ConfigError
+from lmguide.viz.figures import figure_rgb, pyplot
 
 
 @dataclass
@@ -49,27 +50,17 @@ def channel_gates(model: nn.Module, image: torch.Tensor, top_k: int = 8) -> Chan
 
 def gate_bar_chart(cg: ChannelGates, size: int = 256) -> np.ndarray:
     """A ``size`` x ``size`` RGB bar chart of the top channels' gates, the mean gate as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     dpi = 100
-    fig, ax = plt.subplots(figsize=(size / dpi, size / dpi), dpi=dpi)
-    try:
-        values = cg.gates[cg.top]
-        ax.bar(range(len(cg.top)), values, color="tab:orange")
-        ax.axhline(float(cg.gates.mean()), color="k", ls="--", lw=1, label=f"mean of {cg.gates.size}")
-        ax.set_xticks(range(len(cg.top)), [str(int(c)) for c in cg.top], fontsize=6, rotation=90)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("channel", fontsize=7)
-        ax.set_ylabel("gate", fontsize=7)
-        ax.tick_params(axis="y", labelsize=6)
-        ax.set_title(f"top {len(cg.top)} channel gates", fontsize=8)
-        ax.legend(fontsize=6, loc="lower right")
-        fig.tight_layout(pad=0.3)
-        fig.canvas.draw()
-        rgba = np.asarray(fig.canvas.buffer_rgba())
-    finally:
-        plt.close(fig)
-    return np.ascontiguousarray(rgba[..., :3])
+    fig, ax = pyplot().subplots(figsize=(size / dpi, size / dpi), dpi=dpi)
+    values = cg.gates[cg.top]
+    ax.bar(range(len(cg.top)), values, color="tab:orange")
+    ax.axhline(float(cg.gates.mean()), color="k", ls="--", lw=1, label=f"mean of {cg.gates.size}")
+    ax.set_xticks(range(len(cg.top)), [str(int(c)) for c in cg.top], fontsize=6, rotation=90)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("channel", fontsize=7)
+    ax.set_ylabel("gate", fontsize=7)
+    ax.tick_params(axis="y", labelsize=6)
+    ax.set_title(f"top {len(cg.top)} channel gates", fontsize=8)
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout(pad=0.3)
+    return figure_rgb(fig)

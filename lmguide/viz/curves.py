@@ -14,10 +14,9 @@ def plot_curves(
     scores: torch.Tensor, labels: torch.Tensor, threshold: float, out_dir: Path, title: str
 ) -> list[Path]:
     """``roc.png``, ``pr.png`` and ``confusion.png`` (at ``threshold``) in ``out_dir``; their paths."""
-    import matplotlib
+    from lmguide.viz.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from torchmetrics.functional.classification import (
         binary_auroc,
         binary_average_precision,
