@@ -96,11 +96,11 @@ def test_inf_gradients_with_a_finite_loss_are_skipped_too(tmp_path):
         p.grad = torch.zeros_like(p)
     params[0].grad[(0,) * params[0].grad.dim()] = float("inf")
     model.on_before_optimizer_step(None)
-    assert all(p.grad is None for p in params) and model.skipped_steps == 1 and model._bad_in_row == 1
+    assert all(p.grad is None for p in params) and model.skipped_steps == 1 and model.guard.in_row == 1
     for p in params:
         p.grad = torch.ones_like(p)
     model.on_before_optimizer_step(None)
-    assert all(p.grad is not None for p in params) and model.skipped_steps == 1 and model._bad_in_row == 0
+    assert all(p.grad is not None for p in params) and model.skipped_steps == 1 and model.guard.in_row == 0
 
 
 def test_a_checkpoint_with_nan_weights_is_refused(tmp_path):

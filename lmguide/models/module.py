@@ -272,10 +272,6 @@ class LandmarkGuidedDetector(L.LightningModule):
         """Steps skipped for NaN/Inf over the whole run (kept in checkpoints)."""
         return self.guard.skipped
 
-    @property
-    def _bad_in_row(self) -> int:
-        return self.guard.in_row
-
     def on_before_optimizer_step(self, optimizer) -> None:
         """Skip the update of a step whose loss terms or gradients are not finite (NonFiniteGuard)."""
         self.guard.check(self.parameters(), self._terms, self.global_step)
