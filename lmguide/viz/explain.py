@@ -76,7 +76,8 @@ def face_from_crop(
     faces: FacePipeline | None = None,
 ) -> FaceInput:
     """A face crop (cut by the run's :class:`FacePipeline`, as training does) landmarked, masked and
-    transformed; ``faces``: that pipeline, when the caller has one open (its transform is reused)."""
+    transformed by the pipeline's eval transform; ``faces``: that pipeline when the caller has one open
+    (one for ``run_cfg`` otherwise)."""
     from lmguide.data.landmarks import FaceMeshLandmarker
     from lmguide.data.masks import draw_mask
 
@@ -89,14 +90,9 @@ def face_from_crop(
         )
     spec = hydra.utils.instantiate(run_cfg.data.mask)
     mask = draw_mask(landmarks, crop.shape[:2], spec)
-    if faces is None:
+    if faces is None:  # only its transform is used: the detector graphs are built lazily, so never here
         faces = FacePipeline(face_settings(run_cfg.data.faces), image_size=int(run_cfg.data.image_size))
-        try:
-            out = faces.model_input(crop, mask)
-        finally:
-            faces.close()
-    else:
-        out = faces.model_input(crop, mask)
+    out = faces.model_input(crop, mask)
     model_mask = torch.as_tensor(out["mask"]).float()
     return FaceInput(crop, landmarks, mask, out["image"], model_mask, box, score, n_faces)
 
