@@ -172,10 +172,13 @@ def verdict_threshold(model) -> tuple[float, str]:
     checkpoint without it (written before it was stored, or after a one-class validation) gets 0.5,
     and the note says so."""
     stored = getattr(model, "val_threshold", None)
-    if isinstance(stored, dict) and isinstance(stored.get("value"), int | float):
-        step = stored.get("step")
-        where = f" at step {step}" if step is not None else ""
-        return float(stored["value"]), f"calibrated on the validation split{where} (max balanced accuracy)"
+    value = stored.get("value") if isinstance(stored, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+        step = stored.get("step")  # shown on the page: only an integer is taken from the file
+        where = f" at step {step}" if isinstance(step, int) and not isinstance(step, bool) else ""
+        return float(value), f"calibrated on the validation split{where} (max balanced accuracy)"
+    if stored is not None:
+        return 0.5, "0.5: this checkpoint's stored threshold is not a probability in [0, 1]"
     return (
         0.5,
         "0.5: this checkpoint stores no validation-calibrated threshold (written before it was stored)",

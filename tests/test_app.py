@@ -88,6 +88,24 @@ def test_a_checkpoint_without_a_threshold_falls_back_to_one_half_with_a_note(ana
     )
 
 
+@pytest.mark.parametrize(
+    "stored", [{"value": float("nan")}, {"value": 7.0}, {"value": True}, {"value": "0.3"}, ["0.3"]]
+)
+def test_a_stored_threshold_that_is_no_probability_is_not_used(stored):
+    """The threshold comes from a file a user was given: only a number in [0, 1] is taken from it."""
+    from types import SimpleNamespace
+
+    from lmguide.checkpoint import verdict_threshold
+
+    assert verdict_threshold(SimpleNamespace(val_threshold=stored)) == (
+        0.5,
+        "0.5: this checkpoint's stored threshold is not a probability in [0, 1]",
+    )
+    # the step is shown on the page: anything but an integer is left out of the note
+    thr, note = verdict_threshold(SimpleNamespace(val_threshold={"value": 0.25, "step": "<b>x</b>"}))
+    assert thr == 0.25 and note == "calibrated on the validation split (max balanced accuracy)"
+
+
 @pytest.mark.parametrize("name", ["single_face.jpg", "multi_face.jpg"])
 def test_image_faces_score_as_predict_does(analyzer, trained_ckpt, media, name, tmp_path):
     """Every face: predict's P(fake) for the same image, the verdict at the stored threshold, and
