@@ -124,26 +124,18 @@ def checkpoint_config(
     return cfg
 
 
-def load_model(
-    path: str | Path, overrides: Sequence[str] = (), output_dir: str | Path = ".", allow_clips: bool = False
-):
+def load_model(path: str | Path, overrides: Sequence[str] = (), output_dir: str | Path = "."):
     """``(model in eval mode, config)`` from a checkpoint; a model of another shape is refused by name.
 
-    A clip (video) model is refused unless ``allow_clips``: eval, predict and visualize score single
-    frames."""
+    A clip (video) model comes back like any other (``model.clip_frames`` set): eval scores it on the
+    split's clips, predict and visualize cut clips from a video's face track as training does
+    (:mod:`lmguide.predict_clips`); export refuses it itself."""
     from lmguide.models.backbones import skip_initial_weights, with_normalisation
 
     ckpt = read_checkpoint(path)
     cfg = checkpoint_config(ckpt, overrides, output_dir, source=path)
     skip_initial_weights(cfg)  # the checkpoint holds the weights: no hub, weights file or wheel read
     model = hydra.utils.instantiate(cfg.model)
-    if getattr(model, "clip_frames", None) and not allow_clips:
-        raise CheckpointError(
-            f"{path} is a video (clip) model: backbone {cfg.model.backbone.name} with an LSTM over clips of "
-            f"{model.clip_frames} frames. lmguide.eval, lmguide.predict and lmguide.visualize score single "
-            "frames and do not support clip models; the clip- and video-level val/test metrics of its "
-            "training run are in that run's metrics.json"
-        )
     own, saved = model.state_dict(), with_normalisation(model, ckpt["state_dict"])
     missing = [k for k in own if k not in saved]
     unexpected = [k for k in saved if k not in own]

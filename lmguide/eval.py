@@ -6,6 +6,12 @@ threshold calibrated on the validation split (never on the split being evaluated
 val itself); attention-in-landmark share and pointing-game hit rate. Writes ``metrics.json``,
 ``predictions.csv`` (one row per frame and per video), ``roc.png``, ``pr.png`` and
 ``confusion.png`` into the run directory.
+
+A clip (video) checkpoint (``backbone=efficientnet_lstm``) is evaluated on clips, as its training's test
+step does: the run's config sets ``data.clip_frames``, so every split is a
+:class:`~lmguide.data.datasets.ClipDataset`. The per-sample level is then ``clip`` (``clip/auc``, ...,
+``n_clips``, ``clip`` rows in ``predictions.csv``) instead of ``frame``; a video's score aggregates its
+clips; the attention metrics stay per frame (``frame/attn_in_lm``, every frame of every clip).
 """
 
 from __future__ import annotations
@@ -65,15 +71,16 @@ def evaluate(cfg: DictConfig) -> dict:
     dm = hydra.utils.instantiate(run_cfg.data)
     dm.prepare_data()
     dm.setup("test")
+    unit = "clip" if getattr(model, "clip_frames", None) else "frame"  # what one scored sample is
 
     val = score_split(model, dm.datasets["val"], dm.eval_batch_size)
     threshold = calibrate_threshold(val["prob"], val["label"])
     res = val if cfg.split == "val" else score_split(model, dm.datasets[cfg.split], dm.eval_batch_size)
 
-    metrics: dict = {"threshold_val": threshold, "n_frames": len(res["label"])}
+    metrics: dict = {"threshold_val": threshold, f"n_{unit}s": len(res["label"])}
     person = dict(zip(res["video"], res["person"], strict=True))
-    for level in ("frame", "video"):
-        if level == "frame":
+    for level in (unit, "video"):
+        if level == unit:
             scores, labels, ids = res["prob"], res["label"], list(range(len(res["label"])))
             clusters = res["person"]
         else:
@@ -96,7 +103,13 @@ def evaluate(cfg: DictConfig) -> dict:
 
     (out_dir / "metrics.json").write_text(
         json.dumps(
-            {"split": cfg.split, "ckpt_path": str(cfg.ckpt_path), "video_agg": cfg.video_agg, **metrics},
+            {
+                "split": cfg.split,
+                "ckpt_path": str(cfg.ckpt_path),
+                "video_agg": cfg.video_agg,
+                "unit": unit,
+                **metrics,
+            },
             indent=2,
         )
         + "\n"
@@ -107,12 +120,12 @@ def evaluate(cfg: DictConfig) -> dict:
         for i, (p, y, v) in enumerate(
             zip(res["prob"].tolist(), res["label"].tolist(), res["video"], strict=True)
         ):
-            w.writerow(["frame", i, v, y, f"{p:.9g}", int(p >= 0.5), int(p >= threshold)])
+            w.writerow([unit, i, v, y, f"{p:.9g}", int(p >= 0.5), int(p >= threshold)])
         for v, p, y in video_rows:
             w.writerow(["video", v, v, y, f"{p:.9g}", int(p >= 0.5), int(p >= threshold)])
-    plots = plot_curves(res["prob"], res["label"], threshold, out_dir, f"{cfg.split} (frames)")
+    plots = plot_curves(res["prob"], res["label"], threshold, out_dir, f"{cfg.split} ({unit}s)")
     _send_to_loggers(cfg, metrics, plots)
-    _print(metrics, cfg.split, out_dir)
+    _print(metrics, cfg.split, out_dir, unit)
     return metrics
 
 
@@ -133,7 +146,7 @@ def _send_to_loggers(cfg: DictConfig, metrics: dict, plots: list[Path]) -> None:
         finish_wandb(loggers)
 
 
-def _print(metrics: dict, split: str, out_dir: Path) -> None:
+def _print(metrics: dict, split: str, out_dir: Path, unit: str = "frame") -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -146,7 +159,7 @@ def _print(metrics: dict, split: str, out_dir: Path) -> None:
 
     t = Table(title=f"lmguide eval: {split} split (threshold {metrics['threshold_val']:.3f} from val)")
     t.add_column("metric")
-    t.add_column("frame", justify="right")
+    t.add_column(unit, justify="right")
     t.add_column("video", justify="right")
     for k in (
         "auc",
@@ -161,23 +174,26 @@ def _print(metrics: dict, split: str, out_dir: Path) -> None:
         "f1",
         "cal_f1",
     ):
-        t.add_row(k, cell(f"frame/{k}"), cell(f"video/{k}"))
-    t.add_row("attn_in_lm", f"{metrics['frame/attn_in_lm']:.4f}", "-")
-    t.add_row("pointing_game", f"{metrics['frame/pointing_game']:.4f}", "-")
+        t.add_row(k, cell(f"{unit}/{k}"), cell(f"video/{k}"))
+    per_frame = "" if unit == "frame" else " (per frame)"
+    t.add_row(f"attn_in_lm{per_frame}", f"{metrics['frame/attn_in_lm']:.4f}", "-")
+    t.add_row(f"pointing_game{per_frame}", f"{metrics['frame/pointing_game']:.4f}", "-")
     console = Console()
     console.print(t)
-    if metrics.get("frame/undefined"):
-        console.print(f"{split}: {metrics['frame/undefined']}", soft_wrap=True, highlight=False, markup=False)
-    elif metrics.get("frame/auc_ci95_lo") is not None:
+    if metrics.get(f"{unit}/undefined"):
         console.print(
-            f"AUC [lo, hi]: 95 % bootstrap interval resampling the {metrics['frame/people']} people "
-            "(a video and its fakes together), not frames",
+            f"{split}: {metrics[f'{unit}/undefined']}", soft_wrap=True, highlight=False, markup=False
+        )
+    elif metrics.get(f"{unit}/auc_ci95_lo") is not None:
+        console.print(
+            f"AUC [lo, hi]: 95 % bootstrap interval resampling the {metrics[f'{unit}/people']} people "
+            f"(a video and its fakes together), not {unit}s",
             soft_wrap=True,
             highlight=False,
             markup=False,
         )
     console.print(
-        f"{metrics['n_frames']} frames, {metrics['n_videos']} videos; written to {out_dir}: "
+        f"{metrics[f'n_{unit}s']} {unit}s, {metrics['n_videos']} videos; written to {out_dir}: "
         "metrics.json predictions.csv roc.png pr.png confusion.png",
         soft_wrap=True,
         highlight=False,
@@ -187,7 +203,8 @@ def _print(metrics: dict, split: str, out_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 @friendly_errors
 def main(cfg: DictConfig) -> float:
-    return evaluate(cfg)["frame/auc"]
+    metrics = evaluate(cfg)
+    return metrics.get("frame/auc", metrics.get("clip/auc"))
 
 
 if __name__ == "__main__":

@@ -290,7 +290,7 @@ def export_model(
         )
     if fmt == "onnx":
         _onnxruntime()  # before the minutes of loading and tracing
-    model, cfg = load_model(ckpt_path, list(overrides), output_dir=out_dir, allow_clips=True)
+    model, cfg = load_model(ckpt_path, list(overrides), output_dir=out_dir)
     if getattr(model, "clip_frames", None):
         raise ExportError(
             f"cannot export {ckpt_path}: it is a video (clip) model (backbone {cfg.model.backbone.name}, an "

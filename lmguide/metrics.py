@@ -235,17 +235,21 @@ def pointing_hit(maps: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5)
 
 @torch.no_grad()
 def score_split(model, dataset, batch_size: int = 32) -> dict:
-    """P(fake), labels, video names and attention metrics for every item of ``dataset``."""
+    """P(fake), labels, video names and attention metrics for every item of ``dataset``. Clips (a
+    :class:`~lmguide.data.datasets.ClipDataset`): P(fake), label and video per clip, the attention
+    metrics per frame of each clip (the model's maps are per frame)."""
     from torch.utils.data import DataLoader
 
     probs, labels, videos, attn, hits = [], [], [], [], []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
         out = model(batch["image"])
+        mask = batch["mask"]
+        mask = mask.flatten(0, 1) if mask.dim() == 5 else mask  # clips (B, T, 1, S, S): per frame
         probs.append(out.logits.softmax(-1)[:, 1])
         labels.append(batch["label"])
         videos += [dataset.video_names[i] for i in batch["video"].tolist()]
-        attn.append(attention_in_mask(out.maps, batch["mask"]))
-        hits.append(pointing_hit(out.maps, batch["mask"]))
+        attn.append(attention_in_mask(out.maps, mask))
+        hits.append(pointing_hit(out.maps, mask))
     return {
         "prob": torch.cat(probs),
         "label": torch.cat(labels),

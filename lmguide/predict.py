@@ -6,6 +6,11 @@ largest face per video frame with ``video_faces=largest``) and go through the ev
 are streamed (``frames_per_video`` evenly spaced frames, or ``frames_every``), never held in memory. Each
 face gets P(fake); a file's score is the mean of its faces' scores (one face per video frame: the mean
 of its frames). Files without a face are reported as such, unreadable files and frames with a reason.
+Each file's verdict is its score at the checkpoint's threshold (calibrated on the validation split).
+
+A clip (video) checkpoint scores clips instead of faces (:mod:`lmguide.predict_clips`): frames sampled
+as its training cache sampled them, a face track per face index, cut into clips as ``ClipDataset``
+cuts them; a file's score is the mean of its clips'.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from lmguide.cli import check_argv, check_writable, friendly_errors
 from lmguide.data.faces import FacePipeline, face_settings
 from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaError, VideoFrames, read_image
 from lmguide.errors import ConfigError, InputMissing
+from lmguide.predict_clips import ClipSpec, clip_sampling, clip_spec, score_tracks
 from lmguide.predict_results import (
     FileResult,
     FrameResult,
@@ -70,14 +76,24 @@ def list_inputs(input_path: str | Path) -> tuple[list[tuple[Path, str]], list[Pa
 
 
 class Scorer:
-    """Detect, crop and score faces in batches (faces are kept until the batch is full or flushed)."""
+    """Detect, crop and score faces in batches (faces are kept until the batch is full or flushed).
+
+    ``clips`` (a clip model): faces are not scored one by one but gathered into face tracks (one per face
+    index) and scored as clips when the file ends (:meth:`end_file`)."""
 
     def __init__(
-        self, model, faces: FacePipeline, batch_size: int, device: torch.device, keep_crops: bool = False
+        self,
+        model,
+        faces: FacePipeline,
+        batch_size: int,
+        device: torch.device,
+        keep_crops: bool = False,
+        clips: ClipSpec | None = None,
     ):
         self.model, self.faces, self.device = model, faces, device
-        self.batch_size = batch_size
+        self.batch_size, self.clips = batch_size, clips
         self._pending: list[tuple[FrameResult, torch.Tensor]] = []
+        self._tracks: dict[int, list[tuple[FrameResult, torch.Tensor]]] = {}
         # keep_crops: every scored crop by (frame, face), RGB uint8, for a caller that explains them
         self.crops: dict[tuple[int, int], np.ndarray] | None = {} if keep_crops else None
 
@@ -109,11 +125,31 @@ class Scorer:
     def flush(self) -> None:
         if not self._pending:
             return
+        if self.clips is not None:  # a clip model: the faces join their tracks, scored at end_file
+            for fr, x in self._pending:
+                self._tracks.setdefault(fr.face or 0, []).append((fr, x))
+            self._pending = []
+            return
         x = torch.stack([t for _, t in self._pending]).to(self.device)
         probs = self.model(x).logits.float().softmax(-1)[:, 1].cpu().tolist()
         for (fr, _), p in zip(self._pending, probs, strict=True):
             fr.prob_fake = float(p)
         self._pending = []
+
+    def start_file(self) -> None:
+        self._pending, self._tracks = [], {}
+
+    def end_file(self, result: FileResult) -> None:
+        """Score what is pending; a clip model's tracks become clips (skipped tracks noted)."""
+        self.flush()
+        if self.clips is None:
+            return
+        tracks, self._tracks = self._tracks, {}
+        result.clips, notes = score_tracks(self.model, tracks, self.clips, self.device)
+        if notes and not result.clips:
+            result.status, result.reason = "too_short", "; ".join(notes)
+        elif notes:
+            result.reason = "; ".join(notes)
 
 
 def score_file(
@@ -131,6 +167,7 @@ def score_file(
     fs = scorer.faces.fs
     kind = media_kind(path)
     result = FileResult(name, kind)
+    scorer.start_file()
     try:
         if kind == "image":
             scorer.add_frame(result, 0, read_image(path) if rgb is None else rgb, fs.image_faces)
@@ -143,7 +180,7 @@ def score_file(
                     progress.advance(task)
             if progress is not None:
                 progress.remove_task(task)
-        scorer.flush()
+        scorer.end_file(result)
     except MediaError as err:
         result.status = "unreadable" if kind == "image" else "decode_error"
         result.reason = str(err)
@@ -166,8 +203,9 @@ def _finish(result: FileResult) -> None:
         else:
             result.status = "decode_error"
             result.reason = "no frame could be decoded"
-    elif result.frames_unreadable and not result.reason:
-        result.reason = f"{result.frames_unreadable} frame(s) could not be decoded"
+    elif result.frames_unreadable:
+        unreadable = f"{result.frames_unreadable} frame(s) could not be decoded"
+        result.reason = f"{result.reason}; {unreadable}" if result.reason else unreadable
 
 
 def _device(name: str) -> torch.device:
@@ -187,7 +225,7 @@ def predict(cfg: DictConfig) -> list[FileResult]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from lmguide.checkpoint import load_model
+    from lmguide.checkpoint import load_model, verdict_threshold
 
     output = Path(cfg.output).expanduser() if cfg.get("output") else None
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
@@ -209,7 +247,11 @@ def predict(cfg: DictConfig) -> list[FileResult]:
     device = _device(str(cfg.get("device", "auto")))
     model, run_cfg = load_model(cfg.ckpt_path, list(cfg.get("overrides") or []), output_dir=out_dir)
     model.to(device)
+    threshold, threshold_note = verdict_threshold(model)
     fs = face_settings(run_cfg.data.faces)
+    clips = clip_spec(model, run_cfg, int(cfg.batch_size))
+    if clips is not None:  # clips span the time they spanned in training: the cache's frame sampling
+        n_frames, every, how = clip_sampling(fs)
     console.print(
         f"lmguide predict: {len(files)} file(s) from {cfg.input} with {cfg.ckpt_path} "
         f"(backbone {run_cfg.model.backbone.name}, crop {fs.face_size}px x{fs.crop_scale}, "
@@ -219,6 +261,16 @@ def predict(cfg: DictConfig) -> list[FileResult]:
     )
     for p in ignored:
         console.print(f"  ignored (not an image or video): {p}", soft_wrap=True, highlight=False)
+    console.print(f"  verdict threshold {threshold:.4f}: {threshold_note}", soft_wrap=True, highlight=False)
+    if clips is not None:
+        console.print(
+            f"  clip model: clips of {clips.frames} consecutive sampled frames of one face track, video "
+            f"frames sampled as in training ({how}; predict's frames_per_video/frames_every are not used: "
+            'overrides=["data.faces.frames_per_video=N"] changes it); a still image or a shorter track '
+            f"is repeat-padded to one clip, a track under data.clip_min_frames={clips.min_frames} skipped",
+            soft_wrap=True,
+            highlight=False,
+        )
 
     results: list[FileResult] = []
     columns = (
@@ -231,10 +283,11 @@ def predict(cfg: DictConfig) -> list[FileResult]:
         FacePipeline(fs, image_size=int(run_cfg.data.image_size)) as faces,
         Progress(*columns, console=console) as progress,
     ):
-        scorer = Scorer(model, faces, int(cfg.batch_size), device)
+        scorer = Scorer(model, faces, int(cfg.batch_size), device, clips=clips)
         all_files = progress.add_task("files", total=len(files))
         for path, name in files:
             result = score_file(scorer, path, name, n_frames, every, progress)
+            result.threshold = threshold
             results.append(result)
             if cfg.get("print_frames", True):
                 print_frames(progress.console, result)

@@ -1,5 +1,7 @@
-"""What predict found, per frame and per file, and how it is shown: the console table (rich) and the
-``output=`` file (CSV: a row per file and per frame; JSON: the same as nested records)."""
+"""What predict found, per frame, per clip (clip models) and per file, and how it is shown: the console
+table (rich) and the ``output=`` file (CSV: a row per file, per frame and per clip; JSON: the same as
+nested records). A file's verdict is its P(fake) at the checkpoint's threshold
+(:func:`lmguide.checkpoint.verdict_threshold`)."""
 
 from __future__ import annotations
 
@@ -16,9 +18,14 @@ CSV_FIELDS = [
     "file",
     "kind",
     "frame",
+    "frame_last",
+    "clip",
+    "padded",
     "face",
     "status",
     "prob_fake",
+    "verdict",
+    "threshold",
     "det_score",
     "x0",
     "y0",
@@ -45,16 +52,45 @@ class FrameResult:
 
 
 @dataclass
+class ClipResult:
+    """One clip a clip model scored: its index in the file, the face track it was cut from, and the
+    sampled frame indices it holds in order (a repeat-padded clip repeats them, as training does)."""
+
+    clip: int
+    face: int
+    frames: list[int]
+    prob_fake: float | None = None
+    padded: bool = False
+
+    @property
+    def frame_range(self) -> tuple[int, int]:
+        return self.frames[0], self.frames[-1]
+
+
+@dataclass
 class FileResult:
     file: str
     kind: str  # image or video
-    status: str = "ok"  # ok, no_face, unreadable, decode_error
+    status: str = "ok"  # ok, no_face, unreadable, decode_error; clip models: too_short too
     reason: str = ""
     frames: list[FrameResult] = field(default_factory=list)
+    # clip models: the scored clips; the file's score is then the mean of theirs (frames hold no score)
+    clips: list[ClipResult] = field(default_factory=list)
+    threshold: float | None = None  # the checkpoint's verdict threshold (set by predict)
 
     @property
     def scores(self) -> list[float]:
+        if self.clips:
+            return [c.prob_fake for c in self.clips if c.prob_fake is not None]
         return [f.prob_fake for f in self.frames if f.prob_fake is not None]
+
+    @property
+    def verdict(self) -> str | None:
+        """``fake`` / ``real``: the file's P(fake) at ``threshold`` (None without either)."""
+        p = self.prob_fake
+        if p is None or self.threshold is None or math.isnan(p):
+            return None
+        return "fake" if p >= self.threshold else "real"
 
     @property
     def prob_fake(self) -> float | None:
@@ -66,7 +102,7 @@ class FileResult:
         """P(fake) per face index (the mean over the frames it was scored in): a second face, e.g. a
         photo inside the photo, is visible instead of being averaged into the file's score."""
         by_face: dict[int, list[float]] = {}
-        for f in self.frames:
+        for f in self.clips or self.frames:  # clip models: the mean over the clips of its track
             if f.prob_fake is not None:
                 by_face.setdefault(f.face or 0, []).append(f.prob_fake)
         return {k: float(np.mean(v)) for k, v in sorted(by_face.items())}
@@ -93,6 +129,8 @@ class FileResult:
             "kind": self.kind,
             "status": self.status,
             "prob_fake": self.prob_fake,
+            "verdict": self.verdict,
+            "threshold": self.threshold,
             "frames_scored": self.frames_scored,
             "frames_no_face": self.frames_no_face,
             "frames_unreadable": self.frames_unreadable,
@@ -114,19 +152,29 @@ def print_frames(console, result: FileResult) -> None:
     console.print(head, soft_wrap=True, highlight=False, markup=False)
     for f in result.frames:
         where = f"frame {f.frame:5d}" + ("" if f.face is None else f" face {f.face}")
-        what = f"P(fake) {_fmt(f.prob_fake)}" if f.status == "ok" else f"{f.status}: {f.reason}"
+        if f.status == "ok":
+            what = "in a clip" if result.clips else f"P(fake) {_fmt(f.prob_fake)}"
+        else:
+            what = f"{f.status}: {f.reason}"
         console.print(f"  {where}  {what}", soft_wrap=True, highlight=False, markup=False)
+    for c in result.clips:
+        pad = " (repeat-padded)" if c.padded else ""
+        where = f"clip {c.clip:3d} face {c.face} frames {c.frame_range[0]}-{c.frame_range[1]}{pad}"
+        console.print(
+            f"  {where}  P(fake) {_fmt(c.prob_fake)}", soft_wrap=True, highlight=False, markup=False
+        )
 
 
 def print_table(console, results: list[FileResult]) -> None:
     from rich.table import Table
 
-    title = "lmguide: P(fake) per file (mean of its frames; frames = frames scored)"
+    title = "lmguide: P(fake) per file (mean of its frames, or of its clips; frames = frames scored)"
     table = Table(title=title, header_style="bold")
     for col, justify in [
         ("file", "left"),
         ("type", "left"),
         ("P(fake)", "right"),
+        ("verdict", "left"),
         ("per face", "left"),
         ("frames", "right"),
         ("no face", "right"),
@@ -137,9 +185,11 @@ def print_table(console, results: list[FileResult]) -> None:
         note = r.reason if r.status == "ok" else f"{r.status.replace('_', ' ')}: {r.reason}"
         faces = r.face_scores
         per_face = "  ".join(f"{k}: {_fmt(v)}" for k, v in faces.items()) if len(faces) > 1 else ""
+        verdict = r.verdict or "-"
         table.add_row(
-            r.file, r.kind, _fmt(r.prob_fake), per_face, str(r.frames_scored), str(r.frames_no_face), note
-        )
+            r.file, r.kind, _fmt(r.prob_fake), verdict, per_face, str(r.frames_scored), str(r.frames_no_face),
+            note,
+        )  # fmt: skip
     console.print(table)
     no_face = [r.file for r in results if r.status == "no_face"]
     bad = [r.file for r in results if r.status in ("unreadable", "decode_error")]
@@ -152,14 +202,31 @@ def print_table(console, results: list[FileResult]) -> None:
 def write_output(path: Path, results: list[FileResult]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".json":
-        doc = {"files": [{**r.summary(), "frames": [asdict(f) for f in r.frames]} for r in results]}
+        doc = {
+            "files": [
+                {
+                    **r.summary(),
+                    "frames": [asdict(f) for f in r.frames],
+                    "clips": [_clip_doc(c) for c in r.clips],
+                }
+                for r in results
+            ]
+        }
         path.write_text(json.dumps(doc, indent=2) + "\n")
         return
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
         w.writeheader()
         for r in results:
-            w.writerow({**r.summary(), "level": "file", "prob_fake": _csv_num(r.prob_fake)})
+            w.writerow(
+                {
+                    **r.summary(),
+                    "level": "file",
+                    "prob_fake": _csv_num(r.prob_fake),
+                    "verdict": r.verdict or "",
+                    "threshold": _csv_num(r.threshold),
+                }
+            )
             for fr in r.frames:
                 x0, y0, x1, y1 = fr.box or ("",) * 4
                 w.writerow(
@@ -176,6 +243,26 @@ def write_output(path: Path, results: list[FileResult]) -> None:
                         "reason": fr.reason,
                     }
                 )
+            for c in r.clips:
+                w.writerow(
+                    {
+                        "level": "clip",
+                        "file": r.file,
+                        "kind": r.kind,
+                        "clip": c.clip,
+                        "face": c.face,
+                        "frame": c.frame_range[0],
+                        "frame_last": c.frame_range[1],
+                        "padded": int(c.padded),
+                        "status": "ok",
+                        "prob_fake": _csv_num(c.prob_fake),
+                    }
+                )
+
+
+def _clip_doc(c: ClipResult) -> dict:
+    first, last = c.frame_range
+    return {**asdict(c), "frame_first": first, "frame_last": last}
 
 
 def _csv_num(v: float | None) -> str:

@@ -9,6 +9,11 @@ crop), ``patch_grid.png`` and ``vit_cls_attention.png`` (ViT backbones only: mea
 and the CLS token's attention over the patches in the block the attention uses) and ``panel.png``
 (image | mask | mean attention | Grad-CAM, with P(fake) in the title). ``input=<folder>`` explains
 every image of the folder, each into its own subfolder, with an ``index.html`` of thumbnails.
+
+A clip (video) checkpoint explains one clip instead (:func:`visualize_clip`): ``input=<video>`` is
+sampled, cropped and cut into clips as predict does (:mod:`lmguide.predict_clips`), and clip ``clip``
+(0: the first) is drawn as ``clip_strip.png``: each frame's crop with its mean attention, P(fake) of
+the clip in the title. A still image is a one-frame clip, repeat-padded as training pads it.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ __all__ = [
     "prepare_face",
     "read_image",
     "visualize",
+    "visualize_clip",
     "visualize_folder",
     "visualize_foreign",
     "vit_cls_attention",
@@ -210,6 +216,55 @@ def visualize_foreign(cfg: DictConfig, out_dir: Path) -> dict:
     return {"prob_fake": p, "paths": _write(images, out_dir), "face": face, "report": report}
 
 
+def visualize_clip(cfg: DictConfig, out_dir: Path, model=None, run_cfg=None) -> dict:
+    """One clip of ``cfg.input`` (a video, or a still image: a padded one-frame clip) explained by a clip
+    model: ``clip_strip.png``. Returns ``{"prob_fake", "clip" (a ClipResult), "paths"}``."""
+    import torch
+
+    from lmguide.data.faces import FacePipeline
+    from lmguide.predict import Scorer, score_file
+    from lmguide.predict_clips import clip_sampling, clip_spec
+    from lmguide.viz.clips import clip_strip
+
+    path = Path(str(cfg.input)).expanduser()
+    if not path.is_file():
+        raise VisualizeError(f"input {path} does not exist")
+    if model is None:
+        model, run_cfg = _load(cfg, out_dir, "[1/3]")
+    spec = clip_spec(model, run_cfg, 32)
+    if spec is None:
+        raise VisualizeError(
+            f"{path} is a video and {cfg.ckpt_path} a frame model: lmguide.visualize explains one image "
+            "with it; give a still image (or a frame saved from the video), or score the video with "
+            "lmguide.predict"
+        )
+    fs = face_settings(run_cfg.data.faces)
+    n_frames, every, how = clip_sampling(fs)
+    print(f"[2/3] Sampling {path.name} ({how}), cropping its faces and scoring its clips", flush=True)
+    with FacePipeline(fs, image_size=int(run_cfg.data.image_size)) as faces:
+        scorer = Scorer(model, faces, 32, torch.device("cpu"), keep_crops=True, clips=spec)
+        result = score_file(scorer, path, str(path), n_frames, every)
+        k = int(cfg.get("clip") or 0)
+        if not result.clips:
+            raise VisualizeError(
+                f"{path}: no clip to explain ({result.status.replace('_', ' ')}: {result.reason})"
+            )
+        if not 0 <= k < len(result.clips):
+            raise VisualizeError(f"clip={k}: {path} has clips 0..{len(result.clips) - 1}; pick one of them")
+        clip = result.clips[k]
+        x = torch.stack([faces.model_input(scorer.crops[(f, clip.face)])["image"] for f in clip.frames])
+    with torch.inference_mode():
+        out = model(x[None])  # (1, T, 3, S, S) -> maps (T, M, h, w)
+    prob = float(out.logits.float().softmax(-1)[0, 1])
+    first, last = clip.frame_range
+    pad = ", repeat-padded" if clip.padded else ""
+    print(f"      {len(result.clips)} clip(s); clip {k}: frames {first}-{last}{pad}, P(fake) = {prob:.4f}")
+    title = f"{path.name}: clip {k} of {len(result.clips)} (frames {first}-{last}{pad}), P(fake) {prob:.4f}"
+    strip = clip_strip(x, out.maps, clip.frames, title, int(cfg.size), cfg.alpha)
+    print(f"[3/3] Writing the strip to {out_dir}", flush=True)
+    return {"prob_fake": prob, "clip": clip, "paths": _write({"clip_strip": strip}, out_dir)}
+
+
 def visualize(cfg: DictConfig) -> dict:
     """The command: returns ``{"prob_fake", "paths": {stem: Path}, "face": FaceInput}``; for a folder
     :func:`visualize_folder`'s ``{"results", "failed", "index"}``."""
@@ -221,11 +276,15 @@ def visualize(cfg: DictConfig) -> dict:
         return visualize_foreign(cfg, out_dir)
     if folder.is_dir():
         return visualize_folder(cfg, folder, out_dir)
+    if folder.suffix.lower() in media.VIDEO_SUFFIXES:
+        return visualize_clip(cfg, out_dir)
 
     print(f"[1/5] Loading image {cfg.input}", flush=True)
     rgb = read_image(cfg.input)
     print(f"      {rgb.shape[1]}x{rgb.shape[0]} pixels", flush=True)
     model, run_cfg = _load(cfg, out_dir, "[2/5]")
+    if getattr(model, "clip_frames", None):
+        return visualize_clip(cfg, out_dir, model, run_cfg)
     return _explain_image(model, run_cfg, cfg, rgb, str(cfg.input), out_dir, ["[3/5]", "[4/5]", "[5/5]"])
 
 

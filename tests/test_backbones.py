@@ -181,20 +181,6 @@ def test_clip_dataset_on_demo_faces(demo_datamodule):
     assert torch.equal(clips[1]["image"], fake["image"])  # deterministic fakes for evaluation
 
 
-def test_clip_checkpoint_is_refused_by_eval_predict_visualize(tmp_path):
-    from lmguide.checkpoint import CheckpointError, load_model
-
-    ckpt = {
-        "state_dict": {},
-        "lmguide_config": {},
-        "lmguide_overrides": {"choices": {"backbone": "efficientnet_lstm"}, "overrides": []},
-    }
-    path = tmp_path / "clip.ckpt"
-    torch.save(ckpt, path)
-    with pytest.raises(CheckpointError, match=r"video \(clip\) model.*lmguide.eval"):
-        load_model(path, output_dir=tmp_path)
-
-
 def test_efficientnet_lstm_fast_dev_run_on_demo_clips(cache_dir, tmp_path):
     overrides = ["backbone=efficientnet_lstm", "trainer.fast_dev_run=true", "data.faces.frames_per_video=8"]
     proc = fast_train(cache_dir, tmp_path, *overrides, "data.image_size=64", "attention.num_maps=2")

@@ -182,6 +182,22 @@ class FaceDataset(Dataset):
         return out
 
 
+def clip_windows(n: int, frames: int, min_frames: int = 1) -> list[list[int]]:
+    """The clips of a face track of ``n`` faces (ordered by frame), as positions 0..n-1 in it: ``n // frames``
+    windows of ``frames`` consecutive faces, plus one ending on the last face when ``frames`` does not
+    divide ``n`` (it overlaps the one before); a shorter track of at least ``min_frames`` faces gives one
+    clip repeat-padded to ``frames`` (``np.linspace`` over its faces), a track under ``min_frames`` none.
+    :class:`ClipDataset` (training) and :mod:`lmguide.predict_clips` (predict, visualize) both cut here."""
+    if n < max(min_frames, 1):
+        return []
+    if n < frames:
+        return [np.linspace(0, n - 1, frames).round().astype(int).tolist()]
+    starts = list(range(0, n - frames + 1, frames))
+    if starts[-1] + frames < n:
+        starts.append(n - frames)
+    return [list(range(s, s + frames)) for s in starts]
+
+
 class ClipDataset(FaceDataset):
     """Clips of ``frames`` faces from one face track: image (T, 3, S, S), mask (T, 1, S, S), the video's
     label and video id.
@@ -216,17 +232,10 @@ class ClipDataset(FaceDataset):
         self.padded = self.skipped = 0
         for key in sorted(tracks):
             track = sorted(tracks[key], key=lambda r: r["frame"])
-            n = len(track)
-            if n < min_frames:
-                self.skipped += 1
-            elif n < frames:
-                self.padded += 1
-                self.clips.append([track[j] for j in np.linspace(0, n - 1, frames).round().astype(int)])
-            else:
-                starts = list(range(0, n - frames + 1, frames))
-                if starts[-1] + frames < n:
-                    starts.append(n - frames)
-                self.clips += [track[s : s + frames] for s in starts]
+            windows = clip_windows(len(track), frames, min_frames)
+            self.skipped += not windows
+            self.padded += bool(windows) and len(track) < frames
+            self.clips += [[track[j] for j in w] for w in windows]
         where = f" of the {split} split" if split else ""
         if self.padded or self.skipped:
             log.warning(
