@@ -21,7 +21,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 # the only lmguide imports of the web page (app.py imports this module, lmguide.cli and lmguide.CONF_DIR)
-from lmguide.checkpoint import load_model, verdict_threshold
+from lmguide.checkpoint import CheckpointError, load_model, verdict_threshold
 from lmguide.data.faces import FacePipeline, face_settings
 from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from lmguide.errors import LmguideError, VisualizeError
@@ -122,6 +122,11 @@ class Analyzer:
         model, run_cfg = load_model(
             cfg.ckpt_path, list(cfg.get("overrides") or []), output_dir=cfg.paths.output_dir
         )
+        if getattr(model, "clip_frames", None):
+            raise CheckpointError(
+                f"{cfg.ckpt_path} is a video (clip) model: the web page scores and explains single face "
+                "crops; score its videos with lmguide.predict and draw a clip with lmguide.visualize"
+            )
         return cls(
             model,
             run_cfg,

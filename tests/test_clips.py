@@ -182,3 +182,14 @@ def test_visualize_draws_a_clips_attention_strip(clip_ckpt, media, tmp_path):
     assert res["prob_fake"] == pytest.approx(pred.clips[1].prob_fake, abs=1e-5)
     with pytest.raises(VisualizeError, match=r"clip=5: .*single_face.mp4 has clips 0\.\.1"):
         visualize(cfg("clip=5"))
+
+
+def test_the_web_page_refuses_a_clip_model_by_name(clip_ckpt, tmp_path):
+    from lmguide.app_core import Analyzer
+    from lmguide.checkpoint import CheckpointError
+
+    cfg = compose_entry("app", f"ckpt_path={clip_ckpt}", f"paths.output_dir={tmp_path}")
+    with pytest.raises(
+        CheckpointError, match=r"clip.ckpt is a video \(clip\) model: the web page .*lmguide.predict"
+    ):
+        Analyzer.from_cfg(cfg)
