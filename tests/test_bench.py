@@ -62,3 +62,11 @@ def test_export_benchmark_writes_its_json(cache_dir, tmp_path):
     assert parity["inputs"] == "4 demo val crops"
     assert parity["onnxruntime"]["prob_fake"] <= 1e-4 and parity["torchscript"]["attention"] <= 1e-3
     assert "onnxruntime" in proc.stdout
+
+
+def test_export_benchmark_refuses_a_clip_model_in_one_line(cache_dir, tmp_path):
+    """A video (clip) model cannot be exported, so its benchmark stops by name, not with a shape error."""
+    proc = run_cli("lmguide.bench", ["export", "backbone=efficientnet_lstm", *FAST_DATA], tmp_path, cache_dir)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "video (clip) model" in line and "efficientnet_b0" in line and "Traceback" not in proc.stderr, line

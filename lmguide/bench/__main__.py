@@ -44,4 +44,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from lmguide.cli import friendly_errors
+
+    friendly_errors(lambda _: main())(None)  # an LmguideError is one line and exit 1, as in every entry
