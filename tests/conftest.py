@@ -34,6 +34,14 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("lmguide_cache")
 
 
+@pytest.fixture(scope="session")
+def media(cache_dir) -> dict[str, Path]:
+    """The demo's media files by name (fetched into the session cache on first use)."""
+    from lmguide.data.demo import fetch_demo_media
+
+    return fetch_demo_media(cache_dir)
+
+
 def run_cli(module: str, args: list[str], cwd: Path, cache_dir: Path, timeout: int = 600):
     """``python -m <module> <args>`` in ``cwd`` with the test cache and W&B offline."""
     import subprocess

@@ -23,13 +23,6 @@ from .test_predict import predict_cfg
 FRAMES = 4
 
 
-@pytest.fixture(scope="module")
-def media(cache_dir) -> dict[str, Path]:
-    from lmguide.data.demo import fetch_demo_media
-
-    return fetch_demo_media(cache_dir)
-
-
 def app_cfg(ckpt: Path, out_dir: Path, *extra: str):
     return compose_entry(
         "app", f"ckpt_path={ckpt}", f"paths.output_dir={out_dir}", f"frames_per_video={FRAMES}", *extra

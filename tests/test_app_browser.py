@@ -248,10 +248,3 @@ def test_page_scores_a_demo_face_shows_its_overlays_and_survives_bad_input(serve
     print(f"\nupload to result: image {times['image_s']:.2f} s, 10-s video {times['video_10s_s']:.2f} s")
     if shots:
         (Path(shots) / "app_times.json").write_text(json.dumps(times, indent=2) + "\n")
-
-
-@pytest.fixture(scope="module")
-def media(cache_dir):
-    from lmguide.data.demo import fetch_demo_media
-
-    return fetch_demo_media(cache_dir)

@@ -25,13 +25,6 @@ THRESHOLD = 0.3  # stored in the checkpoint as training stores its calibrated on
 
 
 @pytest.fixture(scope="module")
-def media(cache_dir) -> dict[str, Path]:
-    from lmguide.data.demo import fetch_demo_media
-
-    return fetch_demo_media(cache_dir)
-
-
-@pytest.fixture(scope="module")
 def clip_ckpt(cache_dir, tmp_path_factory) -> Path:
     """What a clip run would write, minus the training: the model built from the real config."""
     out = tmp_path_factory.mktemp("clip_ckpt")

@@ -30,13 +30,6 @@ def predict_cfg(ckpt: Path, input_path: Path | str, out_dir: Path, *extra: str):
 
 
 @pytest.fixture(scope="module")
-def media(cache_dir) -> dict[str, Path]:
-    from lmguide.data.demo import fetch_demo_media
-
-    return fetch_demo_media(cache_dir)
-
-
-@pytest.fixture(scope="module")
 def mixed_folder(media, tmp_path_factory) -> Path:
     """Images and videos in nested folders, a no-face image and video, a corrupt image and a text file."""
     root = tmp_path_factory.mktemp("mixed")

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 
 from lmguide.data import prepare as prep
-from lmguide.data.demo import fetch_demo_media
 from lmguide.data.faces import Detection, FaceDetector, FaceFinder, FaceSettings
 from lmguide.data.landmarks import NUM_LANDMARKS
 from lmguide.data.layouts.base import SourceItem
@@ -34,11 +33,6 @@ from .conftest import compose_cfg, run_cli
 # two frames per video and one process keep MediaPipe at well under a second per file
 FS = FaceSettings(frames_per_video=2)
 GREY = 90  # the flat background of the huge canvas
-
-
-@pytest.fixture(scope="module")
-def media(cache_dir) -> dict[str, Path]:
-    return fetch_demo_media(cache_dir)
 
 
 def _reencode(frames: list[np.ndarray], dst: Path, fps: int = 10) -> bytes:

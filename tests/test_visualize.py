@@ -14,7 +14,6 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from lmguide.checkpoint import CheckpointError
-from lmguide.data.demo import fetch_demo_media
 from lmguide.runtime import CONF_DIR
 from lmguide.visualize import VisualizeError, explain, stage_target, visualize, vit_cls_attention
 
@@ -38,11 +37,6 @@ def read_rgb(path):
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     assert img is not None, f"{path} is not a readable PNG"
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-@pytest.fixture(scope="module")
-def media(cache_dir):
-    return fetch_demo_media(cache_dir)
 
 
 @pytest.fixture(scope="module")
