@@ -264,6 +264,17 @@ def _check_parity(path: Path, graph: nn.Module, image: torch.Tensor) -> dict[str
     return diff
 
 
+def refuse_clip_model(model, cfg, source) -> None:
+    """Export and its benchmark need the single face-crop graph, which a clip (video) model lacks."""
+    if getattr(model, "clip_frames", None):
+        raise ExportError(
+            f"cannot export {source}: it is a video (clip) model (backbone {cfg.model.backbone.name}, an "
+            f"LSTM over clips of {model.clip_frames} frames of one tracked face). The export is the single "
+            "face-crop graph (image in, P(fake) and attention out), which a clip model does not have; "
+            "export a frame model (any other backbone)"
+        )
+
+
 def export_model(
     ckpt_path: str | Path,
     fmt: str = "onnx",
@@ -291,13 +302,7 @@ def export_model(
     if fmt == "onnx":
         _onnxruntime()  # before the minutes of loading and tracing
     model, cfg = load_model(ckpt_path, list(overrides), output_dir=out_dir)
-    if getattr(model, "clip_frames", None):
-        raise ExportError(
-            f"cannot export {ckpt_path}: it is a video (clip) model (backbone {cfg.model.backbone.name}, an "
-            f"LSTM over clips of {model.clip_frames} frames of one tracked face). The export is the single "
-            "face-crop graph (image in, P(fake) and attention out), which a clip model does not have; "
-            "export a frame model (any other backbone)"
-        )
+    refuse_clip_model(model, cfg, ckpt_path)
     backbone = str(cfg.model.backbone.name)
     attention = str(cfg.model.attention._target_).rsplit(".", 1)[-1]
     graph = InferenceGraph(model).eval()

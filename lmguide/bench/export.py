@@ -63,12 +63,12 @@ def main(argv: list[str] | None = None) -> dict:
     from lmguide.bench.report import machine, print_table, write_json
     from lmguide.config_guard import compose_train_config
     from lmguide.export import (
-        ExportError,
         InferenceGraph,
         _write_onnx,
         _write_torchscript,
         load_exported,
         onnx_session,
+        refuse_clip_model,
         run_exported,
     )
 
@@ -83,12 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         cfg = compose_train_config(["paths.output_dir=.", *args.overrides])
         model = hydra.utils.instantiate(cfg.model).eval()
-    if getattr(model, "clip_frames", None):
-        raise ExportError(
-            f"{args.ckpt or 'the composed model'} is a video (clip) model (backbone "
-            f"{cfg.model.backbone.name}): lmguide.export exports single-crop models only, so there is "
-            "nothing to benchmark; give a frame model's checkpoint or other overrides"
-        )
+    refuse_clip_model(model, cfg, args.ckpt or "the composed model")  # nothing to benchmark
     size = int(cfg.data.image_size)
     graph = InferenceGraph(model).eval()
     x = torch.randn(args.batch, 3, size, size)
