@@ -26,6 +26,9 @@ CASES = {
     "guided simple (lambda=1)": ["loss=simple", "loss.lambda_lm=1"],
     "guided ratio, NCHW memory": ["loss=ratio", "loss.lambda_lm=1", "model.channels_last=false"],
     "guided ratio, no WS-DAN views": ["loss=ratio", "loss.lambda_lm=1", "loss.w_crop=0", "loss.w_drop=0"],
+    # make train's model (EfficientNet-Lite0 to its last stage) and the same at stage 3, the old default
+    "demo job (Lite0, out_index 4)": ["experiment=demo"],
+    "demo job at out_index 3": ["experiment=demo", "backbone.out_index=3"],
 }
 
 
