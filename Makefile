@@ -51,12 +51,12 @@ sweep: $(STAMP)  ## the λ grid (4 λ x 3 seeds) on the demo data (Hydra multiru
 
 ABLATION := logs/train/ablation/$(shell date +%Y-%m-%d_%H-%M-%S)
 results: $(STAMP)  ## the guidance ablation (27 jobs, ~2 h on 2 cores) and its generated page docs/results.md
-	$(PY) -m lmguide.train experiment=demo sweep=ablation loss=ratio loss.lambda_lm=0 hydra.sweep.dir=$(ABLATION)/unguided $(ARGS)
-	$(PY) -m lmguide.train experiment=demo sweep=ablation loss.lambda_lm=0.3,1 hydra.sweep.dir=$(ABLATION)/guided $(ARGS)
+	$(PY) -m lmguide.train experiment=demo sweep=ablation loss=ratio loss.lambda_lm=0 hydra.sweep.dir=$(ABLATION)/1_unguided $(ARGS)
+	$(PY) -m lmguide.train experiment=demo sweep=ablation loss.lambda_lm=0.3,1 hydra.sweep.dir=$(ABLATION)/2_guided $(ARGS)
 	$(PY) -m lmguide.train experiment=demo sweep=ablation loss=ratio loss.lambda_lm=1 loss.landmark.apply_to=fake_blend \
-	    hydra.sweep.dir=$(ABLATION)/fake_blend $(ARGS)
+	    hydra.sweep.dir=$(ABLATION)/3_fake_blend $(ARGS)
 	$(PY) -m lmguide.train experiment=demo sweep=ablation loss=ratio loss.lambda_lm=1 data.image_size=160 \
-	    hydra.sweep.dir=$(ABLATION)/size160 $(ARGS)
+	    hydra.sweep.dir=$(ABLATION)/4_size160 $(ARGS)
 	$(PY) -m lmguide.sweep_report $(ABLATION) --results docs/results.md \
 	    --command "make results ARGS='$(ARGS)'"
 

@@ -1,5 +1,7 @@
 """Every guided setting (λ > 0) of a sweep against its λ = 0 baseline, paired by seed: the mean
-difference of the test and cross-method AUC, a bootstrap interval and a paired t-test."""
+difference of the test and cross-method AUC, a bootstrap interval and a paired t-test. A variant (a
+setting that adds overrides to another at the same λ, e.g. ``data.image_size=160``) is also compared
+with the setting it varies."""
 
 from __future__ import annotations
 
@@ -74,50 +76,69 @@ def _without_lambda(g: Group) -> tuple[str, ...]:
     return tuple(o for o in g.overrides if o.partition("=")[0].lstrip("+~") != LAMBDA_KEY)
 
 
-def paired_comparisons(groups: list[Group]) -> list[Comparison]:
-    """Every λ > 0 setting against its λ = 0 baseline, paired by seed, for each of :data:`PAIRED`."""
-    bases = [g for g in groups if _lambda(g) == 0]
-    if not bases:
-        return []
+def _compare(g: Group, base: Group) -> list[Comparison]:
+    """``g`` against ``base``, paired by seed, for each of :data:`PAIRED` that either reports."""
     out = []
+    for key, name in PAIRED:
+        mine = {j.seed: j.metrics.get(key) for j in g.done}
+        theirs = {j.seed: j.metrics.get(key) for j in base.done}
+        seeds = sorted(set(mine) & set(theirs), key=lambda s: (len(s), s))
+        if not any(key in j.metrics for j in g.done + base.done):
+            continue
+        undefined = [s for s in seeds if mine[s] is None or theirs[s] is None]
+        seeds = [s for s in seeds if s not in undefined]
+        diffs = [mine[s] - theirs[s] for s in seeds]
+        note = f"seeds {','.join(undefined)} undefined" if undefined else ""
+        out.append(
+            Comparison(
+                group_label(g.overrides),
+                group_label(base.overrides),
+                name,
+                seeds,
+                diffs,
+                statistics.fmean(diffs) if diffs else None,
+                bootstrap_mean(diffs),
+                paired_t_test(diffs),
+                note,
+            )
+        )
+    return out
+
+
+def _variant_of(g: Group, groups: list[Group]) -> Group | None:
+    """The setting ``g`` adds overrides to at the same λ (the one it shares most with), if any: a
+    variant such as ``... data.image_size=160`` is compared with the same run at the default size."""
+    mine = set(g.overrides)
+    lam = _lambda(g)
+    parents = [h for h in groups if h is not g and _lambda(h) == lam and set(h.overrides) < mine]
+    return max(parents, key=lambda h: len(h.overrides), default=None)
+
+
+def paired_comparisons(groups: list[Group]) -> list[Comparison]:
+    """Every λ > 0 setting against its λ = 0 baseline, paired by seed, for each of :data:`PAIRED`; then
+    every variant (a λ > 0 setting that adds overrides to another at the same λ) against that setting."""
+    bases = [g for g in groups if _lambda(g) == 0]
+    out, variants = [], []
     for g in groups:
         lam = _lambda(g)
         if lam is None or lam == 0:
             continue
+        if (parent := _variant_of(g, groups)) is not None:
+            variants += _compare(g, parent)
+        if not bases:
+            continue
         same = [b for b in bases if _without_lambda(b) == _without_lambda(g)]
         base = same[0] if same else (bases[0] if len(bases) == 1 else None)
-        if base is None:
-            continue
-        for key, name in PAIRED:
-            mine = {j.seed: j.metrics.get(key) for j in g.done}
-            theirs = {j.seed: j.metrics.get(key) for j in base.done}
-            seeds = sorted(set(mine) & set(theirs), key=lambda s: (len(s), s))
-            if not any(key in j.metrics for j in g.done + base.done):
-                continue
-            undefined = [s for s in seeds if mine[s] is None or theirs[s] is None]
-            seeds = [s for s in seeds if s not in undefined]
-            diffs = [mine[s] - theirs[s] for s in seeds]
-            note = f"seeds {','.join(undefined)} undefined" if undefined else ""
-            out.append(
-                Comparison(
-                    group_label(g.overrides),
-                    group_label(base.overrides),
-                    name,
-                    seeds,
-                    diffs,
-                    statistics.fmean(diffs) if diffs else None,
-                    bootstrap_mean(diffs),
-                    paired_t_test(diffs),
-                    note,
-                )
-            )
-    return out
+        if base is not None:
+            out += _compare(g, base)
+    return out + variants
 
 
 def paired_markdown(comparisons: list[Comparison]) -> str:
     lines = [
         "Against λ = 0, paired by seed (Δ = setting − baseline; interval: 95 % bootstrap over the seed "
-        "pairs; p: two-sided paired t-test):",
+        "pairs; p: two-sided paired t-test); a variant (a setting that adds overrides to another at the same "
+        "λ) is also compared with that setting:",
         "",
         "| setting | baseline | metric | pairs | mean Δ AUC | 95 % interval | p |",
         "| --- | --- | --- | --- | --- | --- | --- |",

@@ -122,6 +122,31 @@ def test_guided_settings_are_compared_with_lambda_0_by_seed(tmp_path):
     assert "Against λ = 0, paired by seed" in paths["markdown"].read_text()
 
 
+def test_a_variant_is_also_compared_with_the_setting_it_varies(tmp_path):
+    # the layout of make results: baseline and guided grids, then a variant of the guided ratio run, each a
+    # sweep of its own under one root
+    runs = {
+        ("1_unguided", ("loss=ratio", "loss.lambda_lm=0")): [0.60, 0.62, 0.64],
+        ("2_guided", ("loss=ratio", "loss.lambda_lm=1")): [0.66, 0.61, 0.70],
+        ("2_guided", ("loss=kl", "loss.lambda_lm=1")): [0.50, 0.52, 0.54],
+        ("3_size160", ("loss=ratio", "loss.lambda_lm=1", "data.image_size=160")): [0.70, 0.70, 0.69],
+    }
+    num: dict[str, int] = {}
+    for (sub, overrides), aucs in runs.items():
+        for seed, auc in enumerate(aucs):
+            n = num.setdefault(sub, 0)
+            _job(tmp_path / sub, n, [*overrides, f"seed={seed}"], {"test/auc": auc})
+            num[sub] = n + 1
+    rows = [r for r in csv.DictReader(report(tmp_path)["paired"].open()) if r["metric"] == "test AUC"]
+    pairs = {(r["setting"], r["baseline"]): float(r["mean_diff"]) for r in rows}
+    base, ratio = "loss=ratio loss.lambda_lm=0", "loss=ratio loss.lambda_lm=1"
+    big = "loss=ratio loss.lambda_lm=1 data.image_size=160"
+    assert set(pairs) == {(ratio, base), ("loss=kl loss.lambda_lm=1", base), (big, base), (big, ratio)}
+    assert pairs[(big, ratio)] == pytest.approx((0.04 + 0.09 - 0.01) / 3)  # 160 px against 128 px, λ = 1
+    assert pairs[("loss=kl loss.lambda_lm=1", base)] == pytest.approx(-0.10)  # the only λ = 0 baseline
+    assert [r["setting"] for r in rows][-1] == big  # variants after the λ = 0 comparisons
+
+
 def test_undefined_metrics_are_reported_as_undefined(tmp_path):
     for seed in range(2):
         metrics = {
