@@ -116,7 +116,10 @@ def calibrate_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
 def binary_report(scores: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> dict:
     """AUC, AP, EER (threshold-free) and ACC, balanced ACC, precision, recall, F1 at ``threshold``.
 
-    On labels of one class AUC, AP and EER are None and ``undefined`` says why."""
+    A score counts as fake at ``score >= threshold``, the rule of predict's verdicts and of eval's
+    per-frame CSV (torchmetrics alone would count ``score > threshold``: the calibrated threshold is one
+    of the scores, so that face would be scored on the other side of it). On labels of one class AUC, AP
+    and EER are None and ``undefined`` says why."""
     from torchmetrics.functional.classification import (
         binary_accuracy,
         binary_auroc,
@@ -130,17 +133,18 @@ def binary_report(scores: torch.Tensor, labels: torch.Tensor, threshold: float =
 
     s, y = scores.float(), labels.long()
     reason = undefined_reason(y)
-    recall = binary_recall(s, y, threshold=threshold)
-    spec = binary_specificity(s, y, threshold=threshold)
+    pred = (s >= threshold).long()  # labels, which torchmetrics takes as they are
+    recall = binary_recall(pred, y)
+    spec = binary_specificity(pred, y)
     out = {
         "auc": binary_auroc(s, y),
         "ap": binary_average_precision(s, y),
         "eer": binary_eer(s, y),
-        "acc": binary_accuracy(s, y, threshold=threshold),
+        "acc": binary_accuracy(pred, y),
         "balanced_acc": (recall + spec) / 2,
-        "precision": binary_precision(s, y, threshold=threshold),
+        "precision": binary_precision(pred, y),
         "recall": recall,
-        "f1": binary_f1_score(s, y, threshold=threshold),
+        "f1": binary_f1_score(pred, y),
     }
     res = {k: float(v) for k, v in out.items()}
     if reason:  # torchmetrics returns numbers (AUC 0, EER 1) for a one-class split: they mean nothing

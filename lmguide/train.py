@@ -19,14 +19,23 @@ from omegaconf import DictConfig, OmegaConf
 from lmguide.cli import check_argv, friendly_errors
 from lmguide.errors import ConfigError, LmguideError
 from lmguide.loggers import finish_wandb, instantiate_group, log_images, wandb_offline_by_default
-from lmguide.metrics import aggregate_videos, binary_report, bootstrap_auc, score_split
+from lmguide.metrics import (
+    aggregate_videos,
+    binary_report,
+    bootstrap_auc,
+    calibrate_threshold,
+    score_split,
+    undefined_reason,
+)
 from lmguide.resume import LAST, ResumeError, is_resume, restart_after_epoch_end
 from lmguide.runtime import CONF_DIR, hydra_overrides
 from lmguide.viz.curves import plot_curves
 
 log = logging.getLogger(__name__)
 
-SUMMARY_KEYS = ("auc", "acc", "eer", "ap", "f1", "video_auc", "attn_in_lm", "mask_area")
+SUMMARY_KEYS = ("auc", "acc", "cal_acc", "eer", "ap", "f1", "cal_f1", "video_auc", "attn_in_lm", "mask_area")
+#: summary row names where the metrics.json key alone would not say at which threshold
+SUMMARY_ROWS = {"acc": "acc @ 0.5", "f1": "f1 @ 0.5", "cal_acc": "acc @ val thr", "cal_f1": "f1 @ val thr"}
 
 
 class OutputDirError(LmguideError, RuntimeError):
@@ -195,8 +204,18 @@ def score_splits(model, datamodule) -> dict[str, dict]:
 
 def split_statistics(scored: dict[str, dict], seed: int = 0) -> dict:
     """Per scored set: 95 % bootstrap intervals of the frame and video AUC (resampling people), the
-    swap set's detection metrics, and None with the reason for metrics a one-class set leaves undefined."""
+    swap set's detection metrics, and None with the reason for metrics a one-class set leaves undefined.
+
+    Accuracy and F1 are also given at the validation-calibrated threshold (``<set>/cal_acc``,
+    ``<set>/cal_f1``, the threshold as ``threshold_val``): the one the best checkpoint stores and
+    ``predict`` gives its verdicts at, where 0.5 means little for probabilities that are not calibrated."""
     out: dict = {}
+    val = scored.get("val")
+    if val is not None and not undefined_reason(val["label"]):
+        thr = out["threshold_val"] = calibrate_threshold(val["prob"], val["label"])
+        for name, res in scored.items():
+            at = binary_report(res["prob"], res["label"], thr)
+            out[f"{name}/cal_acc"], out[f"{name}/cal_f1"] = at["acc"], at["f1"]
     for name, res in scored.items():
         if name == "swaps":
             for k, v in binary_report(res["prob"], res["label"]).items():
@@ -258,7 +277,7 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
         cells = [format_metric(metrics, c, k) for c in cols]
         if all(x == "-" for x in cells):
             continue
-        table.add_row(k, *cells)
+        table.add_row(SUMMARY_ROWS.get(k, k), *cells)
     ck = trainer.checkpoint_callback
     last = out_dir / "checkpoints" / "last.ckpt"
     where = {
@@ -278,6 +297,13 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
             "[lo, hi]: 95 % bootstrap interval, resampling people (a video and its fakes together)",
             soft_wrap=True,
             markup=False,
+        )
+    if metrics.get("threshold_val") is not None:
+        console.print(
+            f"val thr: P(fake) >= {metrics['threshold_val']:.4f}, calibrated on val (the best checkpoint's "
+            "verdict threshold, as predict uses it)",
+            soft_wrap=True,
+            highlight=False,
         )
     for c in cols:
         if metrics.get(f"{c}/undefined"):

@@ -258,6 +258,28 @@ def test_one_class_metrics_are_undefined_not_numbers():
     assert binary_report(torch.tensor([0.2, 0.7]), torch.tensor([0, 1]))["auc"] == 1.0
 
 
+def test_accuracy_is_also_reported_at_the_val_calibrated_threshold():
+    # scores that rank perfectly but all lie below 0.5: at 0.5 every face is "real", at the threshold
+    # calibrated on val (the one predict uses) the same scores are all right
+    from lmguide.train import format_metric, split_statistics
+
+    def split(n, fake=0.3):
+        y = torch.tensor([0, 1] * n)
+        return {"prob": 0.1 + (fake - 0.1) * y.float() + 0.01 * torch.arange(2 * n) / n, "label": y,
+                "video": [f"v{i}" for i in range(2 * n)], "person": [f"p{i}" for i in range(2 * n)],
+                "attn_in_lm": torch.zeros(2 * n)}  # fmt: skip
+
+    out = split_statistics({"val": split(4), "test": split(6, fake=0.4)})
+    assert 0.1 < out["threshold_val"] <= 0.33
+    assert out["val/cal_acc"] == 1.0 and out["test/cal_acc"] == 1.0 and out["test/cal_f1"] == 1.0
+    assert binary_report(split(6, 0.4)["prob"], split(6)["label"])["acc"] == 0.5  # what 0.5 would say
+    assert format_metric(out, "test", "cal_acc") == "1.0000"
+    at = binary_report(torch.tensor([0.2, 0.3, 0.3]), torch.tensor([0, 1, 1]), threshold=0.3)
+    assert at["acc"] == 1.0 and at["recall"] == 1.0  # a score at the threshold is fake, as in predict
+    one_class = split(4) | {"label": torch.zeros(8, dtype=torch.long)}
+    assert "threshold_val" not in split_statistics({"val": one_class, "test": split(6)})  # no threshold
+
+
 def test_split_statistics_and_summary_report_undefined(capsys):
     from lmguide.train import format_metric, split_statistics
 
