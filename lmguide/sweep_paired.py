@@ -15,12 +15,13 @@ from lmguide.sweep_jobs import LAMBDA_KEY, PAIRED, Group, group_label, override_
 
 
 def paired_t_test(diffs: list[float]) -> dict:
-    """Two-sided paired t-test of the mean of ``diffs`` against 0: ``{"t", "df", "p"}``.
+    """Two-sided paired t-test of the mean of ``diffs`` against 0: ``{"t", "df", "p", "ci"}``.
 
     ``t = mean / (s / sqrt(n))`` with ``s`` the sample standard deviation, ``df = n - 1``, ``p`` from
-    Student's t distribution. Undefined (None, with ``reason``) for fewer than two pairs, or when every
-    difference is the same (no spread to test against)."""
-    from scipy.special import stdtr
+    Student's t distribution; ``ci`` is the 95 % t interval ``mean ± t_0.975(df) · s / sqrt(n)``, which
+    excludes 0 exactly when ``p < 0.05``. Undefined (None, with ``reason``) for fewer than two pairs, or
+    when every difference is the same (no spread to test against)."""
+    from scipy.special import stdtr, stdtrit
 
     n = len(diffs)
     if n < 2:
@@ -33,8 +34,9 @@ def paired_t_test(diffs: list[float]) -> dict:
             "p": None,
             "reason": "undefined: every pair differs by the same amount",
         }
-    t = mean / (sd / math.sqrt(n))
-    return {"t": t, "df": n - 1, "p": float(2 * stdtr(n - 1, -abs(t)))}
+    se = sd / math.sqrt(n)
+    t, half = mean / se, float(stdtrit(n - 1, 0.975)) * se
+    return {"t": t, "df": n - 1, "p": float(2 * stdtr(n - 1, -abs(t))), "ci": (mean - half, mean + half)}
 
 
 def bootstrap_mean(values: list[float], n_boot: int = 2000, level: float = 0.95, seed: int = 0):
@@ -136,19 +138,23 @@ def paired_comparisons(groups: list[Group]) -> list[Comparison]:
 
 def paired_markdown(comparisons: list[Comparison]) -> str:
     lines = [
-        "Against λ = 0, paired by seed (Δ = setting − baseline; interval: 95 % bootstrap over the seed "
-        "pairs; p: two-sided paired t-test); a variant (a setting that adds overrides to another at the same "
-        "λ) is also compared with that setting:",
+        "Against λ = 0, paired by seed (Δ = setting − baseline; p: two-sided paired t-test; t interval: "
+        "its 95 % interval, which excludes 0 exactly when p < 0.05; bootstrap: 95 % percentile interval "
+        "resampling the seed pairs, too narrow with few pairs: 3 pairs give at most 10 distinct means, so "
+        "read the t interval); a variant (a setting that adds overrides to another at the same λ) is also "
+        "compared with that setting. Each row is one test of many: at p < 0.05, about one in 20 comparisons "
+        "of settings that do not differ shows a difference.",
         "",
-        "| setting | baseline | metric | pairs | mean Δ AUC | 95 % interval | p |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| setting | baseline | metric | pairs | mean Δ AUC | 95 % t interval | 95 % bootstrap | p |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in comparisons:
         mean = "undefined" if c.mean is None else f"{c.mean:+.3f}"
         ci = "–" if c.ci is None else f"[{c.ci[0]:+.3f}, {c.ci[1]:+.3f}]"
+        tci = "–" if c.test.get("ci") is None else f"[{c.test['ci'][0]:+.3f}, {c.test['ci'][1]:+.3f}]"
         p = c.test.get("reason", "undefined") if c.test["p"] is None else f"{c.test['p']:.3f}"
         pairs = f"{len(c.seeds)} ({','.join(c.seeds)})" + (f"; {c.note}" if c.note else "")
-        lines.append(f"| {c.setting} | {c.baseline} | {c.metric} | {pairs} | {mean} | {ci} | {p} |")
+        lines.append(f"| {c.setting} | {c.baseline} | {c.metric} | {pairs} | {mean} | {tci} | {ci} | {p} |")
     return "\n".join(lines) + "\n"
 
 
@@ -165,6 +171,8 @@ def paired_csv(comparisons: list[Comparison]) -> str:
             "mean_diff",
             "ci95_lo",
             "ci95_hi",
+            "t_ci95_lo",
+            "t_ci95_hi",
             "t",
             "p",
             "note",
@@ -181,6 +189,8 @@ def paired_csv(comparisons: list[Comparison]) -> str:
                 "" if c.mean is None else f"{c.mean:.6g}",
                 "" if c.ci is None else f"{c.ci[0]:.6g}",
                 "" if c.ci is None else f"{c.ci[1]:.6g}",
+                "" if c.test.get("ci") is None else f"{c.test['ci'][0]:.6g}",
+                "" if c.test.get("ci") is None else f"{c.test['ci'][1]:.6g}",
                 "" if c.test["t"] is None else f"{c.test['t']:.6g}",
                 "" if c.test["p"] is None else f"{c.test['p']:.6g}",
                 c.note or c.test.get("reason", ""),

@@ -77,11 +77,8 @@ def blank_video(dst: Path, frames: int = 20) -> Path:
 
 
 @pytest.fixture
-def server(trained_ckpt, cache_dir, tmp_path):
+def server(trained_ckpt, media, cache_dir, tmp_path):
     """The app on a free port; yields its URL; terminated (then killed) whatever the test did."""
-    from lmguide.data.demo import fetch_demo_media
-
-    fetch_demo_media(cache_dir)
     ckpt = os.environ.get("LMGUIDE_APP_CKPT") or trained_ckpt
     port = free_port()
     env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(REPO)}

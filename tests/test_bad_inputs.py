@@ -181,17 +181,15 @@ def _bomb(marker: Path) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def world(trained_ckpt, cache_dir, tmp_path_factory):
+def world(trained_ckpt, media, tmp_path_factory):
     """The files the cases point at."""
-    from lmguide.data.demo import fetch_demo_media
-
     tmp = tmp_path_factory.mktemp("bad")
     (tmp / "a_file").write_text("a file, not a folder")
     (tmp / "empty").mkdir()
     (tmp / "anim.gif").write_bytes(b"GIF89a" + bytes(64))
     (tmp / "bad.csv").write_text("path,label\nx.jpg,maybe\n")
     face = tmp / "face.jpg"
-    shutil.copy(fetch_demo_media(cache_dir)["single_face.jpg"], face)
+    shutil.copy(media["single_face.jpg"], face)
     honest = torch.load(trained_ckpt, map_location="cpu", weights_only=True)
 
     def save(name, ckpt):

@@ -148,11 +148,10 @@ def test_nan_weights_are_refused_at_load(trained_ckpt, tmp_path):
 # -- media -----------------------------------------------------------------------------------------------
 
 
-def test_a_truncated_jpeg_is_a_decode_error_not_a_faceless_frame(cache_dir, tmp_path):
-    from lmguide.data.demo import fetch_demo_media
+def test_a_truncated_jpeg_is_a_decode_error_not_a_faceless_frame(media, tmp_path):
     from lmguide.data.media import MediaError, read_image
 
-    src = fetch_demo_media(cache_dir)["single_face.jpg"]
+    src = media["single_face.jpg"]
     data = src.read_bytes()
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(data[: len(data) // 2])
@@ -297,14 +296,12 @@ def test_a_tile_detection_inside_a_larger_face_is_dropped(monkeypatch):
 
 
 @pytest.mark.slow
-def test_one_face_on_a_large_photo_of_one_person(cache_dir):
+def test_one_face_on_a_large_photo_of_one_person(media):
     """A single-face photo scaled to 8000 px is scanned in 600+ tiles; it still holds one face."""
     import cv2
 
-    from lmguide.data.demo import fetch_demo_media
     from lmguide.data.faces import FaceDetector
 
-    media = fetch_demo_media(cache_dir)
     with FaceDetector() as det:
         for name in ("single_face.jpg", "0-f1-su-ph.jpg"):
             rgb = cv2.cvtColor(cv2.imread(str(media[name])), cv2.COLOR_BGR2RGB)

@@ -136,10 +136,7 @@ def test_demo_swaps_config_makes_the_test_split_face_swaps(cache_dir, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def crops(cache_dir):
-    from lmguide.data.demo import fetch_demo_media
-
-    media = fetch_demo_media(cache_dir)
+def crops(media):
     return {n: read_image(media[n]) for n in ("obama4_crop.jpg", "chuck_crop.jpg", "ri_1_crop.jpg")}
 
 
@@ -168,14 +165,12 @@ def test_both_keeps_the_best_detection_and_none_takes_the_whole_crop(crops):
 
 
 @pytest.mark.parametrize("detector", ["full", "none"])
-def test_prepare_indexes_tight_crops(detector, cache_dir, tmp_path):
-    from lmguide.data.demo import fetch_demo_media
+def test_prepare_indexes_tight_crops(detector, media, tmp_path):
     from lmguide.data.faces import FaceSettings
     from lmguide.data.layouts.base import SourceItem
     from lmguide.data.masks import MaskSpec
     from lmguide.data.prepare import prepare_index
 
-    media = fetch_demo_media(cache_dir)
     names = ["obama4_crop.jpg", "chuck_crop.jpg", "walter2_crop.jpg", "bill-murray-snl_crop.jpg"]
     items = [SourceItem(media[n], 0, "test") for n in names]
     fs = FaceSettings(detector=detector, face_size=128)

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmguide.data.demo import fetch_demo_media
 from lmguide.runtime import CONF_DIR
 
 ARGS = ["data.faces.frames_per_video=4", "progress=false"]
@@ -75,11 +74,10 @@ def _temps(cache: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def media_cache(cache_dir, tmp_path_factory) -> Path:
+def media_cache(media, cache_dir, tmp_path_factory) -> Path:
     """A cache holding only the demo media (copied from the session cache: nothing is fetched twice)."""
     import shutil
 
-    fetch_demo_media(cache_dir)
     cache = tmp_path_factory.mktemp("media_only")
     shutil.copytree(cache_dir / "demo" / "media", cache / "demo" / "media")
     shutil.copytree(cache_dir / "demo" / "downloads", cache / "demo" / "downloads", dirs_exist_ok=True)

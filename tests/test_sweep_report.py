@@ -89,6 +89,22 @@ def test_paired_t_test_equals_a_hand_computed_case():
     assert mine["t"] == pytest.approx(ref.statistic) and mine["p"] == pytest.approx(ref.pvalue)
 
 
+def test_the_t_interval_is_hand_computed_and_agrees_with_the_p_value():
+    from lmguide.sweep_paired import paired_t_test
+
+    # differences 1, 2, 3: mean 2 ± t_0.975(2) · 1 / sqrt 3, t_0.975(2) = 4.302653
+    lo, hi = paired_t_test([1.0, 2.0, 3.0])["ci"]
+    assert lo == pytest.approx(2 - 4.302653 / 3**0.5, rel=1e-6) and hi == pytest.approx(2 + 4.302653 / 3**0.5)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = __import__("random").Random(0)
+    for _ in range(50):
+        d = [rng.gauss(0.02, 0.03) for _ in range(rng.choice((3, 5, 10)))]
+        res = paired_t_test(d)
+        ref = scipy_stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+        assert res["ci"] == pytest.approx((ref.low, ref.high))
+        assert (res["ci"][0] > 0 or res["ci"][1] < 0) == (res["p"] < 0.05)  # the same verdict
+
+
 def test_paired_t_test_is_undefined_without_spread_or_pairs():
     from lmguide.sweep_paired import paired_t_test
 

@@ -13,7 +13,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from lmguide.data.demo import fetch_demo_media
 from lmguide.errors import ConfigError
 from lmguide.models.attention.common import energy_map
 from lmguide.runtime import CONF_DIR
@@ -228,8 +227,7 @@ def test_explain_adds_the_views_that_apply(swin, tmp_path):
     assert "layers" not in swin.images  # layers=[] draws none
 
 
-def test_cli_layers_writes_the_row(trained_ckpt, cache_dir, tmp_path):
-    media = fetch_demo_media(cache_dir)
+def test_cli_layers_writes_the_row(trained_ckpt, media, tmp_path):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "visualize",
