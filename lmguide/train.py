@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ("auc", "acc", "cal_acc", "eer", "ap", "f1", "cal_f1", "video_auc", "attn_in_lm", "mask_area")
 #: summary row names where the metrics.json key alone would not say at which threshold
-SUMMARY_ROWS = {"acc": "acc @ 0.5", "f1": "f1 @ 0.5", "cal_acc": "acc @ val thr", "cal_f1": "f1 @ val thr"}
+#: (at most 10 characters, as long as attn_in_lm: a wider column wraps the AUC cells on an 80-column console)
+SUMMARY_ROWS = {"acc": "acc @0.5", "f1": "f1 @0.5", "cal_acc": "acc @thr", "cal_f1": "f1 @thr"}
 
 
 class OutputDirError(LmguideError, RuntimeError):
@@ -300,8 +301,8 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
         )
     if metrics.get("threshold_val") is not None:
         console.print(
-            f"val thr: P(fake) >= {metrics['threshold_val']:.4f}, calibrated on val (the best checkpoint's "
-            "verdict threshold, as predict uses it)",
+            f"@thr: fake at P(fake) >= {metrics['threshold_val']:.4f}, the threshold calibrated on val "
+            "that the best checkpoint stores and predict uses",
             soft_wrap=True,
             highlight=False,
         )
