@@ -232,6 +232,20 @@ def test_bootstrap_interval_covers_the_estimate_and_shrinks_with_n():
     assert widths[2] < 0.65 * widths[0]  # about 1/sqrt(n): 4x the people, half the width
 
 
+def test_a_person_drawn_twice_is_not_paired_with_its_copy():
+    # each person's fakes score above their own faces (within-person AUC 1), across people the AUC is
+    # lower: pairing a drawn-twice person with their copy would count within-person pairs as across ones
+    rng = np.random.default_rng(0)
+    people = np.repeat(np.arange(20), 10)
+    y = np.tile([0] * 5 + [1] * 5, 20)
+    s = rng.normal(0, 1, 20)[people] + 0.3 * y + 0.05 * rng.normal(size=len(y))
+    res = bootstrap_auc(s, y, [str(p) for p in people], n_boot=2000)
+    assert 0.3 < (res["auc"] - res["lo"]) / (res["hi"] - res["lo"]) < 0.7  # the estimate near the middle
+    counts = np.random.default_rng(0).multinomial(20, np.full(20, 1 / 20), size=2000)
+    lo, hi = np.quantile(weighted_auc(s, y, counts[:, people]), [0.025, 0.975])
+    assert (res["auc"] - lo) / (hi - lo) < 0.2  # the naive replicates sit above it
+
+
 def test_bootstrap_resamples_people_not_frames():
     # the same scores read as 20 people of 8 frames, or as 320 independent frames: frames of one person
     # are correlated, so the person interval must be the wider one
