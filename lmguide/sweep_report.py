@@ -11,9 +11,9 @@ undefined (null: e.g. AUC on a split of one class) is counted as such, never ave
 
 When ``loss.lambda_lm`` varies, every setting with λ > 0 is also compared with its λ = 0 baseline (the
 λ = 0 setting with the same other overrides, or the only one), paired by seed, on the test and the
-cross-method (face swap) AUC: the mean difference, a 95 % bootstrap interval of it (resampling the
-seed pairs) and the two-sided p-value of a paired t-test (``sweep_report_paired.csv``, and a second
-table in the markdown). A variant, a guided setting that adds overrides to another at the same λ
+cross-method (face swap) AUC: the mean difference, its 95 % t interval and a 95 % bootstrap interval
+(resampling the seed pairs), and the two-sided p-value of a paired t-test (``sweep_report_paired.csv``,
+and a second table in the markdown). A variant, a guided setting that adds overrides to another at the same λ
 (``loss.landmark.apply_to=fake_blend``, ``data.image_size=160``), is also compared with that setting.
 
 Also runs at the end of every ``-m`` sweep of ``lmguide.train`` (a Hydra callback, see
