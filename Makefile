@@ -50,7 +50,7 @@ sweep: $(STAMP)  ## the λ grid (4 λ x 3 seeds) on the demo data (Hydra multiru
 	$(PY) -m lmguide.train experiment=demo sweep=lambda $(ARGS)
 
 ABLATION := logs/train/ablation/$(shell date +%Y-%m-%d_%H-%M-%S)
-results: $(STAMP)  ## the guidance ablation (27 jobs, 1 h 37 min on 2 cores) and its generated page docs/results.md
+results: $(STAMP)  ## the guidance ablation (27 jobs, one at a time; its run time: README Results) and its generated page docs/results.md
 	$(PY) -m lmguide.train experiment=demo sweep=ablation loss=ratio loss.lambda_lm=0 hydra.sweep.dir=$(ABLATION)/1_unguided $(ARGS)
 	$(PY) -m lmguide.train experiment=demo sweep=ablation loss.lambda_lm=0.3,1 hydra.sweep.dir=$(ABLATION)/2_guided $(ARGS)
 	$(PY) -m lmguide.train experiment=demo sweep=ablation loss=ratio loss.lambda_lm=1 loss.landmark.apply_to=fake_blend \
