@@ -3,6 +3,7 @@ composition with the real conf/ tree."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -42,14 +43,107 @@ def media(cache_dir) -> dict[str, Path]:
     return fetch_demo_media(cache_dir)
 
 
-def run_cli(module: str, args: list[str], cwd: Path, cache_dir: Path, timeout: int = 600):
-    """``python -m <module> <args>`` in ``cwd`` with the test cache and W&B offline."""
+def cli_env(cache_dir: Path, changes: dict[str, str | None] | None = None) -> dict[str, str]:
+    """The environment of a test's command line: the test cache, W&B offline, then ``changes`` (a None
+    value removes the variable)."""
+    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
+    for key, value in (changes or {}).items():
+        env.pop(key, None) if value is None else env.__setitem__(key, value)
+    return env
+
+
+class ForkClient:
+    """Client of ``tests/forkserver.py``: one pre-imported server for the session, one forked child per
+    command line (thread-safe; children run concurrently)."""
+
+    def __init__(self):
+        import subprocess
+        import sys
+        import threading
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.forkserver"],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if json.loads(self.proc.stdout.readline() or "{}").get("ready") is not True:
+            raise RuntimeError(f"tests/forkserver.py did not start (exit code {self.proc.poll()})")
+        self.lock, self.done = threading.Lock(), threading.Condition()
+        self.replies: dict[int, dict] = {}
+        self.next_id = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            msg = json.loads(line)
+            with self.done:
+                self.replies[msg["id"]] = msg
+                self.done.notify_all()
+        with self.done:  # the server is gone: wake every waiter
+            self.replies[-1] = {}
+            self.done.notify_all()
+
+    def run(self, module: str, args: list[str], cwd: Path, env: dict, timeout: float):
+        import subprocess
+        import sys
+
+        with self.lock:
+            rid, self.next_id = self.next_id, self.next_id + 1
+            req = {"id": rid, "module": module, "args": [str(a) for a in args], "cwd": str(cwd)}
+            self.proc.stdin.write(json.dumps({**req, "env": env, "timeout": timeout}) + "\n")
+            self.proc.stdin.flush()
+        with self.done:
+            self.done.wait_for(lambda: rid in self.replies or -1 in self.replies)
+            msg = self.replies.pop(rid, None)
+        cmd = [sys.executable, "-m", module, *map(str, args)]
+        if msg is None:
+            raise RuntimeError("tests/forkserver.py died")
+        if msg["timeout"]:
+            raise subprocess.TimeoutExpired(cmd, timeout, msg["stdout"], msg["stderr"])
+        return subprocess.CompletedProcess(cmd, msg["returncode"], msg["stdout"], msg["stderr"])
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+_FORK: ForkClient | None = None
+
+
+def run_cli(
+    module: str,
+    args: list[str],
+    cwd: Path,
+    cache_dir: Path,
+    timeout: int = 600,
+    real: bool = False,
+    env: dict[str, str | None] | None = None,
+):
+    """``python -m <module> <args>`` in ``cwd`` with the test cache and W&B offline.
+
+    It runs in a child forked from ``tests/forkserver.py`` (the stack imported once per session: a
+    process of its own, without the import); ``real`` (or ``LMGUIDE_TEST_SUBPROCESS=1``) runs a fresh
+    interpreter instead. ``env``: changes to the environment (None removes a variable)."""
     import subprocess
     import sys
 
-    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-m", module, *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    global _FORK
+    env = cli_env(cache_dir, env)
+    if real or os.environ.get("LMGUIDE_TEST_SUBPROCESS"):
+        cmd = [sys.executable, "-m", module, *args]
+        return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if _FORK is None:
+        _FORK = ForkClient()
+    return _FORK.run(module, args, cwd, env, timeout)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_forkserver():
+    yield
+    if _FORK is not None:
+        _FORK.close()
 
 
 def compose_entry(config_name: str, *overrides: str):

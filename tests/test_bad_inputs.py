@@ -22,7 +22,7 @@ import torch
 
 from lmguide.runtime import ROOT_DIR
 
-from .conftest import FAST_DATA
+from .conftest import FAST_DATA, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -279,19 +279,29 @@ def _command(module: str, args: list[str], world: dict) -> list[str]:
     return [sys.executable, "-m", f"lmguide.{module}", *argv, *extra]
 
 
+#: cases also run in a fresh interpreter, to show the forked runs print and exit as a real one does
+REAL = ("train: a negative learning rate", "predict: a path with a space, unquoted", "prepare: a bad `shard`")
+
+
+def _run(case, world, cache_dir, real: bool = False) -> subprocess.CompletedProcess:
+    _, module, args, _ = case
+    cmd = _command(module, args, world)
+    env = {"HYDRA_FULL_ERROR": None}  # the user's shell may keep tracebacks: these cases are the one line
+    return run_cli(cmd[2], cmd[3:], world["tmp"], cache_dir, timeout=300, real=real, env=env)
+
+
 @pytest.fixture(scope="module")
 def results(world, cache_dir):
-    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
-    env.pop("HYDRA_FULL_ERROR", None)
-
-    def run(case):
-        _, module, args, _ = case
-        cmd = _command(module, args, world)
-        proc = subprocess.run(cmd, cwd=world["tmp"], env=env, capture_output=True, text=True, timeout=300)
-        return proc
-
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip([c[0] for c in CASES], pool.map(run, CASES), strict=True))
+        runs = pool.map(lambda case: _run(case, world, cache_dir), CASES)
+        return dict(zip([c[0] for c in CASES], runs, strict=True))
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_a_fresh_interpreter_prints_what_the_forked_run_printed(results, world, cache_dir, name):
+    case = next(c for c in CASES if c[0] == name)
+    real, forked = _run(case, world, cache_dir, real=True), results[name]
+    assert (real.returncode, _error_lines(real)) == (forked.returncode, _error_lines(forked))
 
 
 def _error_lines(proc) -> list[str]:
@@ -339,14 +349,12 @@ def test_readme_eval_commands_run_as_written(trained_ckpt, cache_dir, tmp_path):
     """The eval commands of the README, with their placeholders filled in, as a shell would split them."""
     lines = [ln for ln in README.read_text().splitlines() if ln.startswith("python -m lmguide.eval ")]
     assert len(lines) >= 3
-    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
     for i, line in enumerate(lines):
         cmd = line.split("  #")[0].strip()
         cmd = re.sub(r"ckpt_path=\S+", f"ckpt_path={trained_ckpt}", cmd)
         argv = shlex.split(cmd)[1:] + [f"hydra.run.dir={tmp_path}/eval{i}"]
-        proc = subprocess.run(
-            [sys.executable, *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-        )
+        assert argv[0] == "-m", line
+        proc = run_cli(argv[1], argv[2:], tmp_path, cache_dir, real=i == 0)  # the first as a shell runs it
         assert proc.returncode == 0, f"{line}\n{proc.stderr[-3000:]}"
         assert (tmp_path / f"eval{i}" / "metrics.json").exists()
 

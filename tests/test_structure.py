@@ -121,3 +121,12 @@ def test_importing_a_model_module_has_no_side_effects():
         "hydra": False,
         "environ_same": True,
     }
+
+
+def test_a_mistyped_marker_is_an_error_not_a_test_left_out(tmp_path):
+    """``--strict-markers`` in the ini options: ``@pytest.mark.slwo`` stops the run at collection."""
+    (tmp_path / "test_typo.py").write_text("import pytest\n\n@pytest.mark.slwo\ndef test_x():\n    pass\n")
+    ini = PACKAGE.parent / "pyproject.toml"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ini), str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "'slwo' not found in `markers`" in proc.stdout + proc.stderr, proc.stdout
