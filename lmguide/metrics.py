@@ -254,7 +254,8 @@ def pointing_hit(maps: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5)
 
 @torch.no_grad()
 def score_split(model, dataset, batch_size: int = 32) -> dict:
-    """P(fake), labels, video names and attention metrics for every item of ``dataset``. Clips (a
+    """P(fake), labels, video names, people, item keys and attention metrics for every item of
+    ``dataset``. Clips (a
     :class:`~lmguide.data.datasets.ClipDataset`): P(fake), label and video per clip, the attention
     metrics per frame of each clip (the model's maps are per frame)."""
     from torch.utils.data import DataLoader
@@ -274,6 +275,7 @@ def score_split(model, dataset, batch_size: int = 32) -> dict:
         "label": torch.cat(labels),
         "video": videos,
         "person": [dataset.person_of[v] for v in videos],
+        "key": list(dataset.item_keys),  # the loader keeps the dataset's order
         "attn_in_lm": torch.cat(attn),
         "pointing": torch.cat(hits),
     }
