@@ -196,16 +196,30 @@ def weighted_auc(scores, labels, weights) -> np.ndarray:
     return _ratio(*_auc_parts(scores, labels, weights))
 
 
+def _cluster_pairs(scores, labels, cl: np.ndarray, c: int):
+    """``(A, P, N)``: A[i, j] the (fake of cluster i, real of cluster j) pairs the fake wins, ties one
+    half (C, C); fakes and reals per cluster (C,)."""
+    s = np.asarray(scores, np.float64).reshape(-1)
+    y = np.asarray(labels).reshape(-1).astype(bool)
+    fs, fc, rs, rc = s[y], cl[y], s[~y], cl[~y]
+    a = np.zeros((c, c))
+    for j in np.unique(rc):
+        r = np.sort(rs[rc == j])
+        wins = (np.searchsorted(r, fs, "left") + np.searchsorted(r, fs, "right")) / 2  # below + ties / 2
+        a[:, j] = np.bincount(fc, wins, minlength=c)
+    return a, np.bincount(fc, minlength=c).astype(float), np.bincount(rc, minlength=c).astype(float)
+
+
 def resampled_auc(scores, labels, cluster_index, counts) -> np.ndarray:
     """AUC of each of B resamples (B,) that draw cluster ``c`` ``counts[b, c]`` times (``cluster_index``:
     each item's cluster 0..C-1); NaN where a class has no weight. A cluster drawn twice contributes its own
-    (fake, real) pairs once per copy, never between its copies (see :func:`bootstrap_auc`)."""
-    counts = np.asarray(counts, np.float64)
-    cl = np.asarray(cluster_index)
-    num, den = _auc_parts(scores, labels, counts[:, cl])
-    own_num, own_den = _auc_parts(scores, labels, np.eye(counts.shape[1])[:, cl])  # (C,): own pairs
-    extra = counts * (counts - 1.0)  # weight w^2 of a cluster's own pairs, less the w they should have
-    return _ratio(num - extra @ own_num, den - extra @ own_den)
+    (fake, real) pairs once per copy, never between its copies (see :func:`bootstrap_auc`): from the
+    cluster-by-cluster pair table, w A wᵀ less (w² - w) on its diagonal."""
+    w = np.asarray(counts, np.float64)  # (B, C)
+    a, pos, neg = _cluster_pairs(scores, labels, np.asarray(cluster_index), w.shape[1])
+    extra = w * (w - 1.0)  # weight w^2 of a cluster's own pairs, less the w they should have
+    num = ((w @ a) * w).sum(1) - extra @ np.diag(a)
+    return _ratio(num, (w @ pos) * (w @ neg) - extra @ (pos * neg))
 
 
 def bootstrap_auc(scores, labels, clusters, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
