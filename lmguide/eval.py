@@ -4,19 +4,19 @@ The model is rebuilt from the checkpoint's own config (see :mod:`lmguide.checkpo
 video-level AUC, AP, EER, and ACC / balanced ACC / precision / recall / F1 both at 0.5 and at the
 threshold calibrated on the validation split (never on the split being evaluated unless that is
 val itself); attention-in-landmark share and pointing-game hit rate. Writes ``metrics.json``,
-``predictions.csv`` (one row per frame and per video), ``roc.png``, ``pr.png`` and
-``confusion.png`` into the run directory.
+``predictions.csv`` (one row per scored frame of val and of the split, with training's columns: see
+:mod:`lmguide.predictions`), ``roc.png``, ``pr.png`` and ``confusion.png`` into the run directory.
 
 A clip (video) checkpoint (``backbone=efficientnet_lstm``) is evaluated on clips, as its training's test
 step does: the run's config sets ``data.clip_frames``, so every split is a
 :class:`~lmguide.data.datasets.ClipDataset`. The per-sample level is then ``clip`` (``clip/auc``, ...,
-``n_clips``, ``clip`` rows in ``predictions.csv``) instead of ``frame``; a video's score aggregates its
-clips; the attention metrics stay per frame (``frame/attn_in_lm``, every frame of every clip).
+``n_clips``, a row per clip in ``predictions.csv``, keyed by its first frame) instead of ``frame``; a
+video's score aggregates its clips; the attention metrics stay per frame (``frame/attn_in_lm``, every
+frame of every clip).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
@@ -27,6 +27,8 @@ from omegaconf import DictConfig
 from lmguide.cli import check_argv, friendly_errors
 from lmguide.errors import ConfigError
 from lmguide.loggers import finish_wandb, instantiate_group, log_images, wandb_offline_by_default
+from lmguide.predictions import NAME as PREDICTIONS
+from lmguide.predictions import write_predictions
 from lmguide.runtime import CONF_DIR
 from lmguide.viz.curves import plot_curves
 
@@ -81,8 +83,7 @@ def evaluate(cfg: DictConfig) -> dict:
     person = dict(zip(res["video"], res["person"], strict=True))
     for level in (unit, "video"):
         if level == unit:
-            scores, labels, ids = res["prob"], res["label"], list(range(len(res["label"])))
-            clusters = res["person"]
+            scores, labels, clusters = res["prob"], res["label"], res["person"]
         else:
             ids, scores, labels = aggregate_videos(res["prob"], res["label"], res["video"], cfg.video_agg)
             metrics["n_videos"] = len(ids)
@@ -96,8 +97,6 @@ def evaluate(cfg: DictConfig) -> dict:
         boot = bootstrap_auc(scores, labels, clusters, seed=int(cfg.get("seed", 0) or 0))
         metrics[f"{level}/auc_ci95_lo"], metrics[f"{level}/auc_ci95_hi"] = boot["lo"], boot["hi"]
         metrics[f"{level}/people"] = boot["clusters"]
-        if level == "video":
-            video_rows = list(zip(ids, scores.tolist(), labels.tolist(), strict=True))
     metrics["frame/attn_in_lm"] = float(res["attn_in_lm"].mean())
     metrics["frame/pointing_game"] = float(res["pointing"].mean())
 
@@ -114,15 +113,7 @@ def evaluate(cfg: DictConfig) -> dict:
         )
         + "\n"
     )
-    with open(out_dir / "predictions.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["level", "id", "video", "label", "score", "pred_0.5", "pred_cal"])
-        for i, (p, y, v) in enumerate(
-            zip(res["prob"].tolist(), res["label"].tolist(), res["video"], strict=True)
-        ):
-            w.writerow([unit, i, v, y, f"{p:.9g}", int(p >= 0.5), int(p >= threshold)])
-        for v, p, y in video_rows:
-            w.writerow(["video", v, v, y, f"{p:.9g}", int(p >= 0.5), int(p >= threshold)])
+    write_predictions(out_dir / PREDICTIONS, {"val": val, cfg.split: res})  # train's columns
     plots = plot_curves(res["prob"], res["label"], threshold, out_dir, f"{cfg.split} ({unit}s)")
     _send_to_loggers(cfg, metrics, plots)
     _print(metrics, cfg.split, out_dir, unit)

@@ -196,6 +196,32 @@ def weighted_auc(scores, labels, weights) -> np.ndarray:
     return _ratio(*_auc_parts(scores, labels, weights))
 
 
+def _cluster_pairs(scores, labels, cl: np.ndarray, c: int):
+    """``(A, P, N)``: A[i, j] the (fake of cluster i, real of cluster j) pairs the fake wins, ties one
+    half (C, C); fakes and reals per cluster (C,)."""
+    s = np.asarray(scores, np.float64).reshape(-1)
+    y = np.asarray(labels).reshape(-1).astype(bool)
+    fs, fc, rs, rc = s[y], cl[y], s[~y], cl[~y]
+    a = np.zeros((c, c))
+    for j in np.unique(rc):
+        r = np.sort(rs[rc == j])
+        wins = (np.searchsorted(r, fs, "left") + np.searchsorted(r, fs, "right")) / 2  # below + ties / 2
+        a[:, j] = np.bincount(fc, wins, minlength=c)
+    return a, np.bincount(fc, minlength=c).astype(float), np.bincount(rc, minlength=c).astype(float)
+
+
+def resampled_auc(scores, labels, cluster_index, counts) -> np.ndarray:
+    """AUC of each of B resamples (B,) that draw cluster ``c`` ``counts[b, c]`` times (``cluster_index``:
+    each item's cluster 0..C-1); NaN where a class has no weight. A cluster drawn twice contributes its own
+    (fake, real) pairs once per copy, never between its copies (see :func:`bootstrap_auc`): from the
+    cluster-by-cluster pair table, w A wᵀ less (w² - w) on its diagonal."""
+    w = np.asarray(counts, np.float64)  # (B, C)
+    a, pos, neg = _cluster_pairs(scores, labels, np.asarray(cluster_index), w.shape[1])
+    extra = w * (w - 1.0)  # weight w^2 of a cluster's own pairs, less the w they should have
+    num = ((w @ a) * w).sum(1) - extra @ np.diag(a)
+    return _ratio(num, (w @ pos) * (w @ neg) - extra @ (pos * neg))
+
+
 def bootstrap_auc(scores, labels, clusters, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
     """AUC with a percentile bootstrap interval that resamples whole clusters (videos or people).
 
@@ -221,15 +247,85 @@ def bootstrap_auc(scores, labels, clusters, n_boot: int = 2000, level: float = 0
     out["auc"] = float(weighted_auc(s, y, np.ones(len(s)))[0])
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(len(names), np.full(len(names), 1.0 / len(names)), size=n_boot)  # (B, C)
-    num, den = _auc_parts(s, y, counts[:, cl])
-    own_num, own_den = _auc_parts(s, y, np.eye(len(names))[:, cl])  # (C,): each cluster's own pairs
-    extra = counts * (counts - 1.0)  # weight w^2 of a cluster's own pairs, less the w they should have
-    reps = _ratio(num - extra @ own_num, den - extra @ own_den)
+    reps = resampled_auc(s, y, cl, counts)
     ok = reps[~np.isnan(reps)]
     out["dropped"] = float(1 - len(ok) / n_boot)
     if len(ok):
         alpha = (1 - level) / 2
         out["lo"], out["hi"] = (float(v) for v in np.quantile(ok, [alpha, 1 - alpha]))
+    return out
+
+
+def delong_test(labels, scores_a, scores_b, clusters=None, level: float = 0.95) -> dict:
+    """DeLong's test of two correlated ROC AUCs, the two scorers rating the same items (DeLong, DeLong &
+    Clarke-Pearson 1988, Biometrics 44:837), from midranks in O(n log n) (Sun & Xu 2014, IEEE Signal
+    Processing Letters 21:1389).
+
+    Each fake's placement V10 is the share of reals it outscores (ties one half), each real's V01 the
+    share of fakes that outscore it; AUC is their mean, and the covariance of the two AUCs is that of the
+    placements, S10 / m + S01 / n. With ``clusters`` (a person per item: one person's faces are not
+    independent) it is Obuchowski's nonparametric clustered form (Obuchowski 1997, Biometrics 53:567):
+    the placements are summed per cluster, and with M fakes, N reals, I clusters of which I10 hold a
+    fake and I01 a real, S10 = I10 / ((I10 - 1) M) Σ (V10_i. - m_i θ)², S01 likewise, and a within-
+    cluster term S11 = I / (I - 1) Σ (V10_i. - m_i θ)(V01_i. - n_i θ), var = S10/M + S01/N + 2 S11/(MN).
+    With one item per cluster it is DeLong's test exactly.
+
+    Returns ``delta`` (AUC_a - AUC_b), its ``se``, ``z``, two-sided ``p`` and ``ci`` (at ``level``, the
+    normal interval), ``auc_a``, ``auc_b``, their ``se_a``, ``se_b``, ``n_pos``, ``n_neg`` and
+    ``clusters`` (None without); the statistics are None with a ``reason`` when a class is missing,
+    has fewer than two items (clusters), or the difference has no variance.
+    """
+    from scipy.special import ndtr, ndtri
+    from scipy.stats import rankdata
+
+    def arr(x):
+        return torch.as_tensor(x).detach().cpu().double().numpy().reshape(-1)
+
+    y = arr(labels).astype(bool)
+    s = np.stack([arr(scores_a), arr(scores_b)])  # (2, n)
+    if s.shape[1] != len(y):
+        raise ValueError(f"{len(y)} labels but {s.shape[1]} scores")
+    m, n = int(y.sum()), int((~y).sum())
+    keys = ("delta", "se", "z", "p", "ci", "auc_a", "auc_b", "se_a", "se_b")
+    out: dict = {**dict.fromkeys(keys), "n_pos": m, "n_neg": n, "clusters": None}
+    reason = undefined_reason(y)
+    if reason:
+        return {**out, "reason": reason}
+    ranks = rankdata(s, axis=1)  # midranks: ties count one half
+    v10 = (ranks[:, y] - rankdata(s[:, y], axis=1)) / n  # (2, m): reals below each fake
+    v01 = 1.0 - (ranks[:, ~y] - rankdata(s[:, ~y], axis=1)) / m  # (2, n): fakes above each real
+    auc = v10.mean(1)
+    out["auc_a"], out["auc_b"] = float(auc[0]), float(auc[1])
+    if clusters is None:
+        units = (m, n)
+        cov = np.cov(v10) / m + np.cov(v01) / n if min(units) > 1 else None  # (2, 2)
+    else:
+        cl = np.unique(np.asarray(list(clusters)), return_inverse=True)[1].reshape(-1)
+        if len(cl) != len(y):
+            raise ValueError(f"{len(y)} labels but {len(cl)} cluster ids")
+        c = int(cl.max()) + 1
+        out["clusters"] = c
+        sums = [np.stack([np.bincount(cl[k], w, minlength=c) for w in v]) for k, v in ((y, v10), (~y, v01))]
+        mi, ni = np.bincount(cl[y], minlength=c), np.bincount(cl[~y], minlength=c)
+        dx, dy = sums[0] - mi * auc[:, None], sums[1] - ni * auc[:, None]  # (2, C)
+        units = (int((mi > 0).sum()), int((ni > 0).sum()))  # I10, I01
+        cov = None
+        if min(units) > 1:
+            s10 = units[0] / ((units[0] - 1) * m) * dx @ dx.T
+            s01 = units[1] / ((units[1] - 1) * n) * dy @ dy.T
+            s11 = c / (c - 1) * dx @ dy.T
+            cov = s10 / m + s01 / n + (s11 + s11.T) / (m * n)
+    if cov is None:
+        what = "clusters with a" if clusters is not None else "items:"
+        return {**out, "reason": f"undefined: {what} fake {units[0]}, real {units[1]}; 2 of each needed"}
+    out["se_a"], out["se_b"] = (float(v) for v in np.sqrt(np.clip(np.diag(cov), 0, None)))
+    delta, var = float(auc[0] - auc[1]), float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    out["delta"] = delta
+    if var <= 1e-24:
+        return {**out, "se": 0.0, "reason": "undefined: the difference has no variance (e.g. equal scores)"}
+    se = out["se"] = var**0.5
+    half = float(ndtri(0.5 + level / 2)) * se
+    out.update(z=delta / se, p=float(2 * ndtr(-abs(delta / se))), ci=(delta - half, delta + half))
     return out
 
 
@@ -254,7 +350,8 @@ def pointing_hit(maps: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5)
 
 @torch.no_grad()
 def score_split(model, dataset, batch_size: int = 32) -> dict:
-    """P(fake), labels, video names and attention metrics for every item of ``dataset``. Clips (a
+    """P(fake), labels, video names, people, item keys and attention metrics for every item of
+    ``dataset``. Clips (a
     :class:`~lmguide.data.datasets.ClipDataset`): P(fake), label and video per clip, the attention
     metrics per frame of each clip (the model's maps are per frame)."""
     from torch.utils.data import DataLoader
@@ -274,6 +371,7 @@ def score_split(model, dataset, batch_size: int = 32) -> dict:
         "label": torch.cat(labels),
         "video": videos,
         "person": [dataset.person_of[v] for v in videos],
+        "key": list(dataset.item_keys),  # the loader keeps the dataset's order
         "attn_in_lm": torch.cat(attn),
         "pointing": torch.cat(hits),
     }

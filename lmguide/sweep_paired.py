@@ -116,9 +116,10 @@ def _variant_of(g: Group, groups: list[Group]) -> Group | None:
     return max(parents, key=lambda h: len(h.overrides), default=None)
 
 
-def paired_comparisons(groups: list[Group]) -> list[Comparison]:
-    """Every λ > 0 setting against its λ = 0 baseline, paired by seed, for each of :data:`PAIRED`; then
-    every variant (a λ > 0 setting that adds overrides to another at the same λ) against that setting."""
+def comparison_pairs(groups: list[Group]) -> list[tuple[Group, Group]]:
+    """``(setting, baseline)``: every λ > 0 setting with its λ = 0 baseline (the λ = 0 setting with the
+    same other overrides, or the only one); then every variant (a λ > 0 setting that adds overrides to
+    another at the same λ) with that setting. The seed-paired and the per-face comparisons both use it."""
     bases = [g for g in groups if _lambda(g) == 0]
     out, variants = [], []
     for g in groups:
@@ -126,14 +127,19 @@ def paired_comparisons(groups: list[Group]) -> list[Comparison]:
         if lam is None or lam == 0:
             continue
         if (parent := _variant_of(g, groups)) is not None:
-            variants += _compare(g, parent)
+            variants.append((g, parent))
         if not bases:
             continue
         same = [b for b in bases if _without_lambda(b) == _without_lambda(g)]
         base = same[0] if same else (bases[0] if len(bases) == 1 else None)
         if base is not None:
-            out += _compare(g, base)
+            out.append((g, base))
     return out + variants
+
+
+def paired_comparisons(groups: list[Group]) -> list[Comparison]:
+    """:func:`comparison_pairs`, paired by seed, for each of :data:`PAIRED`."""
+    return [c for g, base in comparison_pairs(groups) for c in _compare(g, base)]
 
 
 def paired_markdown(comparisons: list[Comparison]) -> str:

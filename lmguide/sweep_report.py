@@ -16,6 +16,12 @@ cross-method (face swap) AUC: the mean difference, its 95 % t interval and a 95 
 and a second table in the markdown). A variant, a guided setting that adds overrides to another at the same λ
 (``loss.landmark.apply_to=fake_blend``, ``data.image_size=160``), is also compared with that setting.
 
+The same pairs are also compared on the same faces, from each job's ``predictions.csv``
+(:mod:`lmguide.sweep_faces`): per seed a clustered DeLong test, across seeds a hierarchical bootstrap
+(seeds, then people), on the test and the swaps split, with the minimum detectable difference and the
+seeds a difference of 0.02 would need (``sweep_report_faces.csv``, a third table). Jobs without
+``predictions.csv`` (older runs) are named in that table.
+
 Also runs at the end of every ``-m`` sweep of ``lmguide.train`` (a Hydra callback, see
 :class:`SweepReportCallback`).
 """
@@ -29,6 +35,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from lmguide.sweep_faces import FaceComparison, face_comparisons, faces_csv, faces_markdown
 from lmguide.sweep_jobs import (
     METRICS,
     Group,
@@ -49,7 +56,8 @@ def _fmt(mean: float, std: float, n: int, digits: int = 3, undefined: int = 0) -
     return (f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}") + note
 
 
-def markdown(groups: list[Group], jobs: list[Job]) -> str:
+def markdown(groups: list[Group], jobs: list[Job], faces: list[FaceComparison] | None = None) -> str:
+    """The tables: per setting, paired by seed, and (``faces``: default computed here) on the same faces."""
     cols = ["setting", "seeds"] + [name for _, name in METRICS]
     lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     for g in groups:
@@ -79,6 +87,9 @@ def markdown(groups: list[Group], jobs: list[Job]) -> str:
     comparisons = paired_comparisons(groups)
     if comparisons:
         lines += ["", paired_markdown(comparisons)]
+    faces = face_comparisons(groups) if faces is None else faces
+    if faces:
+        lines += ["", faces_markdown(faces)]
     return "\n".join(lines) + "\n"
 
 
@@ -134,7 +145,9 @@ def plot(groups: list[Group], path: Path, key: str = "loss.lambda_lm") -> Path |
     return path
 
 
-def results_page(sweep_dir: str | Path, groups: list[Group], jobs: list[Job], command: str) -> str:
+def results_page(
+    sweep_dir: str | Path, groups: list[Group], jobs: list[Job], command: str, faces: list | None = None
+) -> str:
     """The generated results page (``--results docs/results.md``): how it was made, then the tables."""
     import datetime
     import subprocess
@@ -163,7 +176,7 @@ def results_page(sweep_dir: str | Path, groups: list[Group], jobs: list[Job], co
         "(`data=demo_swaps`: the test people against landmark face swaps between them).",
         "",
     ]
-    return "\n".join(head) + "\n" + markdown(groups, jobs)
+    return "\n".join(head) + "\n" + markdown(groups, jobs, faces)
 
 
 def report(
@@ -176,12 +189,16 @@ def report(
     out_dir = Path(out) if out else Path(sweep_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out_dir / "sweep_report.md", "csv": out_dir / "sweep_report.csv"}
-    written["markdown"].write_text(markdown(groups, jobs))
+    faces = face_comparisons(groups)  # the bootstrap runs once, for the markdown and the results page
+    written["markdown"].write_text(markdown(groups, jobs, faces))
     written["csv"].write_text(csv_text(groups))
     comparisons = paired_comparisons(groups)
     if comparisons:
         written["paired"] = out_dir / "sweep_report_paired.csv"
         written["paired"].write_text(paired_csv(comparisons))
+    if faces:
+        written["faces"] = out_dir / "sweep_report_faces.csv"
+        written["faces"].write_text(faces_csv(faces))
     png = plot(groups, out_dir / "sweep_report.png")
     if png:
         written["plot"] = png
@@ -189,7 +206,7 @@ def report(
         written["results"] = Path(results)
         written["results"].parent.mkdir(parents=True, exist_ok=True)
         cmd = command or f"python -m lmguide.sweep_report {sweep_dir} --results {results}"
-        written["results"].write_text(results_page(sweep_dir, groups, jobs, cmd))
+        written["results"].write_text(results_page(sweep_dir, groups, jobs, cmd, faces))
     return written
 
 

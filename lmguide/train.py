@@ -27,6 +27,8 @@ from lmguide.metrics import (
     score_split,
     undefined_reason,
 )
+from lmguide.predictions import NAME as PREDICTIONS
+from lmguide.predictions import write_predictions
 from lmguide.resume import LAST, ResumeError, is_resume, restart_after_epoch_end
 from lmguide.runtime import CONF_DIR, hydra_overrides
 from lmguide.viz.curves import plot_curves
@@ -166,6 +168,8 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
             if trainer.is_global_zero:
                 scored = score_splits(model, datamodule)
                 metrics.update(split_statistics(scored, seed=int(cfg.seed)))
+                if scored:  # per face, for comparisons of two runs on the same faces (sweep_report)
+                    write_predictions(out_dir / PREDICTIONS, scored)
                 log_test_curves(scored.get("test"), out_dir, loggers)
     finally:
         finish_wandb(loggers)
@@ -290,6 +294,7 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
         "overlays": out_dir / "overlays" if (out_dir / "overlays").exists() else "",
         "test curves": out_dir / "curves" if (out_dir / "curves").exists() else "",
         "metrics JSON": out_dir / "metrics.json",
+        "predictions CSV": out_dir / PREDICTIONS if (out_dir / PREDICTIONS).exists() else "",
     }
     console = Console()
     console.print(table)

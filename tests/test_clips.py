@@ -139,9 +139,9 @@ def test_eval_on_a_clip_checkpoint_scores_the_test_clips(clip_ckpt, tmp_path):
     assert 0.0 <= metrics["frame/attn_in_lm"] <= 1.0
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["unit"] == "clip" and saved["clip/auc"] == metrics["clip/auc"]
-    rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
-    assert sum(r["level"] == "clip" for r in rows) == metrics["n_clips"]
-    assert sum(r["level"] == "video" for r in rows) == metrics["n_videos"]
+    rows = [r for r in csv.DictReader(open(tmp_path / "predictions.csv")) if r["split"] == "test"]
+    assert len(rows) == metrics["n_clips"] == len({r["key"] for r in rows})  # a row per clip
+    assert len({r["video"] for r in rows}) == metrics["n_videos"]
 
 
 def test_visualize_draws_a_clips_attention_strip(clip_ckpt, media, tmp_path):

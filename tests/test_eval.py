@@ -25,6 +25,7 @@ from lmguide.metrics import (
     pointing_hit,
     training_metrics,
 )
+from lmguide.predictions import FIELDS, read_predictions
 from lmguide.runtime import CONF_DIR
 from lmguide.viz.curves import plot_curves
 
@@ -125,13 +126,14 @@ def test_eval_on_a_trained_checkpoint(trained_ckpt, tmp_path):
         assert (tmp_path / f).stat().st_size > 0, f
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["split"] == "test" and saved["frame/auc"] == metrics["frame/auc"]
-    rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
-    frames = [r for r in rows if r["level"] == "frame"]
-    videos = [r for r in rows if r["level"] == "video"]
-    assert len(frames) == metrics["n_frames"] and len(videos) == metrics["n_videos"]
-    scores = torch.tensor([float(r["score"]) for r in frames])
-    labels = torch.tensor([int(r["label"]) for r in frames])
-    assert roc_auc_score(labels, scores) == pytest.approx(metrics["frame/auc"], abs=1e-4)
+    with open(tmp_path / "predictions.csv", newline="") as f:
+        assert tuple(csv.DictReader(f).fieldnames) == FIELDS  # the columns train writes
+    preds = read_predictions(tmp_path / "predictions.csv")
+    assert set(preds) == {"val", "test"}  # val is scored for the threshold, test was asked for
+    test = preds["test"]
+    assert len(test["key"]) == metrics["n_frames"] == len(set(test["key"]))
+    assert len(set(test["video"])) == metrics["n_videos"]
+    assert roc_auc_score(test["label"], test["p_fake"]) == pytest.approx(saved["frame/auc"], abs=1e-6)
     assert 0 <= metrics["frame/pointing_game"] <= 1 and 0 <= metrics["threshold_val"] <= 1
     logged = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))  # logger=default: CSV + TensorBoard
     assert float(logged[0]["eval/test/frame/auc"]) == pytest.approx(metrics["frame/auc"])
@@ -163,9 +165,9 @@ def test_eval_reports_bootstrap_intervals_and_face_swaps(trained_ckpt, tmp_path)
         lo, auc, hi = saved[f"{level}/auc_ci95_lo"], saved[f"{level}/auc"], saved[f"{level}/auc_ci95_hi"]
         assert lo <= auc <= hi, level
     assert saved["frame/people"] >= 10  # the test people, resampled whole
-    rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
-    fakes = {r["video"] for r in rows if r["level"] == "frame" and r["label"] == "1"}
-    assert fakes and all(v.startswith("swap:") for v in fakes)  # the test fakes are face swaps
+    test = read_predictions(tmp_path / "predictions.csv")["test"]
+    fakes = [(k, v) for k, v, y in zip(test["key"], test["video"], test["label"], strict=True) if y == 1]
+    assert fakes and all(k.startswith("swap:") and v.startswith("swap:") for k, v in fakes)  # face swaps
 
 
 def test_eval_on_one_class_reports_undefined_not_numbers(trained_ckpt, tmp_path):

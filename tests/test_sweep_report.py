@@ -6,6 +6,7 @@ import csv
 import json
 import statistics
 
+import numpy as np
 import pytest
 
 from lmguide.sweep_report import main, read_jobs, report
@@ -200,3 +201,202 @@ def test_results_page_is_generated_with_its_command(sweep, tmp_path):
     mean, std = statistics.fmean(vals[1.0]), statistics.stdev(vals[1.0])
     assert f"| loss.lambda_lm=1 | 0,1,2 | {mean:.3f} ± {std:.3f} |" in text
     assert "Against λ = 0, paired by seed" in text  # the sweep has λ = 0 and λ = 1 with seeds 0-2
+
+
+# -- on the same faces: clustered DeLong per seed, hierarchical bootstrap, power (issue 27) -------------
+
+
+def _faces(n_people: int = 12, per_person: int = 3) -> tuple[list[str], list[str], np.ndarray]:
+    """Keys, people and labels of a split: each person's real frames and a self-blended fake of each."""
+    keys, people, labels = [], [], []
+    for p in range(n_people):
+        for k in range(per_person):
+            sid = f"clips/person{p:02d}.mp4/f{k:05d}_k00"
+            keys += [sid, f"sbi:{sid}"]
+            people += [f"person{p:02d}"] * 2
+            labels += [0, 1]
+    return keys, people, np.array(labels)
+
+
+def _scores(labels: np.ndarray, people: list[str], strength: float, rng) -> np.ndarray:
+    """P(fake): a person effect shared by their faces (clustered data), the label's pull, noise."""
+    names = sorted(set(people))
+    effect = dict(zip(names, rng.normal(0, 0.8, len(names)), strict=True))
+    z = strength * labels + np.array([effect[p] for p in people]) + rng.normal(0, 1, len(labels))
+    return 1 / (1 + np.exp(-z))
+
+
+def _write_predictions(job_dir, rows: dict[str, tuple], order=None) -> None:
+    with open(job_dir / "predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["split", "key", "person", "video", "label", "p_fake"])
+        for split, (keys, people, labels, p) in rows.items():
+            for i in order if order is not None else range(len(keys)):
+                w.writerow(
+                    [split, keys[i], people[i], keys[i].rsplit("/", 1)[0], int(labels[i]), f"{p[i]:.9g}"]
+                )
+
+
+@pytest.fixture
+def face_sweep(tmp_path):
+    """λ = 0 and λ = 1 (better on test), 3 seeds, each job with metrics.json and predictions.csv for
+    test and swaps; λ = 0.3: 2 jobs of an older lmguide, without predictions.csv. The baseline of seed 2
+    lists its rows in another order and lacks one face: rows are matched by key, not position."""
+    from sklearn.metrics import roc_auc_score
+
+    keys, people, labels = _faces()
+    rng = np.random.default_rng(0)
+    scored = {}
+    num = 0
+    for lam, strength in ((0.0, 1.0), (1.0, 2.0)):
+        for seed in range(3):
+            d = tmp_path / str(num)
+            rows = {
+                split: (keys, people, labels, _scores(labels, people, strength, rng))
+                for split in ("test", "swaps")
+            }
+            metrics = {f"{s}/auc": roc_auc_score(labels, r[3]) for s, r in rows.items()}
+            _job(tmp_path, num, [f"loss.lambda_lm={lam:g}", f"seed={seed}"], metrics)
+            order = None
+            if lam == 0 and seed == 2:
+                order = list(rng.permutation(len(keys)))[1:]  # shuffled, one face missing
+            _write_predictions(d, rows, order)
+            scored[(lam, seed)] = rows
+            num += 1
+    for seed in range(2):
+        _job(tmp_path, num, ["loss.lambda_lm=0.3", f"seed={seed}"], {"test/auc": 0.7, "swaps/auc": 0.6})
+        num += 1
+    return tmp_path, scored, (keys, people, labels)
+
+
+def test_settings_are_compared_with_lambda_0_on_the_same_faces(face_sweep):
+    from lmguide.metrics import delong_test
+    from lmguide.power import min_detectable_difference, seed_mdd, seeds_needed
+
+    root, scored, _ = face_sweep
+    paths = report(root)
+    rows = list(csv.DictReader(paths["faces"].open()))
+    mine = [r for r in rows if r["setting"] == "loss.lambda_lm=1" and r["metric"] == "test AUC"]
+    assert [r["seed"] for r in mine] == ["0", "1", "2", "all"]
+    deltas = []
+    for r in mine[:3]:
+        seed = int(r["seed"])
+        k, pe, y, a = scored[(1.0, seed)]["test"]
+        b = scored[(0.0, seed)]["test"][3]
+        present = set(_keys_of(root / str(seed) / "predictions.csv", "test"))  # jobs 0-2: λ = 0
+        keep = np.array([key in present for key in k])  # seed 2's baseline lacks a face
+        ref = delong_test(y[keep], a[keep], b[keep], clusters=np.array(pe)[keep])
+        assert float(r["delta"]) == pytest.approx(ref["delta"], rel=1e-5)
+        assert float(r["p"]) == pytest.approx(ref["p"], rel=1e-5) and int(r["people"]) == 12
+        assert float(r["mdd_one_seed"]) == pytest.approx(min_detectable_difference(ref["se"]), rel=1e-5)
+        assert int(r["faces"]) == keep.sum()
+        deltas.append(ref["delta"])
+    assert (
+        int(mine[2]["faces"]) == len(scored[(1.0, 2)]["test"][0]) - 1 and "faces in common" in mine[3]["note"]
+    )
+    total = mine[3]
+    sd = statistics.stdev(deltas)
+    assert float(total["delta"]) == pytest.approx(statistics.fmean(deltas), rel=1e-5)
+    assert float(total["ci95_lo"]) <= float(total["delta"]) <= float(total["ci95_hi"])
+    assert float(total["mdd_seeds"]) == pytest.approx(seed_mdd(sd, 3), rel=1e-5)
+    hier = min_detectable_difference(float(total["se"]))  # the hierarchical replicates' sd
+    assert float(total["mdd_hierarchical"]) == pytest.approx(hier, rel=1e-5)
+    assert int(total["seeds_for_0.02"]) == seeds_needed(sd, 0.02)
+    assert {r["metric"] for r in rows if r["setting"] == "loss.lambda_lm=1"} == {
+        "test AUC",
+        "swaps AUC (cross-method)",
+    }
+    table = paths["markdown"].read_text()
+    assert "On the same faces" in table and "95 % hierarchical" in table and "seeds for 0.02" in table
+    line = next(
+        ln
+        for ln in table.splitlines()
+        if ln.startswith("| loss.lambda_lm=1 | loss.lambda_lm=0 | test AUC | 3;")
+    )
+    mdds = " · ".join(f"{v:.3f}" for v in (float(total["mdd_one_seed"]), float(total["mdd_seeds"]), hier))
+    assert f"| {mdds} | {total['seeds_for_0.02']} |" in line
+    assert "Against λ = 0, paired by seed" in table  # the t table stays
+
+
+def _keys_of(path, split: str) -> list[str]:
+    return [r["key"] for r in csv.DictReader(open(path)) if r["split"] == split]
+
+
+def test_jobs_without_predictions_are_named_not_fatal(face_sweep):
+    root, _, _ = face_sweep
+    paths = report(root)
+    old = [r for r in csv.DictReader(paths["faces"].open()) if r["setting"] == "loss.lambda_lm=0.3"]
+    assert len(old) == 1 and old[0]["seed"] == "all" and old[0]["delta"] == ""  # said once, both splits
+    assert "seeds 0,1: no predictions.csv (an older run)" in old[0]["note"]
+    row = next(
+        ln
+        for ln in paths["markdown"].read_text().splitlines()
+        if ln.startswith("| loss.lambda_lm=0.3 | loss.lambda_lm=0 | test AUC / swaps")
+    )
+    assert "no predictions.csv" in row
+    (root / "0" / "predictions.csv").write_text(
+        "split,key\ntest,a\n"
+    )  # a damaged file: named, the rest goes on
+    rows = list(csv.DictReader(report(root)["faces"].open()))
+    one = next(r for r in rows if r["setting"] == "loss.lambda_lm=1" and r["seed"] == "all")
+    assert "seeds 0: unreadable predictions.csv" in one["note"] and "lacks the column" in one["note"]
+
+
+def test_the_hierarchical_bootstrap_resamples_seeds_then_the_same_people_in_each():
+    """Against a loop over replicates that weighs every (fake, real) pair by its people's draws (a
+    person drawn twice: their own pairs twice, never a copy against a copy), then averages the drawn
+    seeds' Δ."""
+    from lmguide.metrics import delong_test
+    from lmguide.sweep_faces import SeedPair, hierarchical_bootstrap
+
+    keys, people, y = _faces(n_people=6, per_person=2)
+    rng = np.random.default_rng(1)
+    pairs = []
+    for s in range(3):
+        a, b = _scores(y, people, 2.0, rng), _scores(y, people, 1.0, rng)
+        pairs.append(SeedPair(str(s), y, a, b, people, delong_test(y, a, b, clusters=people)))
+    n_boot = 40
+    got = hierarchical_bootstrap(pairs, n_boot=n_boot, seed=3)
+    names = sorted(set(people))
+    draw = np.random.default_rng(3)
+    seed_counts = draw.multinomial(3, [1 / 3] * 3, size=n_boot)
+    people_counts = draw.multinomial(len(names), [1 / len(names)] * len(names), size=n_boot)
+
+    def auc(s, w):
+        num = den = 0.0
+        for i in np.flatnonzero(y == 1):
+            for j in np.flatnonzero(y == 0):
+                pi, pj = names.index(people[i]), names.index(people[j])
+                wt = w[pi] if pi == pj else w[pi] * w[pj]  # own pairs once per copy
+                num += wt * ((s[i] > s[j]) + 0.5 * (s[i] == s[j]))
+                den += wt
+        return num / den
+
+    reps = []
+    for b in range(n_boot):
+        d = [auc(p.a, people_counts[b]) - auc(p.b, people_counts[b]) for p in pairs]
+        reps.append(np.dot(seed_counts[b], d) / 3)
+    lo, hi = np.quantile(reps, [0.025, 0.975])
+    assert got["lo"] == pytest.approx(lo, abs=1e-12) and got["hi"] == pytest.approx(hi, abs=1e-12)
+    assert got["se"] == pytest.approx(np.std(reps, ddof=1), abs=1e-12)
+    assert got["mean"] == pytest.approx(np.mean([p.test["delta"] for p in pairs]))
+    assert got["seeds"] == 3 and got["people"] == 6 and got["dropped"] == 0
+
+
+def test_seeds_that_disagree_widen_the_hierarchical_interval():
+    from lmguide.metrics import delong_test
+    from lmguide.sweep_faces import SeedPair, hierarchical_bootstrap
+
+    keys, people, y = _faces(n_people=20, per_person=3)
+    rng = np.random.default_rng(2)
+    a, b = _scores(y, people, 2.0, rng), _scores(y, people, 1.0, rng)
+
+    def pair(s, a_s):
+        return SeedPair(s, y, a_s, b, people, delong_test(y, a_s, b, clusters=people))
+
+    same = [pair(str(s), a) for s in range(4)]  # every seed the same model: only people vary
+    weaker = _scores(y, people, 0.5, rng)
+    mixed = [pair("0", a), pair("1", weaker), pair("2", a), pair("3", weaker)]
+    w_same = hierarchical_bootstrap(same)["hi"] - hierarchical_bootstrap(same)["lo"]
+    w_mixed = hierarchical_bootstrap(mixed)["hi"] - hierarchical_bootstrap(mixed)["lo"]
+    assert w_mixed > w_same > 0

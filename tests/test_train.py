@@ -95,6 +95,28 @@ def test_short_run_writes_checkpoints_logs_and_every_loss_part(cache_dir, tmp_pa
     assert list((tmp_path / "tensorboard").glob("events.*"))
 
 
+def test_predictions_csv_holds_every_scored_face_and_gives_metrics_json_auc(trained_ckpt):
+    """The run's predictions.csv: one row per face of val, test and swaps, keyed by the frame's path in
+    the data set, whose AUC per split is the one metrics.json reports."""
+    from sklearn.metrics import roc_auc_score
+
+    from lmguide.predictions import read_predictions
+
+    run = trained_ckpt.parent.parent
+    metrics = json.loads((run / "metrics.json").read_text())
+    preds = read_predictions(run / "predictions.csv")
+    assert set(preds) == {"val", "test", "swaps"}
+    for split, cols in preds.items():
+        assert len(set(cols["key"])) == len(cols["key"])  # one row per face, none twice
+        auc = roc_auc_score(cols["label"], cols["p_fake"])
+        assert auc == pytest.approx(metrics[f"{split}/auc"], abs=1e-5), split
+        assert len(set(cols["person"])) == metrics[f"{split}/people"]
+    fakes = [k for k, y in zip(preds["swaps"]["key"], preds["swaps"]["label"], strict=True) if y]
+    assert fakes and all(k.startswith("swap:") for k in fakes)
+    reals = {k for k, y in zip(preds["test"]["key"], preds["test"]["label"], strict=True) if not y}
+    assert reals == {k for k, y in zip(preds["swaps"]["key"], preds["swaps"]["label"], strict=True) if not y}
+
+
 def test_wandb_logger_is_offline_without_a_key(cache_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

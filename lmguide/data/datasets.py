@@ -121,6 +121,16 @@ class FaceDataset(Dataset):
             return [r["label"] for r in self.rows]
         return [lab for r in self.rows for lab in (r["label"], 1)]
 
+    @property
+    def item_keys(self) -> list[str]:
+        """Per item, its frame's path inside the data set (the manifest's ``sample_id``: source file,
+        frame, face), a fake's prefixed like its video name (``sbi:<sample id>``): what predictions.csv
+        pairs two runs' scores of one face by."""
+        ids = [r["sample_id"] for r in self.rows]
+        if self.fakes is None:
+            return ids
+        return [k for sid in ids for k in (sid, f"{self.fake_prefix}{sid}")]
+
     def _seed(self, i: int, epoch: int = 0) -> int:
         return (self.seed * 1_000_003 + i) if self.deterministic else sample_seed(self.seed, epoch, i)
 
@@ -266,6 +276,14 @@ class ClipDataset(FaceDataset):
         if self.fakes is None:
             return [c[0]["label"] for c in self.clips]
         return [lab for c in self.clips for lab in (c[0]["label"], 1)]
+
+    @property
+    def item_keys(self) -> list[str]:
+        """Per clip, the key of its first frame (:attr:`FaceDataset.item_keys`), unique within a track."""
+        ids = [c[0]["sample_id"] for c in self.clips]
+        if self.fakes is None:
+            return ids
+        return [k for sid in ids for k in (sid, f"{self.fake_prefix}{sid}")]
 
     def load(self, i: int | tuple[int, int]) -> dict:
         """The untransformed clip ``i`` (or ``(epoch, i)``): lists of T images and masks, label, video name,
