@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 # the only lmguide imports of the web page (app.py imports this module, lmguide.cli and lmguide.CONF_DIR)
 from lmguide.checkpoint import CheckpointError, load_model, verdict_threshold
+from lmguide.data.channels import run_channels
 from lmguide.data.faces import FacePipeline, face_settings
 from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from lmguide.errors import LmguideError, VisualizeError
@@ -178,7 +179,8 @@ class Analyzer:
         t0 = time.perf_counter()
         name = name or (Path(path).name if path else "the upload")
         path, kind = self._check(path, name)
-        with FacePipeline(self.fs, image_size=int(self.run_cfg.data.image_size)) as faces:
+        size, channels = int(self.run_cfg.data.image_size), run_channels(self.run_cfg)
+        with FacePipeline(self.fs, image_size=size, channels=channels) as faces:
             scorer = Scorer(self.model, faces, self.batch_size, self.device, keep_crops=True)
             result = score_file(scorer, path, name, self.frames_per_video)
         self._raise_for_status(result, kind)

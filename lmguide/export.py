@@ -6,6 +6,9 @@ The exported graph is the single-frame inference path of the model (backbone -> 
   the face crop resized to S = ``data.image_size`` with ``cv2.INTER_AREA``, scaled to [0, 1], minus
   ``mean``, divided by ``std``). Resizing is outside the graph anyway (it needs the crop), so the graph
   takes the exact tensor the PyTorch module takes; ``mean``/``std`` are in the metadata. B is dynamic.
+  A ``model.landmark_channels`` model takes (B, 3 + R, S, S): after RGB, one landmark region mask per
+  region in [0, 1], drawn from FaceMesh landmarks of the crop; the metadata's ``input.channels`` says
+  how (regions, mask spec, drawing rule), so a caller can draw them from its own FaceMesh pass.
 * outputs ``prob_fake`` (B,): the softmax P(fake) of the margin-free logits, as ``lmguide.predict``
   reads it; ``attention`` (B, M, h, w): the attention maps (M maps on the h x w feature grid).
 
@@ -58,7 +61,7 @@ class ExportError(LmguideError, RuntimeError):
 
 class InferenceGraph(nn.Module):
     """The frame path of :class:`~lmguide.models.module.LandmarkGuidedDetector` as a plain module:
-    image (B, 3, S, S) -> (P(fake) (B,), attention maps (B, M, h, w)).
+    image (B, C, S, S) -> (P(fake) (B,), attention maps (B, M, h, w)); C = 3, or 3 + R region masks.
 
     Holds only the backbone, attention and head (not the losses, centers or metrics of the training
     module), and computes what ``LandmarkGuidedDetector.forward`` computes for frames without labels;
@@ -68,6 +71,7 @@ class InferenceGraph(nn.Module):
         super().__init__()
         self.backbone, self.attention, self.head = model.backbone, model.attention, model.head
         self.channels_last = bool(model.channels_last)
+        self.in_channels = int(getattr(model, "in_channels", 3))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.channels_last:
@@ -88,16 +92,19 @@ def sha256(path: str | Path) -> str:
 
 def export_metadata(cfg: DictConfig, ckpt_path: str | Path, maps_shape: tuple[int, ...]) -> dict[str, str]:
     """The metadata written into the exported file: ``{key: JSON string}``."""
+    from lmguide.data.channels import describe_channels, run_channels
     from lmguide.data.faces import face_settings
     from lmguide.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     size = int(cfg.data.image_size)
     fs = face_settings(cfg.data.faces)
     m, h, w = (int(v) for v in maps_shape[1:])
+    channels = describe_channels(run_channels(cfg))
     meta = {
         "input": {
             "name": INPUT_NAME,
-            "shape": ["batch", 3, size, size],
+            "shape": ["batch", 3 + len(channels.get("landmark_regions", {})), size, size],
+            "channels": channels,
             "dtype": "float32",
             "layout": "NCHW",
             "color": "RGB",
@@ -106,7 +113,7 @@ def export_metadata(cfg: DictConfig, ckpt_path: str | Path, maps_shape: tuple[in
             "scale": 1 / 255,
             "mean": list(IMAGENET_MEAN),
             "std": list(IMAGENET_STD),
-            "formula": "(rgb_uint8 * scale - mean) / std, per channel",
+            "formula": "(rgb_uint8 * scale - mean) / std, per RGB channel",
         },
         "outputs": {
             OUTPUT_NAMES[0]: {"shape": ["batch"], "meaning": "P(fake), softmax of the margin-free logits"},
@@ -308,7 +315,8 @@ def export_model(
     graph = InferenceGraph(model).eval()
     size = int(cfg.data.image_size)
     gen = torch.Generator().manual_seed(0)
-    example = torch.randn(1, 3, size, size, generator=gen)
+    c = graph.in_channels  # 3, or 3 + R with landmark channels
+    example = torch.randn(1, c, size, size, generator=gen)
     with torch.inference_mode():
         _, maps = graph(example)
     meta = export_metadata(cfg, ckpt_path, tuple(maps.shape))
@@ -326,7 +334,7 @@ def export_model(
         if check:
             report["check"] = {
                 "batch": 2,
-                **_check_parity(tmp, graph, torch.randn(2, 3, size, size, generator=gen)),
+                **_check_parity(tmp, graph, torch.randn(2, c, size, size, generator=gen)),
             }
         os.replace(tmp, path)
     except ExportError as err:
@@ -360,8 +368,9 @@ def main(cfg: DictConfig) -> dict:
     meta = report["metadata"]
     line = (
         f"exported {cfg.ckpt_path} -> {path} ({cfg.format}, {path.stat().st_size / 2**20:.1f} MiB): "
-        f"{meta['model']['backbone']} + {meta['model']['attention']}, input (batch, 3, "
-        f"{meta['input']['image_size']}, {meta['input']['image_size']}) normalised with mean/std"
+        f"{meta['model']['backbone']} + {meta['model']['attention']}, input (batch, "
+        f"{meta['input']['shape'][1]}, {meta['input']['image_size']}, {meta['input']['image_size']}) "
+        "normalised with mean/std"
     )
     console.print(line, soft_wrap=True, highlight=False)
     if "check" in report:

@@ -7,6 +7,9 @@ are streamed (``frames_per_video`` evenly spaced frames, or ``frames_every``), n
 face gets P(fake); a file's score is the mean of its faces' scores (one face per video frame: the mean
 of its frames). Files without a face are reported as such, unreadable files and frames with a reason.
 Each file's verdict is its score at the checkpoint's threshold (calibrated on the validation split).
+A ``model.landmark_channels`` checkpoint gets its region-mask channels from a FaceMesh pass over each
+crop, as prepare landmarked the training crops; a face without landmarks is reported ``no_landmarks``,
+never scored on empty channels.
 
 A clip (video) checkpoint scores clips instead of faces (:mod:`lmguide.predict_clips`): frames sampled
 as its training cache sampled them, a face track per face index, cut into clips as ``ClipDataset``
@@ -23,6 +26,7 @@ import torch
 from omegaconf import DictConfig
 
 from lmguide.cli import check_argv, check_writable, friendly_errors
+from lmguide.data.channels import NoLandmarks, run_channels
 from lmguide.data.faces import FacePipeline, face_settings
 from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaError, VideoFrames, read_image
 from lmguide.errors import ConfigError, InputMissing
@@ -115,9 +119,14 @@ class Scorer:
                 fr.status = "too_small"
                 fr.reason = f"face of {d.size:.0f}px < min_face_size {self.faces.fs.min_face_size}"
                 continue
+            try:  # a landmark-channel model: FaceMesh on the crop draws the channels, or finds nothing
+                x = self.faces.model_input(face.crop)["image"]
+            except NoLandmarks as err:
+                fr.status, fr.reason = "no_landmarks", f"face {face.index} in frame {fidx}: {err}"
+                continue
             if self.crops is not None:
                 self.crops[(fidx, face.index)] = face.crop
-            self._pending.append((fr, self.faces.model_input(face.crop)["image"]))
+            self._pending.append((fr, x))
             if len(self._pending) >= self.batch_size:
                 self.flush()
 
@@ -198,6 +207,10 @@ def _finish(result: FileResult) -> None:
             result.reason = f"no face detected {where}"
             if any(f.status == "too_small" for f in result.frames):
                 result.reason += " (only faces under min_face_size)"
+            lost = [f for f in result.frames if f.status == "no_landmarks"]
+            if lost:  # faces were found: say why none was scored
+                result.status = "no_landmarks"
+                result.reason = f"{len(lost)} face(s) found, none scored: {lost[0].reason}"
             if result.frames_unreadable:
                 result.reason += f"; {result.frames_unreadable} frame(s) could not be decoded"
         else:
@@ -280,7 +293,7 @@ def predict(cfg: DictConfig) -> list[FileResult]:
         TimeRemainingColumn(),
     )
     with (
-        FacePipeline(fs, image_size=int(run_cfg.data.image_size)) as faces,
+        FacePipeline(fs, image_size=int(run_cfg.data.image_size), channels=run_channels(run_cfg)) as faces,
         Progress(*columns, console=console) as progress,
     ):
         scorer = Scorer(model, faces, int(cfg.batch_size), device, clips=clips)

@@ -77,6 +77,10 @@ class FaceDataModule(L.LightningDataModule):
     * ``landmark_apply_to`` (follows ``loss.landmark.apply_to``): ``fake_blend`` makes batches hold
       ``blend_mask`` (B, 1, S, S) (clips (B, T, 1, S, S)): an SBI fake's blend mask, zeros otherwise.
 
+    Input channels (``landmark_channels``, follows ``model.landmark_channels``): every split's images
+    (train, val, test and the swaps) are (3 + R, S, S), the masks of ``mask.regions`` after RGB
+    (:mod:`lmguide.data.channels`), augmented with the image.
+
     A cross-method test (frame models only): with ``swap`` (:class:`~lmguide.data.fakes.FaceSwap`) the
     test split's real faces also get landmark face swaps between different people
     (:class:`~lmguide.data.datasets.SwapDataset`, ``datasets["test_swaps"]``); ``test_fakes="swap"``
@@ -111,6 +115,7 @@ class FaceDataModule(L.LightningDataModule):
         swap: FaceSwap | None = None,
         test_fakes: str = "self_blend",
         persistent_workers: bool = True,
+        landmark_channels: bool = False,
     ):
         super().__init__()
         if batch_size < 1:
@@ -156,6 +161,7 @@ class FaceDataModule(L.LightningDataModule):
         if test_fakes == "swap" and clip_frames:
             raise ValueError("data.test_fakes=swap scores single frames; clip models are not supported")
         self.swap, self.test_fakes = swap, test_fakes
+        self.landmark_channels = bool(landmark_channels)
         self.index: PreparedIndex | None = None
         self.datasets: dict[str, FaceDataset] = {}
 
@@ -182,7 +188,7 @@ class FaceDataModule(L.LightningDataModule):
             rows = self.index.ok_rows(split)
             det = split != "train"
             args = (rows, self.index.root, self.index.mask_dir, self.eval_tf if det else self.train_tf)
-            extra = {} if det else self.extra_targets()
+            extra = {**self.channels(), **({} if det else self.extra_targets())}
             if self.clip_frames:
                 self.datasets[split] = ClipDataset(
                     *args,
@@ -208,9 +214,12 @@ class FaceDataModule(L.LightningDataModule):
     def swap_dataset(self) -> SwapDataset:
         """The test split's real faces and face swaps between its different people."""
         rows = self.index.ok_rows("test")
-        return SwapDataset(
-            rows, self.index.root, self.index.mask_dir, self.eval_tf, self.swap, seed=self.seed
-        )
+        root, masks = self.index.root, self.index.mask_dir
+        return SwapDataset(rows, root, masks, self.eval_tf, self.swap, seed=self.seed, **self.channels())
+
+    def channels(self) -> dict:
+        """Keyword arguments of every split's dataset for the input channels (none for an RGB model)."""
+        return dict(spec=self.mask, channel_regions=self.mask.regions) if self.landmark_channels else {}
 
     def extra_targets(self) -> dict:
         """Keyword arguments of the training dataset for the landmark loss's extra targets."""

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lmguide.data.channels import stack_channels
 from lmguide.data.fakes import SelfBlend
 from lmguide.data.masks import MaskSpec, draw_mask
 
@@ -67,8 +68,12 @@ class FaceDataset(Dataset):
       fake (where and how strongly the face was altered) and zeros for every other sample, for the
       landmark loss's ``apply_to=fake_blend``.
 
-    Both go through the same albumentations call as image and mask (``masks=``), so every geometric
-    step moves them exactly like the landmark mask.
+    Input channels (``channel_regions``, every split of a ``model.landmark_channels`` run): one mask
+    per region, drawn like ``region_masks``, stacked after RGB: ``image`` is then (3 + R, S, S)
+    (:mod:`lmguide.data.channels`).
+
+    All of them go through the same albumentations call as image and mask (``masks=``), so every
+    geometric step moves them exactly like the landmark mask.
     """
 
     def __init__(
@@ -84,6 +89,7 @@ class FaceDataset(Dataset):
         spec: MaskSpec | None = None,
         region_masks: Sequence[str] | None = None,
         blend_masks: bool = False,
+        channel_regions: Sequence[str] | None = None,
     ):
         if not rows:
             raise ValueError(f"no usable faces for this split in {root}/manifest.csv")
@@ -96,7 +102,8 @@ class FaceDataset(Dataset):
         self.transform, self.fakes = transform, fakes
         self.deterministic, self.seed = deterministic, seed
         self.regions = tuple(region_masks) if region_masks else ()
-        if self.regions and spec is None:
+        self.channel_regions = tuple(channel_regions) if channel_regions else ()
+        if (self.regions or self.channel_regions) and spec is None:
             raise ValueError("region masks need the MaskSpec they are drawn with (spec=)")
         self.spec, self.blend_masks = spec, bool(blend_masks)
         names = [r["video_id"] for r in rows] + (
@@ -142,37 +149,44 @@ class FaceDataset(Dataset):
         )
         mask = _read(self.mask_dir / f"{sid}.png", cv2.IMREAD_GRAYSCALE, "mask", sid).astype(np.float32) / 255
         label, video = r["label"], r["video_id"]
-        lms = np.load(self.root / r["landmarks"], allow_pickle=False) if fake or self.regions else None
+        drawn = (*self.regions, *self.channel_regions)
+        lms = np.load(self.root / r["landmarks"], allow_pickle=False) if fake or drawn else None
         blend = None
         if fake:
             img, blend = self.fakes(img, lms, np.random.default_rng(seed))
             label, video = 1, f"{self.fake_prefix}{video}"
         s = {"image": img, "mask": mask, "label": label, "video": video, "seed": seed}
-        if self.regions:  # landmarks are in pixels of the crop: draw at its size
-            size = img.shape[:2]
-            s["region_masks"] = np.stack([draw_mask(lms, size, self.spec, region=n) for n in self.regions])
+        if drawn:  # landmarks are in pixels of the crop: draw at its size, each region once
+            masks = {n: draw_mask(lms, img.shape[:2], self.spec, region=n) for n in dict.fromkeys(drawn)}
+            for key, names in (("region_masks", self.regions), ("region_channels", self.channel_regions)):
+                if names:
+                    s[key] = np.stack([masks[n] for n in names])
         if self.blend_masks:
             s["blend_mask"] = blend if blend is not None else np.zeros(img.shape[:2], np.float32)
         return s
 
     def _transform(self, s: dict, image: np.ndarray, mask: np.ndarray, k: int | None = None) -> dict:
         """Image, mask and the extra targets of ``s`` (frame ``k`` of a clip) through one transform call:
-        ``{"image", "mask" (1, S, S), ["blend_mask" (1, S, S)], ["region_masks" (R, S, S)]}``."""
+        ``{"image" (3 or 3 + R', S, S), "mask" (1, S, S), ["blend_mask" (1, S, S)], ["region_masks"
+        (R, S, S)]}``."""
         extra = []
         if self.blend_masks:
             extra.append(s["blend_mask"] if k is None else s["blend_mask"][k])
-        if self.regions:
-            extra.extend(s["region_masks"] if k is None else s["region_masks"][k])
+        for key in ("region_masks", "region_channels"):
+            if key in s:
+                extra.extend(s[key] if k is None else s[key][k])
         if not extra:
             out = self.transform(image=image, mask=mask)
             return {"image": out["image"], "mask": out["mask"].float().unsqueeze(0)}
         out = self.transform(image=image, mask=mask, masks=np.stack(extra))
-        more = torch.as_tensor(out["masks"]).float()  # (1 + R or R or 1, S, S)
+        more = torch.as_tensor(out["masks"]).float()  # (1 + R + R', S, S), the parts asked for
         res = {"image": out["image"], "mask": out["mask"].float().unsqueeze(0)}
         if self.blend_masks:
             res["blend_mask"], more = more[:1], more[1:]
         if self.regions:
-            res["region_masks"] = more
+            res["region_masks"], more = more[: len(self.regions)], more[len(self.regions) :]
+        if self.channel_regions:
+            res["image"] = stack_channels(res["image"], more)
         return res
 
     def load(self, i: int | tuple[int, int]) -> dict:
@@ -300,7 +314,7 @@ class ClipDataset(FaceDataset):
             "video": frames[0]["video"],
             "seed": seed,
         }
-        for key in ("region_masks", "blend_mask"):
+        for key in ("region_masks", "region_channels", "blend_mask"):
             if key in frames[0]:
                 out[key] = [f[key] for f in frames]
         return out
@@ -311,7 +325,7 @@ class ClipDataset(FaceDataset):
         for k, (img, mask) in enumerate(zip(s["image"], s["mask"], strict=True)):
             self.transform.set_random_seed(s["seed"] + 1)  # the same augmentation on every frame
             frames.append(self._transform(s, img, mask, k))
-        # image (T, 3, S, S), mask (T, 1, S, S) [, blend_mask (T, 1, S, S), region_masks (T, R, S, S)]
+        # image (T, 3 [+ R'], S, S), mask (T, 1, S, S) [, blend_mask (T, 1, S, S), region_masks (T, R, S, S)]
         out = {key: torch.stack([f[key] for f in frames]) for key in frames[0]}
         out["label"] = torch.tensor(s["label"], dtype=torch.long)
         out["video"] = torch.tensor(self._video_index[s["video"]], dtype=torch.long)
@@ -325,15 +339,24 @@ class SwapDataset(FaceDataset):
     same rows swapped in by ``swap`` (:class:`~lmguide.data.fakes.FaceSwap`). The source face is drawn
     from the faces whose ``person`` differs from face ``k``'s, with a generator seeded by ``(seed, k)``:
     the set is the same on every call and never pairs a person with themself. Fakes are named
-    ``swap:<video id>`` of their target face. Evaluation only: no augmentation, no extra targets.
+    ``swap:<video id>`` of their target face. Evaluation only: no augmentation, no extra targets; a
+    swap's input channels (``channels``: FaceDataset's ``spec`` and ``channel_regions``) are drawn
+    from the target face's landmarks, where the swapped face was warped to.
     """
 
     fake_prefix = "swap:"
 
     def __init__(
-        self, rows: list[dict], root: Path, mask_dir: Path, transform: A.Compose, swap, seed: int = 0
+        self,
+        rows: list[dict],
+        root: Path,
+        mask_dir: Path,
+        transform: A.Compose,
+        swap,
+        seed: int = 0,
+        **channels,
     ):
-        super().__init__(rows, root, mask_dir, transform, swap, deterministic=True, seed=seed)
+        super().__init__(rows, root, mask_dir, transform, swap, deterministic=True, seed=seed, **channels)
         people = sorted({r.get("person") or r["video_id"] for r in rows})
         if len(people) < 2:
             raise ValueError(f"face swaps need faces of at least two people; these rows show {people}")

@@ -263,7 +263,9 @@ class FacePipeline:
     ``record_low``: detect down to ``low_confidence`` so that a frame whose faces all score below
     ``min_confidence`` is told apart from one without a face (the cache records both). ``crop_small``:
     crop faces under ``min_face_size`` as well (still flagged ``too_small``). ``image_size``: the
-    eval transform of :meth:`model_input` (the model's input side). Graphs are built lazily in the
+    eval transform of :meth:`model_input` (the model's input side). ``channels``: the mask spec of a
+    ``model.landmark_channels`` model (:func:`lmguide.data.channels.run_channels`): :meth:`model_input`
+    then runs FaceMesh on the crop and stacks its region masks after RGB. Graphs are built lazily in the
     process that uses them; close the pipeline (or use it as a context manager) when done.
     """
 
@@ -273,10 +275,12 @@ class FacePipeline:
         image_size: int | None = None,
         record_low: bool = False,
         crop_small: bool = False,
+        channels=None,
     ):
         self.fs, self.image_size, self.crop_small = fs, image_size, crop_small
         self.finder = FaceFinder(fs.detector, fs.low_confidence if record_low else fs.min_confidence)
         self._transform = None
+        self.channels, self._mesh = channels, None
 
     def __call__(self, rgb: np.ndarray, policy: str) -> FrameFaces:
         """The faces of an RGB uint8 frame under ``policy`` (largest, best or all)."""
@@ -294,18 +298,50 @@ class FacePipeline:
             faces.append(Face(k, d, crop, small))
         return FrameFaces(faces, len(sure))
 
-    def model_input(self, crop: np.ndarray, mask: np.ndarray | None = None) -> dict:
-        """The eval transform of a crop (and its mask): ``{"image": (3, s, s) tensor[, "mask"]}``."""
+    def model_input(
+        self, crop: np.ndarray, mask: np.ndarray | None = None, landmarks: np.ndarray | None = None
+    ) -> dict:
+        """The eval transform of a crop (and its mask): ``{"image": (3, s, s) tensor[, "mask"]}``.
+
+        With ``channels`` the image is (3 + R, s, s): the region masks drawn from ``landmarks`` (the
+        crop's FaceMesh landmarks, found here when not given) follow RGB; a crop without landmarks
+        raises :class:`~lmguide.data.channels.NoLandmarks`."""
         if self._transform is None:
             from lmguide.data.transforms import build_transform
 
             if self.image_size is None:
                 raise ValueError("FacePipeline(image_size=...) is needed for model inputs")
             self._transform = build_transform(int(self.image_size))
-        return self._transform(image=crop) if mask is None else self._transform(image=crop, mask=mask)
+        if self.channels is None:
+            return self._transform(image=crop) if mask is None else self._transform(image=crop, mask=mask)
+        from lmguide.data.channels import NoLandmarks, draw_regions, stack_channels
+
+        if landmarks is None:
+            landmarks = self._landmarks(crop)
+        if landmarks is None:
+            raise NoLandmarks(
+                "FaceMesh found no landmarks in the face crop: this model takes the landmark region masks "
+                "as input channels (model.landmark_channels), so the face is not scored (training drops "
+                "such faces too)"
+            )
+        regions = draw_regions(landmarks, crop.shape[:2], self.channels, self.channels.regions)
+        extra = {} if mask is None else {"mask": mask}
+        out = self._transform(image=crop, masks=regions, **extra)
+        out["image"] = stack_channels(out["image"], out.pop("masks"))
+        return out
+
+    def _landmarks(self, crop: np.ndarray) -> np.ndarray | None:
+        if self._mesh is None:
+            from lmguide.data.landmarks import FaceMeshLandmarker
+
+            self._mesh = FaceMeshLandmarker()
+        return self._mesh(crop)
 
     def close(self) -> None:
         self.finder.close()
+        if self._mesh is not None:
+            self._mesh.close()
+            self._mesh = None
 
     def __enter__(self):
         return self

@@ -273,7 +273,8 @@ class TimmBackbone(nn.Module):
             std_in = x.new_tensor(IMAGENET_STD)
             scale = (std_in / self.input_std).view(1, 3, 1, 1)
             shift = ((mean_in - self.input_mean) / self.input_std).view(1, 3, 1, 1)
-            x = torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
+            rgb = torch.addcmul(shift.to(x.dtype), x[:, :3], scale.to(x.dtype))
+            x = rgb if x.shape[1] == 3 else torch.cat([rgb, x[:, 3:]], 1)  # landmark channels as they are
         return self.model(x)[-1]  # (B, C, h, w)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import lightning as L
@@ -15,6 +15,7 @@ from lmguide.losses.center import CenterLoss
 from lmguide.losses.composite import CompositeLoss
 from lmguide.metrics import VideoScores, attention_in_mask, detection_metrics, training_metrics
 from lmguide.models.guard import NonFiniteGuard
+from lmguide.models.input_channels import RGB, widen_stem
 from lmguide.models.views import attention_crop, attention_drop
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ class LandmarkGuidedDetector(L.LightningModule):
         channels_last: NHWC memory format for convolutions (about 1.5x faster on CPU for EfficientNet).
         max_bad_steps: a step whose loss or gradients hold NaN/Inf is skipped (no update, counted as
             ``train/skipped_steps``); this many in a row stop training with an error.
+        landmark_channels: the masks of ``landmark_regions`` are extra input channels: inputs are
+            (B, 3 + R, S, S) and the backbone's first convolution is widened, the new filters zero
+            (:mod:`lmguide.models.input_channels`). ``in_channels`` says what the model takes.
     """
 
     def __init__(
@@ -62,8 +66,16 @@ class LandmarkGuidedDetector(L.LightningModule):
         drop_threshold: tuple[float, float] = (0.2, 0.5),
         channels_last: bool = True,
         max_bad_steps: int = 10,
+        landmark_channels: bool = False,
+        landmark_regions: Sequence[str] | None = None,
     ):
         super().__init__()
+        self.landmark_regions = tuple(landmark_regions or ()) if landmark_channels else ()
+        if landmark_channels and not self.landmark_regions:
+            raise ValueError("model.landmark_channels=true needs model.landmark_regions (the mask's regions)")
+        if self.landmark_regions:  # the weights are loaded (3 channels) by now: widening keeps them
+            widen_stem(backbone, len(self.landmark_regions))
+        self.in_channels = RGB + len(self.landmark_regions)
         self.guard = NonFiniteGuard(max_bad_steps)
         self._terms: dict[str, torch.Tensor] = {}  # this step's loss terms, checked before the update
         self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
@@ -102,7 +114,8 @@ class LandmarkGuidedDetector(L.LightningModule):
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> Output:
         """``labels`` reach the head only in training (margin heads add their margin to the true class);
         without them the logits are the margin-free scores used for evaluation.
-        ``x``: images (B, 3, S, S), or clips (B, T, 3, S, S) for a clip model."""
+        ``x``: images (B, C, S, S), or clips (B, T, C, S, S) for a clip model; C = ``in_channels``: 3,
+        or 3 + R with ``landmark_channels`` (the region masks after RGB)."""
         clip = self._check_input(x)
         if clip:
             b, t = x.shape[:2]
@@ -116,16 +129,27 @@ class LandmarkGuidedDetector(L.LightningModule):
         return Output(self.head(feats, labels), maps, feats)
 
     def _check_input(self, x: torch.Tensor) -> bool:
-        """True for a clip batch; a clip model given frames, or a frame model given clips, is refused."""
+        """True for a clip batch; a clip model given frames, or a frame model given clips, is refused, and
+        so is an input whose channels are not ``in_channels``."""
+        if x.dim() in (4, 5) and x.shape[-3] != self.in_channels:
+            what = (
+                f"RGB + the region masks of {list(self.landmark_regions)} (model.landmark_channels=true)"
+                if self.landmark_regions
+                else "RGB (model.landmark_channels=false)"
+            )
+            raise ValueError(
+                f"this model takes {self.in_channels} input channels, {what}; got {tuple(x.shape)}"
+            )
         if self.clip_frames:
             if x.dim() != 5:
                 raise ValueError(
                     f"this is a clip model (backbone {self.backbone.name} with an LSTM over "
-                    f"{self.clip_frames} frames): it takes clips (B, T, 3, S, S), got {tuple(x.shape)}"
+                    f"{self.clip_frames} frames): it takes clips (B, T, {self.in_channels}, S, S), "
+                    f"got {tuple(x.shape)}"
                 )
             return True
         if x.dim() != 4:
-            raise ValueError(f"expected images (B, 3, S, S), got {tuple(x.shape)}")
+            raise ValueError(f"expected images (B, {self.in_channels}, S, S), got {tuple(x.shape)}")
         return False
 
     def _check_landmark_heads(self) -> None:

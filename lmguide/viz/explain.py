@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from lmguide.data.channels import run_channels
 from lmguide.data.faces import FacePipeline, face_settings
 from lmguide.errors import ConfigError, VisualizeError
 from lmguide.viz.channels import channel_gates, gate_bar_chart, has_channel_gate
@@ -33,7 +34,7 @@ class FaceInput:
     crop: np.ndarray  # (S, S, 3) RGB uint8, S = data.faces.face_size
     landmarks: np.ndarray  # (478, 3) pixel coordinates of ``crop``
     mask: np.ndarray  # (S, S) float32 landmark mask of ``crop``
-    image: torch.Tensor  # (3, s, s) normalised model input, s = data.image_size
+    image: torch.Tensor  # (3, s, s) normalised model input, s = data.image_size (+ R region channels)
     model_mask: torch.Tensor  # (s, s) the mask after the eval transform
     box: tuple[float, float, float, float]
     score: float
@@ -55,7 +56,8 @@ def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", n
         raise ConfigError(f"face must be 'largest' or 'best', got {which!r}")
     fs = face_settings(run_cfg.data.faces)
     # faces under min_face_size are explained too (the command warns): training never saw them
-    with FacePipeline(fs, image_size=int(run_cfg.data.image_size), crop_small=True) as faces:
+    size, channels = int(run_cfg.data.image_size), run_channels(run_cfg)
+    with FacePipeline(fs, image_size=size, crop_small=True, channels=channels) as faces:
         found = faces(rgb, which)
         if not found.faces:
             raise VisualizeError(
@@ -91,8 +93,12 @@ def face_from_crop(
     spec = hydra.utils.instantiate(run_cfg.data.mask)
     mask = draw_mask(landmarks, crop.shape[:2], spec)
     if faces is None:  # only its transform is used: the detector graphs are built lazily, so never here
-        faces = FacePipeline(face_settings(run_cfg.data.faces), image_size=int(run_cfg.data.image_size))
-    out = faces.model_input(crop, mask)
+        faces = FacePipeline(
+            face_settings(run_cfg.data.faces),
+            image_size=int(run_cfg.data.image_size),
+            channels=run_channels(run_cfg),
+        )
+    out = faces.model_input(crop, mask, landmarks)  # a landmark-channel model: these landmarks' regions
     model_mask = torch.as_tensor(out["mask"]).float()
     return FaceInput(crop, landmarks, mask, out["image"], model_mask, box, score, n_faces)
 

@@ -11,7 +11,7 @@ from lmguide.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     """Undo ImageNet normalisation: (3, H, W) tensor -> (H, W, 3) RGB uint8."""
-    x = image.detach().float().cpu().permute(1, 2, 0).numpy() * IMAGENET_STD + IMAGENET_MEAN
+    x = image[:3].detach().float().cpu().permute(1, 2, 0).numpy() * IMAGENET_STD + IMAGENET_MEAN
     return np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
