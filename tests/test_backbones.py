@@ -183,6 +183,7 @@ def test_clip_dataset_on_demo_faces(demo_datamodule):
     assert torch.equal(clips[1]["image"], fake["image"])  # deterministic fakes for evaluation
 
 
+@pytest.mark.slow
 def test_efficientnet_lstm_fast_dev_run_on_demo_clips(cache_dir, tmp_path):
     overrides = ["backbone=efficientnet_lstm", "trainer.fast_dev_run=true", "data.faces.frames_per_video=8"]
     proc = fast_train(cache_dir, tmp_path, *overrides, "data.image_size=64", "attention.num_maps=2")

@@ -42,6 +42,7 @@ def _poison(monkeypatch, bad_calls: set[int], term: str = "landmark") -> list[in
     return calls
 
 
+@pytest.mark.slow
 def test_a_nan_step_is_skipped_counted_and_never_saved(cache_dir, tmp_path, monkeypatch, caplog):
     cfg = compose_cfg(FAST_DATA + SHORT + ["trainer.max_steps=4"], tmp_path, cache_dir)
     calls = _poison(monkeypatch, {1, 2})
@@ -71,6 +72,7 @@ def test_a_nan_step_is_skipped_counted_and_never_saved(cache_dir, tmp_path, monk
     assert ckpt["state_dict"]["center.centers"].isfinite().all()
 
 
+@pytest.mark.slow
 def test_consecutive_bad_steps_stop_training_with_the_reason(cache_dir, tmp_path, monkeypatch):
     cfg = compose_cfg(
         FAST_DATA + SHORT + ["trainer.max_steps=20", "model.max_bad_steps=3"], tmp_path, cache_dir

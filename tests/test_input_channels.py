@@ -176,6 +176,7 @@ def channel_ckpt(cache_dir, tmp_path_factory) -> Path:
     return run / "checkpoints" / "best.ckpt"
 
 
+@pytest.mark.slow
 def test_training_records_the_channels_and_eval_rebuilds_them(channel_ckpt, tmp_path):
     from lmguide.checkpoint import load_model
 
@@ -186,6 +187,7 @@ def test_training_records_the_channels_and_eval_rebuilds_them(channel_ckpt, tmp_
     assert model.in_channels == 3 + R and run_cfg.data.landmark_channels is True
 
 
+@pytest.mark.slow
 def test_predict_feeds_the_channels_of_the_training_cache(channel_ckpt, channel_datamodule, media, tmp_path):
     """predict's own FaceMesh pass gives the channels the cache gives: the same P(fake) for the face."""
     from lmguide.checkpoint import load_model
@@ -201,6 +203,7 @@ def test_predict_feeds_the_channels_of_the_training_cache(channel_ckpt, channel_
     assert res.frames[0].prob_fake == pytest.approx(expected, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_the_page_scores_and_explains_with_the_channels(channel_ckpt, media, tmp_path):
     from lmguide.app_core import Analyzer
     from lmguide.predict import predict
@@ -214,6 +217,7 @@ def test_the_page_scores_and_explains_with_the_channels(channel_ckpt, media, tmp
     assert face.explained_prob == pytest.approx(face.prob_fake, abs=1e-5) and len(face.tiles) >= 3
 
 
+@pytest.mark.slow
 def test_onnx_export_takes_the_channels(channel_ckpt, channel_datamodule, tmp_path):
     pytest.importorskip("onnxruntime")
     from lmguide.export import PROB_TOL, export_model, load_exported, read_metadata, run_exported

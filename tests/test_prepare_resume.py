@@ -150,6 +150,7 @@ def _kill_after(cache: Path, run_dir: Path, n_done: int, workers: int) -> int:
     return _n_done(cache)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("n_done", "workers"), [(3, 1), (11, 2)])
 def test_kill_9_then_resume_equals_an_uninterrupted_run(media_cache, reference, tmp_path, n_done, workers):
     cache = _fresh(media_cache, tmp_path)
@@ -247,6 +248,7 @@ def test_kill_9_at_random_moments_then_resume(media_cache, reference_run, tmp_pa
     assert len({t["phase"] for t in trials if t["killed"]}) >= 2  # the kills landed at different stages
 
 
+@pytest.mark.slow
 def test_two_concurrent_prepares_share_the_cache(media_cache, reference, tmp_path):
     cache = _fresh(media_cache, tmp_path)
     procs = [
@@ -258,6 +260,7 @@ def test_two_concurrent_prepares_share_the_cache(media_cache, reference, tmp_pat
     assert _snapshot(cache) == reference
 
 
+@pytest.mark.slow
 def test_sharded_prepare_writes_the_manifest_once_all_shards_are_done(media_cache, reference, tmp_path):
     cache = _fresh(media_cache, tmp_path)
     env = _env(cache)

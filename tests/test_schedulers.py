@@ -188,6 +188,7 @@ def test_min_lr_stop_leaves_a_schedule_in_steps_alone(tmp_path):
     assert n is None and last == pytest.approx(0.0, abs=1e-12)  # at its own zero floor, still running
 
 
+@pytest.mark.slow
 def test_cli_fit_with_cosine_steps_the_schedule_every_optimizer_step(cache_dir, tmp_path):
     args = [
         "scheduler=cosine",

@@ -117,6 +117,7 @@ def test_predictions_csv_holds_every_scored_face_and_gives_metrics_json_auc(trai
     assert reals == {k for k, y in zip(preds["swaps"]["key"], preds["swaps"]["label"], strict=True) if not y}
 
 
+@pytest.mark.slow
 def test_wandb_logger_is_offline_without_a_key(cache_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -159,6 +160,7 @@ def _cli(args: list[str], tmp_path: Path, cache_dir: Path, timeout: int = 600) -
     return run_cli("lmguide.train", [*args, f"hydra.run.dir={tmp_path}"], tmp_path, cache_dir, timeout)
 
 
+@pytest.mark.slow
 def test_cli_vit_with_lambda_override(cache_dir, tmp_path):
     """`python -m lmguide.train backbone=vit loss.lambda_lm=0.3`, as a fast_dev_run, from another cwd."""
     proc = _cli(
@@ -207,6 +209,7 @@ def test_cli_multirun_lambda_grid(cache_dir, tmp_path):
     assert (tmp_path / "sweep_report.csv").exists() and (tmp_path / "sweep_report.png").exists()
 
 
+@pytest.mark.slow
 def test_periodic_checkpoints_rotate_and_early_stopping_stops(cache_dir, tmp_path):
     """One step per epoch, validated each: every step a periodic checkpoint (2 kept); early stopping on
     val/auc with an unreachable min_delta stops after the best validation plus `patience` others."""
