@@ -48,7 +48,10 @@ def cli_env(cache_dir: Path, changes: dict[str, str | None] | None = None) -> di
     value removes the variable)."""
     env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
     for key, value in (changes or {}).items():
-        env.pop(key, None) if value is None else env.__setitem__(key, value)
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     return env
 
 
@@ -219,10 +222,14 @@ def kill_during_training(
 
     import torch
 
-    env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
     cmd = [sys.executable, "-m", "lmguide.train", *args, f"hydra.run.dir={run}"]
     proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        cmd,
+        cwd=cwd,
+        env=cli_env(cache_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     last = run / "checkpoints" / "last.ckpt"
 
