@@ -98,6 +98,19 @@ def check_argv(argv: list[str] | None = None) -> None:
         fail(f"argument {arg!r} is not key=value (overrides look like key=value, e.g. seed=1)")
 
 
+def stop_idle_pool_workers() -> None:
+    """Stop the worker processes joblib's loky pool keeps for 300 s after a ``launcher=joblib`` sweep.
+    They inherit the command's stdout and stderr: piped (``| tee``, CI, a test) the command would look
+    busy for five more minutes after its last job ended."""
+    if "joblib" not in sys.modules:
+        return
+    from joblib.externals.loky import reusable_executor
+
+    executor = getattr(reusable_executor, "_executor", None)  # the pool, when one was started
+    if executor is not None:
+        executor.shutdown(wait=True)
+
+
 def check_writable(path, key: str, folder: bool = False) -> None:
     """Refuse, before any work, an output that could not be written: ``path`` (a file, or a folder when
     ``folder``) must be creatable and writable. Its folder is created; a probe file is written and

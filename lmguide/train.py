@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lmguide.cli import check_argv, friendly_errors
+from lmguide.cli import check_argv, friendly_errors, stop_idle_pool_workers
 from lmguide.errors import ConfigError, LmguideError
 from lmguide.loggers import finish_wandb, instantiate_group, log_images, wandb_offline_by_default
 from lmguide.metrics import (
@@ -370,4 +370,7 @@ def _resumed(cfg: DictConfig) -> tuple[DictConfig, dict]:
 
 if __name__ == "__main__":
     check_argv()
-    main()
+    try:
+        main()
+    finally:
+        stop_idle_pool_workers()

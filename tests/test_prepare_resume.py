@@ -111,7 +111,8 @@ def _fresh(media_cache: Path, tmp_path: Path) -> Path:
 
 
 def _n_done(cache: Path) -> int:
-    return sum(1 for _ in (cache / "demo" / "index").glob("*/done/**/*.json"))
+    """Done records written whole; a record killed mid-write is a temp file the resume never reads."""
+    return sum(1 for p in (cache / "demo" / "index").glob("*/done/**/*.json") if not _is_temp(p))
 
 
 def _n_masks(cache: Path) -> int:
