@@ -168,13 +168,20 @@ class AttentionOverlay(L.Callback):
         maps_per_item = out.maps
         if x.dim() == 5:  # clips: the first frame of each clip with its maps, P(fake) of the clip
             maps_per_item = out.maps.reshape(x.shape[0], x.shape[1], *out.maps.shape[1:])[:, 0]
-            items = [{**it, "image": it["image"][0], "mask": it["mask"][0]} for it in items]
+            items = [
+                {**it, **{k: it[k][0] for k in ("image", "mask", "region_masks") if k in it}} for it in items
+            ]
         rows = []
         for it, maps, p in zip(items, maps_per_item, prob, strict=True):
             kind = "fake" if int(it["label"]) else "real"
             rows.append(
                 attention_panel(
-                    it["image"], maps, it["mask"], f"{kind}  P(fake)={p:.2f}  step {trainer.global_step}"
+                    it["image"],
+                    maps,
+                    it["mask"],
+                    f"{kind}  P(fake)={p:.2f}  step {trainer.global_step}",
+                    region_masks=it.get("region_masks"),
+                    regions=getattr(ds, "regions", ()),
                 )
             )
         panel = np.concatenate(rows, axis=0)

@@ -99,6 +99,9 @@ def evaluate(cfg: DictConfig) -> dict:
         metrics[f"{level}/people"] = boot["clusters"]
     metrics["frame/attn_in_lm"] = float(res["attn_in_lm"].mean())
     metrics["frame/pointing_game"] = float(res["pointing"].mean())
+    for k in [k for k in res if k.startswith("attn_") and k != "attn_in_lm"] + ["map_corr"]:
+        if not res[k].isnan().all():  # per region, and map diversity (NaN for a single map)
+            metrics[f"frame/{k}"] = float(res[k].float().nanmean())
 
     (out_dir / "metrics.json").write_text(
         json.dumps(
@@ -169,6 +172,9 @@ def _print(metrics: dict, split: str, out_dir: Path, unit: str = "frame") -> Non
     per_frame = "" if unit == "frame" else " (per frame)"
     t.add_row(f"attn_in_lm{per_frame}", f"{metrics['frame/attn_in_lm']:.4f}", "-")
     t.add_row(f"pointing_game{per_frame}", f"{metrics['frame/pointing_game']:.4f}", "-")
+    for k in [k.split("/", 1)[1] for k in metrics if k.startswith(("frame/attn_", "frame/map_corr"))]:
+        if k != "attn_in_lm":
+            t.add_row(f"{k}{per_frame}", f"{metrics[f'frame/{k}']:.4f}", "-")
     console = Console()
     console.print(t)
     if metrics.get(f"{unit}/undefined"):

@@ -15,7 +15,7 @@ from torchmetrics.classification import (
     BinaryRecall,
 )
 
-from lmguide.losses.landmark import as_spatial, mean_attention
+from lmguide.alignment import attention_in_mask, attention_in_regions, map_correlation, pointing_hit
 
 
 def detection_metrics(prefix: str) -> MetricCollection:
@@ -329,25 +329,6 @@ def delong_test(labels, scores_a, scores_b, clusters=None, level: float = 0.95) 
     return out
 
 
-# -- attention alignment ---------------------------------------------------------------------------
-
-
-def attention_in_mask(maps: torch.Tensor, mask: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Share of the attention mass inside the mask, per sample: ΣĀ·L / ΣĀ, (B,). Uniform attention
-    scores the mask's area fraction; 1 means every bit of attention lies on the landmarks."""
-    mask = as_spatial(mask)
-    a = mean_attention(maps, mask.shape[-2:]).flatten(1)
-    return (a * mask.flatten(1)).sum(1) / a.sum(1).clamp_min(eps)
-
-
-def pointing_hit(maps: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Pointing game, per sample: 1.0 when the peak of Ā falls inside the mask (L > threshold), (B,)."""
-    mask = as_spatial(mask)
-    a = mean_attention(maps, mask.shape[-2:]).flatten(1)
-    peak = a.argmax(1)
-    return (mask.flatten(1).gather(1, peak[:, None]).squeeze(1) > threshold).float()
-
-
 @torch.no_grad()
 def score_split(model, dataset, batch_size: int = 32) -> dict:
     """P(fake), labels, video names, people, item keys and attention metrics for every item of
@@ -356,7 +337,8 @@ def score_split(model, dataset, batch_size: int = 32) -> dict:
     metrics per frame of each clip (the model's maps are per frame)."""
     from torch.utils.data import DataLoader
 
-    probs, labels, videos, attn, hits = [], [], [], [], []
+    regions = tuple(getattr(dataset, "regions", ()))
+    probs, labels, videos, attn, hits, corr, per_region = [], [], [], [], [], [], []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
         out = model(batch["image"])
         mask = batch["mask"]
@@ -366,7 +348,11 @@ def score_split(model, dataset, batch_size: int = 32) -> dict:
         videos += [dataset.video_names[i] for i in batch["video"].tolist()]
         attn.append(attention_in_mask(out.maps, mask))
         hits.append(pointing_hit(out.maps, mask))
-    return {
+        corr.append(map_correlation(out.maps))
+        if regions:
+            rm = batch["region_masks"]
+            per_region.append(attention_in_regions(out.maps, rm.flatten(0, 1) if rm.dim() == 5 else rm))
+    res = {
         "prob": torch.cat(probs),
         "label": torch.cat(labels),
         "video": videos,
@@ -374,4 +360,9 @@ def score_split(model, dataset, batch_size: int = 32) -> dict:
         "key": list(dataset.item_keys),  # the loader keeps the dataset's order
         "attn_in_lm": torch.cat(attn),
         "pointing": torch.cat(hits),
+        "map_corr": torch.cat(corr),
     }
+    if regions:  # (N, R) -> one (N,) share per region: attn_eyes, attn_nose, ...
+        shares = torch.cat(per_region)
+        res.update({f"attn_{r}": shares[:, j] for j, r in enumerate(regions)})
+    return res

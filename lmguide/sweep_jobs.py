@@ -18,6 +18,11 @@ METRICS = (
     ("test/eer", "test EER"),
     ("val/attn_in_lm", "val attn_in_lm"),
     ("test/attn_in_lm", "test attn_in_lm"),
+    # the test faces' attention on each region of the default mask, and how alike the maps are
+    ("test/attn_eyes", "test eyes"),
+    ("test/attn_nose", "test nose"),
+    ("test/attn_mouth", "test mouth"),
+    ("test/map_corr", "test map_corr"),
     ("swaps/auc", "swaps AUC"),
     ("wall_time_s", "time/job (s)"),
 )

@@ -36,6 +36,8 @@ from lmguide.viz.curves import plot_curves
 log = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ("auc", "acc", "cal_acc", "eer", "ap", "f1", "cal_f1", "video_auc", "attn_in_lm", "mask_area")
+#: after attn_in_lm: the share on each landmark region (attn_<region>, as many as the mask has), then
+#: how alike the attention maps are (map_corr)
 #: summary row names where the metrics.json key alone would not say at which threshold
 #: (at most 10 characters, as long as attn_in_lm: a wider column wraps the AUC cells on an 80-column console)
 SUMMARY_ROWS = {"acc": "acc @0.5", "f1": "f1 @0.5", "cal_acc": "acc @thr", "cal_f1": "f1 @thr"}
@@ -229,6 +231,11 @@ def split_statistics(scored: dict[str, dict], seed: int = 0) -> dict:
             out["swaps/attn_in_lm"] = float(res["attn_in_lm"].mean())
             vids, vs, vy = aggregate_videos(res["prob"], res["label"], res["video"])
             out["swaps/video_auc"] = binary_report(vs, vy)["auc"]
+        for k in [k for k in res if k.startswith("attn_") and k != "attn_in_lm"] + ["map_corr"]:
+            if k in res:  # per-region attention shares and map similarity, as means over the set's faces
+                v = res[k].float()
+                if not v.isnan().all():  # map_corr is NaN for a single map: no row then
+                    out[f"{name}/{k}"] = float(v.nanmean())
         frame = bootstrap_auc(res["prob"], res["label"], res["person"], seed=seed)
         person = dict(zip(res["video"], res["person"], strict=True))
         vids, vs, vy = aggregate_videos(res["prob"], res["label"], res["video"])
@@ -269,6 +276,15 @@ def format_metric(metrics: dict, split: str, key: str) -> str:
     return f"{v:.4f}" + ("" if lo is None else f" [{lo:.2f}, {hi:.2f}]")
 
 
+def summary_keys(metrics: dict) -> list[str]:
+    """The summary's rows: :data:`SUMMARY_KEYS` with the per-region shares (``attn_<region>``, in the
+    order the run wrote them) after ``attn_in_lm`` and ``map_corr`` last."""
+    regions = list(dict.fromkeys(k.split("/", 1)[1] for k in metrics if "/attn_" in k))
+    regions = [r for r in regions if r != "attn_in_lm" and not r.endswith(("_ci95_lo", "_ci95_hi"))]
+    i = SUMMARY_KEYS.index("attn_in_lm") + 1
+    return [*SUMMARY_KEYS[:i], *regions, *SUMMARY_KEYS[i:], "map_corr"]
+
+
 def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -278,7 +294,7 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
     cols = [c for c in SCORED_SETS if any(k.startswith(f"{c}/") for k in metrics)]
     for c in cols:
         table.add_column("swaps (cross-method)" if c == "swaps" else c, justify="right")
-    for k in SUMMARY_KEYS:
+    for k in summary_keys(metrics):
         cells = [format_metric(metrics, c, k) for c in cols]
         if all(x == "-" for x in cells):
             continue
@@ -315,7 +331,8 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
         if metrics.get(f"{c}/undefined"):
             console.print(f"{c}: {metrics[f'{c}/undefined']}", soft_wrap=True, highlight=False, markup=False)
     console.print(
-        f"attn_in_lm: share of attention inside the landmark mask (mask_area = chance level); "
+        f"attn_in_lm: share of attention inside the landmark mask (mask_area = chance level), attn_<region>: "
+        "on each region; map_corr: mean correlation between the attention maps (1: one map repeated); "
         f"{trainer.global_step} steps in {metrics['wall_time_s']:.0f} s",
         soft_wrap=True,
     )

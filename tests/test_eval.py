@@ -135,6 +135,9 @@ def test_eval_on_a_trained_checkpoint(trained_ckpt, tmp_path):
     assert len(set(test["video"])) == metrics["n_videos"]
     assert roc_auc_score(test["label"], test["p_fake"]) == pytest.approx(saved["frame/auc"], abs=1e-6)
     assert 0 <= metrics["frame/pointing_game"] <= 1 and 0 <= metrics["threshold_val"] <= 1
+    shares = [saved[f"frame/attn_{r}"] for r in ("eyes", "nose", "mouth")]  # the demo mask's regions
+    assert all(0 < s < 1 for s in shares) and sum(shares) < 1
+    assert -1 <= saved["frame/map_corr"] <= 1  # two maps: their correlation
     logged = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))  # logger=default: CSV + TensorBoard
     assert float(logged[0]["eval/test/frame/auc"]) == pytest.approx(metrics["frame/auc"])
     assert list((tmp_path / "tensorboard").glob("events.*"))

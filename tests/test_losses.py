@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lmguide.alignment import attention_in_mask
 from lmguide.losses.center import CenterLoss
 from lmguide.losses.composite import CompositeLoss
 from lmguide.losses.landmark import FORMS, LandmarkLoss
-from lmguide.metrics import attention_in_mask
 
 
 def _mask():

@@ -117,6 +117,16 @@ def test_predictions_csv_holds_every_scored_face_and_gives_metrics_json_auc(trai
     assert reals == {k for k, y in zip(preds["swaps"]["key"], preds["swaps"]["label"], strict=True) if not y}
 
 
+def test_metrics_json_has_the_attention_per_region_and_the_map_diversity_of_every_scored_set(trained_ckpt):
+    metrics = json.loads((trained_ckpt.parent.parent / "metrics.json").read_text())
+    for split in ("val", "test", "swaps"):
+        shares = [metrics[f"{split}/attn_{r}"] for r in ("eyes", "nose", "mouth")]
+        assert all(0 < s < 1 for s in shares), (split, shares)
+        # the regions barely overlap: their shares add up to about the share inside the whole mask
+        assert sum(shares) == pytest.approx(metrics[f"{split}/attn_in_lm"], abs=0.05), split
+        assert -1 <= metrics[f"{split}/map_corr"] <= 1  # the fixture's run has two maps
+
+
 @pytest.mark.slow
 def test_wandb_logger_is_offline_without_a_key(cache_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)

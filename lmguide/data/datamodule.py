@@ -68,8 +68,11 @@ class FaceDataModule(L.LightningDataModule):
     to :class:`~lmguide.data.datasets.ClipDataset`: batches then hold images (B, T, 3, S, S) and masks
     (B, T, 1, S, S) with one label per clip; ``clip_min_frames`` is the shortest track kept (padded).
 
-    Extra targets of the landmark loss, in training batches only (evaluation never uses them), each
-    set from the loss config so the default path stays as it is:
+    The evaluated splits (val, test, the swaps) also hold ``region_masks`` (B, R, S, S), one per region
+    of ``mask.regions``, for the per-region attention shares of the run's summary (:meth:`eval_targets`).
+
+    Extra targets of the landmark loss, in training batches only, each set from the loss config so the
+    default path stays as it is:
 
     * ``region_masks`` (``data.region_masks``, follows ``loss.landmark.regions``: ``loss=per_head``):
       names of landmark regions; batches hold ``region_masks`` (B, R, S, S) (clips (B, T, R, S, S)),
@@ -188,7 +191,7 @@ class FaceDataModule(L.LightningDataModule):
             rows = self.index.ok_rows(split)
             det = split != "train"
             args = (rows, self.index.root, self.index.mask_dir, self.eval_tf if det else self.train_tf)
-            extra = {**self.channels(), **({} if det else self.extra_targets())}
+            extra = {**self.channels(), **(self.eval_targets() if det else self.extra_targets())}
             if self.clip_frames:
                 self.datasets[split] = ClipDataset(
                     *args,
@@ -215,11 +218,17 @@ class FaceDataModule(L.LightningDataModule):
         """The test split's real faces and face swaps between its different people."""
         rows = self.index.ok_rows("test")
         root, masks = self.index.root, self.index.mask_dir
-        return SwapDataset(rows, root, masks, self.eval_tf, self.swap, seed=self.seed, **self.channels())
+        extra = {**self.channels(), **self.eval_targets()}  # both draw with the same mask spec
+        return SwapDataset(rows, root, masks, self.eval_tf, self.swap, seed=self.seed, **extra)
 
     def channels(self) -> dict:
         """Keyword arguments of every split's dataset for the input channels (none for an RGB model)."""
         return dict(spec=self.mask, channel_regions=self.mask.regions) if self.landmark_channels else {}
+
+    def eval_targets(self) -> dict:
+        """Keyword arguments of the evaluated splits' datasets: one mask per landmark region (eyes, nose,
+        mouth, ...), from which the run reports the share of attention on each region."""
+        return dict(spec=self.mask, region_masks=self.mask.regions)
 
     def extra_targets(self) -> dict:
         """Keyword arguments of the training dataset for the landmark loss's extra targets."""

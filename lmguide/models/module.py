@@ -11,9 +11,10 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from lmguide.alignment import attention_in_mask
 from lmguide.losses.center import CenterLoss
 from lmguide.losses.composite import CompositeLoss
-from lmguide.metrics import VideoScores, attention_in_mask, detection_metrics, training_metrics
+from lmguide.metrics import VideoScores, detection_metrics, training_metrics
 from lmguide.models.guard import NonFiniteGuard
 from lmguide.models.input_channels import RGB, widen_stem
 from lmguide.models.views import attention_crop, attention_drop

@@ -1,4 +1,4 @@
-"""Attention overlays: a face, its mean attention as a heat map, and the landmark mask outline."""
+"""Attention overlays: a face, its attention maps cell by cell, and the landmark region outlines."""
 
 from __future__ import annotations
 
@@ -39,18 +39,54 @@ def mask_outline(rgb: np.ndarray, mask: np.ndarray, color=(255, 255, 255)) -> np
     return out
 
 
+def grid_overlay(rgb: np.ndarray, attn: np.ndarray, alpha: float = 0.45, grid: float = 1.0) -> np.ndarray:
+    """``attn`` (gh, gw) shown cell by cell (no interpolation: the map at its own resolution) over ``rgb``,
+    with the cell borders drawn in white at opacity ``grid`` (1: solid, e.g. 0.3: faint)."""
+    h, w = rgb.shape[:2]
+    gh, gw = attn.shape
+    blocky = cv2.resize(attn.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
+    out = heat_overlay(rgb, blocky, alpha)
+    lines = out.copy()
+    for i in range(1, gh):
+        y = round(i * h / gh)
+        cv2.line(lines, (0, y), (w - 1, y), (255, 255, 255), 1)
+    for j in range(1, gw):
+        x = round(j * w / gw)
+        cv2.line(lines, (x, 0), (x, h - 1), (255, 255, 255), 1)
+    return cv2.addWeighted(lines, grid, out, 1 - grid, 0)
+
+
+#: outline colours of the landmark regions in the overlays (RGB); other regions and a whole mask: white
+REGION_COLORS = {"eyes": (0, 255, 255), "nose": (255, 255, 0), "mouth": (255, 0, 255)}
+WHITE = (255, 255, 255)
+
+
 def attention_panel(
-    image: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, title: str = ""
+    image: torch.Tensor,
+    maps: torch.Tensor,
+    mask: torch.Tensor,
+    title: str = "",
+    region_masks: torch.Tensor | None = None,
+    regions: tuple[str, ...] | list[str] = (),
 ) -> np.ndarray:
-    """One row: face | mean attention over the face with the mask outline | each head's map.
+    """One row: face | mean attention | each head's map, every map drawn at its own resolution (one
+    flat colour per cell, the cell grid faint) with the outline of each landmark region in its colour
+    (``region_masks`` (R, H, W) named ``regions``), or of the whole mask when no region masks are given.
 
     image (3, H, W) normalised, maps (M, h, w), mask (1, H, W) or (H, W). Returns RGB uint8.
     """
     rgb = to_uint8(image)
-    m = mask.detach().float().cpu().reshape(rgb.shape[:2]).numpy()
-    maps_np = maps.detach().float().cpu().numpy()
-    tiles = [rgb, mask_outline(heat_overlay(rgb, maps_np.mean(0)), m)]
-    tiles += [heat_overlay(rgb, a) for a in maps_np]
+    if region_masks is not None and len(regions):
+        outlines = region_masks.detach().float().cpu().reshape(len(regions), *rgb.shape[:2]).numpy()
+        colors = [REGION_COLORS.get(r, WHITE) for r in regions]
+    else:
+        outlines, colors = mask.detach().float().cpu().reshape(1, *rgb.shape[:2]).numpy(), [WHITE]
+    tiles = [rgb]
+    for a in (maps.detach().float().cpu().mean(0), *maps.detach().float().cpu()):
+        tile = grid_overlay(rgb, a.numpy(), grid=0.3)
+        for m, color in zip(outlines, colors, strict=True):
+            tile = mask_outline(tile, m, color)
+        tiles.append(tile)
     row = np.concatenate(tiles, axis=1)
     if title:
         bar = np.zeros((18, row.shape[1], 3), np.uint8)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from lmguide.viz.overlays import heat_overlay, mask_outline
+from lmguide.viz.overlays import grid_overlay, mask_outline
 
 MASK_COLOR = (0, 255, 120)
 
@@ -41,17 +41,7 @@ def mask_overlay(
 
 def patch_grid_overlay(rgb: np.ndarray, attn: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """``attn`` (gh, gw) shown patch by patch (no interpolation) with the patch grid drawn on top."""
-    h, w = rgb.shape[:2]
-    gh, gw = attn.shape
-    blocky = cv2.resize(attn.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
-    out = heat_overlay(rgb, blocky, alpha)
-    for i in range(1, gh):
-        y = round(i * h / gh)
-        cv2.line(out, (0, y), (w - 1, y), (255, 255, 255), 1)
-    for j in range(1, gw):
-        x = round(j * w / gw)
-        cv2.line(out, (x, 0), (x, h - 1), (255, 255, 255), 1)
-    return out
+    return grid_overlay(rgb, attn, alpha)
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, thickness: int = 1) -> None:
