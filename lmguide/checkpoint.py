@@ -124,14 +124,42 @@ def checkpoint_config(
     return cfg
 
 
+def skip_initial_weights(cfg) -> None:
+    """Build-from-checkpoint helper: the checkpoint holds every weight and the input normalisation, so
+    the model is built without its initial weights (no hub download, no weights file or wheel read,
+    which the evaluating machine may not have). Edits ``cfg``'s backbone in place."""
+    from omegaconf import OmegaConf, open_dict
+
+    for node in (cfg.get("backbone"), OmegaConf.select(cfg, "model.backbone")):
+        if isinstance(node, DictConfig):
+            with open_dict(node):
+                if "pretrained" in node:
+                    node.pretrained = False
+                if "weights" in node:
+                    node.weights = None
+
+
+def with_normalisation(model: torch.nn.Module, state_dict: dict) -> dict:
+    """``state_dict`` with the input normalisation of every :class:`TimmBackbone` in ``model`` that it
+    lacks: checkpoints written before the buffers existed were trained on ImageNet-normalised input."""
+    from lmguide.models.backbones import TimmBackbone
+    from lmguide.models.weights import IMAGENET_MEAN, IMAGENET_STD
+
+    out = dict(state_dict)
+    for name, mod in model.named_modules():
+        if isinstance(mod, TimmBackbone):
+            pre = f"{name}." if name else ""
+            out.setdefault(f"{pre}input_mean", torch.tensor(IMAGENET_MEAN))
+            out.setdefault(f"{pre}input_std", torch.tensor(IMAGENET_STD))
+    return out
+
+
 def load_model(path: str | Path, overrides: Sequence[str] = (), output_dir: str | Path = "."):
     """``(model in eval mode, config)`` from a checkpoint; a model of another shape is refused by name.
 
     A clip (video) model comes back like any other (``model.clip_frames`` set): eval scores it on the
     split's clips, predict and visualize cut clips from a video's face track as training does
     (:mod:`lmguide.predict_clips`); export refuses it itself."""
-    from lmguide.models.backbones import skip_initial_weights, with_normalisation
-
     ckpt = read_checkpoint(path)
     cfg = checkpoint_config(ckpt, overrides, output_dir, source=path)
     skip_initial_weights(cfg)  # the checkpoint holds the weights: no hub, weights file or wheel read

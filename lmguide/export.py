@@ -76,7 +76,7 @@ class InferenceGraph(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
-        fmap = self.backbone(image)  # (B, C, h, w)
+        fmap = self.backbone(image)  # (B, C, h, w), or (fine, deep) for a two-level backbone
         feats, maps = self.attention(fmap)  # (B, D), (B, M, h, w)
         logits = self.head(feats)  # (B, 2), margin-free (no labels)
         return logits.float().softmax(-1)[:, 1], maps.float()  # (B,), (B, M, h, w)

@@ -358,8 +358,12 @@ def _resumed(cfg: DictConfig) -> tuple[DictConfig, dict]:
     from hydra.types import RunMode
     from omegaconf import open_dict
 
-    from lmguide.checkpoint import checkpoint_config, read_checkpoint, remove_stale_temps
-    from lmguide.models.backbones import skip_initial_weights
+    from lmguide.checkpoint import (
+        checkpoint_config,
+        read_checkpoint,
+        remove_stale_temps,
+        skip_initial_weights,
+    )
 
     hc = HydraConfig.get()
     if hc.mode == RunMode.MULTIRUN:

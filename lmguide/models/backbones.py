@@ -114,10 +114,14 @@ def feature_stage(net: nn.Module) -> nn.Module:
 class TimmBackbone(nn.Module):
     """``timm.create_model(name, features_only=True)`` cut after ``out_index``.
 
-    ``out_index`` picks the feature level the attention works on: a stage of a CNN (0 = stride 2 …
+    ``out_index`` picks the deepest feature level computed: a stage of a CNN (0 = stride 2 …
     4 = stride 32 for EfficientNet, ResNet, Xception; Swin has 4 stages of stride 4 … 32) or a block
     of a ViT (its tokens reshaped to the patch grid). The output is always NCHW: timm's "getter"
     feature wrapper also turns Swin's NHWC stages and ViT tokens into (B, C, h, w) maps.
+
+    ``attn_index`` (null: ``out_index``) picks the level the attention works on; below ``out_index`` the
+    output is ``(fine, deep)`` (MAT's two levels, :mod:`lmguide.models.attention.two_level`):
+    ``out_channels``/``reduction`` describe the fine map, ``global_channels`` the deep one (else 0).
 
     Initial weights (random when neither is given):
 
@@ -147,6 +151,7 @@ class TimmBackbone(nn.Module):
         weights: str | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        attn_index: int | None = None,
         **model_kwargs,
     ):
         super().__init__()
@@ -158,6 +163,17 @@ class TimmBackbone(nn.Module):
             )
         if isinstance(out_index, bool) or not isinstance(out_index, int):
             raise ValueError(f"backbone.out_index must be an integer, got {out_index!r}")
+        if attn_index is not None and (
+            isinstance(attn_index, bool)
+            or not isinstance(attn_index, int)
+            or not 0 <= attn_index <= out_index
+        ):
+            raise ValueError(
+                f"backbone.attn_index must be null or an integer in 0..out_index ({out_index}), "
+                f"got {attn_index!r}"
+            )
+        if attn_index == out_index:
+            attn_index = None  # one level
         if weights is not None and pretrained:
             raise ValueError(
                 "backbone.weights and backbone.pretrained=true both give initial weights: choose one "
@@ -178,7 +194,7 @@ class TimmBackbone(nn.Module):
                 name,
                 pretrained=pretrained,
                 features_only=True,
-                out_indices=(out_index,),
+                out_indices=(out_index,) if attn_index is None else (attn_index, out_index),
                 feature_cls="getter",
                 **model_kwargs,
             )
@@ -191,10 +207,12 @@ class TimmBackbone(nn.Module):
                     "wheel), backbone.pretrained=false, or pre-populate the cache (HF_HOME, TORCH_HOME)."
                 ) from err
             raise
-        self.name, self.out_index = name, out_index
+        self.name, self.out_index, self.attn_index = name, out_index, attn_index
         self.model_kwargs = model_kwargs
-        self.out_channels: int = self.model.feature_info.channels()[-1]
-        self.reduction: int = self.model.feature_info.reduction()[-1]
+        channels, reduction = self.model.feature_info.channels(), self.model.feature_info.reduction()
+        self.out_channels: int = channels[0]  # the map the attention works on
+        self.reduction: int = reduction[0]
+        self.global_channels: int = channels[-1] if attn_index is not None else 0
         norm = weights_normalisation(weights, pretrained, name)
         if weights is not None:
             norm = self._load_weights(weights, model_kwargs) or norm
@@ -267,7 +285,8 @@ class TimmBackbone(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
         self._sync_norm()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, h, w); with ``attn_index``: ``(fine (B, C, h, w), deep (B, C', h', w'))``."""
         if self._renorm:  # ImageNet-normalised input -> the weights' normalisation, one affine step
             mean_in = x.new_tensor(IMAGENET_MEAN)
             std_in = x.new_tensor(IMAGENET_STD)
@@ -275,7 +294,8 @@ class TimmBackbone(nn.Module):
             shift = ((mean_in - self.input_mean) / self.input_std).view(1, 3, 1, 1)
             rgb = torch.addcmul(shift.to(x.dtype), x[:, :3], scale.to(x.dtype))
             x = rgb if x.shape[1] == 3 else torch.cat([rgb, x[:, 3:]], 1)  # landmark channels as they are
-        return self.model(x)[-1]  # (B, C, h, w)
+        levels = self.model(x)
+        return levels[-1] if self.attn_index is None else (levels[0], levels[-1])
 
 
 class ClipLSTM(nn.Module):
@@ -332,6 +352,7 @@ class FrameLSTM(TimmBackbone):
         weights: str | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        attn_index: int | None = None,
         **model_kwargs,
     ):
         if isinstance(clip_frames, bool) or not isinstance(clip_frames, int) or clip_frames < 1:
@@ -340,7 +361,16 @@ class FrameLSTM(TimmBackbone):
             raise ValueError(
                 f"backbone.hidden_size and backbone.num_layers must be >= 1, got {hidden_size}, {num_layers}"
             )
-        super().__init__(name, pretrained, out_index, weights=weights, mean=mean, std=std, **model_kwargs)
+        super().__init__(
+            name,
+            pretrained,
+            out_index,
+            weights=weights,
+            mean=mean,
+            std=std,
+            attn_index=attn_index,
+            **model_kwargs,
+        )
         self.clip_frames = clip_frames
         self._lstm_args = dict(
             hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional, dropout=dropout
@@ -349,30 +379,3 @@ class FrameLSTM(TimmBackbone):
     def temporal(self, in_features: int) -> ClipLSTM:
         """The clip model over frame features of size ``in_features`` (the attention's output)."""
         return ClipLSTM(in_features, **self._lstm_args)
-
-
-def skip_initial_weights(cfg) -> None:
-    """Build-from-checkpoint helper: the checkpoint holds every weight and the input normalisation, so
-    the model is built without its initial weights (no hub download, no weights file or wheel read,
-    which the evaluating machine may not have). Edits ``cfg``'s backbone in place."""
-    from omegaconf import DictConfig, OmegaConf, open_dict
-
-    for node in (cfg.get("backbone"), OmegaConf.select(cfg, "model.backbone")):
-        if isinstance(node, DictConfig):
-            with open_dict(node):
-                if "pretrained" in node:
-                    node.pretrained = False
-                if "weights" in node:
-                    node.weights = None
-
-
-def with_normalisation(model: nn.Module, state_dict: dict) -> dict:
-    """``state_dict`` with the input normalisation of every :class:`TimmBackbone` in ``model`` that it
-    lacks: checkpoints written before the buffers existed were trained on ImageNet-normalised input."""
-    out = dict(state_dict)
-    for name, mod in model.named_modules():
-        if isinstance(mod, TimmBackbone):
-            pre = f"{name}." if name else ""
-            out.setdefault(f"{pre}input_mean", torch.tensor(IMAGENET_MEAN))
-            out.setdefault(f"{pre}input_std", torch.tensor(IMAGENET_STD))
-    return out

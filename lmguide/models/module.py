@@ -15,6 +15,7 @@ from lmguide.alignment import attention_in_mask
 from lmguide.losses.center import CenterLoss
 from lmguide.losses.composite import CompositeLoss
 from lmguide.metrics import VideoScores, detection_metrics, training_metrics
+from lmguide.models.attention.two_level import TwoLevelAttention
 from lmguide.models.guard import NonFiniteGuard
 from lmguide.models.input_channels import RGB, widen_stem
 from lmguide.models.views import attention_crop, attention_drop
@@ -33,7 +34,9 @@ class LandmarkGuidedDetector(L.LightningModule):
     """Binary real/fake detector whose attention maps are guided towards landmark regions.
 
     Args:
-        backbone: module mapping images (B, 3, S, S) to a feature map with ``out_channels``. A video
+        backbone: module mapping images (B, 3, S, S) to a feature map with ``out_channels`` (or to
+            ``(fine, deep)`` maps when it has ``global_channels``: the attention is then wrapped in
+            :class:`~lmguide.models.attention.two_level.TwoLevelAttention`). A video
             backbone (one with ``clip_frames``, e.g. :class:`~lmguide.models.backbones.FrameLSTM`)
             makes this a clip model: inputs are clips (B, T, 3, S, S); backbone and attention run on
             every frame, the attention maps (and the landmark loss, with the (B, T, 1, S, S) masks)
@@ -83,7 +86,9 @@ class LandmarkGuidedDetector(L.LightningModule):
         self._plateau_state: dict | None = None  # from a checkpoint, loaded when the optimizer exists
         self.backbone = backbone
         self.attention = attention(channels=backbone.out_channels)
-        if hasattr(self.attention, "bind"):  # modules that read the backbone's internals (vit_cls)
+        if getattr(backbone, "global_channels", 0):  # maps from a finer stage, the deepest pooled (MAT)
+            self.attention = TwoLevelAttention(self.attention, backbone.global_channels)
+        elif hasattr(self.attention, "bind"):  # modules that read the backbone's internals (vit_cls)
             self.attention.bind(backbone)
         self.clip_frames: int | None = getattr(backbone, "clip_frames", None)
         self.temporal = backbone.temporal(self.attention.out_features) if self.clip_frames else None
@@ -123,7 +128,7 @@ class LandmarkGuidedDetector(L.LightningModule):
             x = x.flatten(0, 1)  # the B*T frames
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        fmap = self.backbone(x)  # (B, C, h, w)
+        fmap = self.backbone(x)  # (B, C, h, w), or (fine, deep) for a two-level backbone
         feats, maps = self.attention(fmap)  # (B, D), (B, M, h, w)
         if clip:
             feats = self.temporal(feats.reshape(b, t, -1))  # (B, D_clip)

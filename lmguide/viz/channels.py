@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lmguide.errors import ConfigError
+from lmguide.models.attention.two_level import attention_input, inner_attention
 from lmguide.viz.figures import figure_rgb, pyplot
 
 
@@ -27,7 +28,7 @@ class ChannelGates:
 
 
 def has_channel_gate(model: nn.Module) -> bool:
-    return callable(getattr(model.attention, "channel_gate", None))
+    return callable(getattr(inner_attention(model.attention), "channel_gate", None))
 
 
 def channel_gates(model: nn.Module, image: torch.Tensor, top_k: int = 8) -> ChannelGates:
@@ -39,8 +40,8 @@ def channel_gates(model: nn.Module, image: torch.Tensor, top_k: int = 8) -> Chan
             f"{type(model.attention).__name__} has no channel gate: channel views need attention=se or cbam"
         )
     with torch.no_grad():
-        fmap = model.backbone(image[None])  # (1, C, h, w)
-        gate = model.attention.channel_gate(fmap)  # (1, C, 1, 1)
+        fmap = attention_input(model.backbone(image[None]))  # (1, C, h, w): the map the attention gates
+        gate = inner_attention(model.attention).channel_gate(fmap)  # (1, C, 1, 1)
     gates = gate[0, :, 0, 0].float()
     top = torch.argsort(gates, descending=True)[: min(top_k, gates.numel())]
     gated = (fmap[0] * gate[0]).float()  # (C, h, w)
