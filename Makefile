@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_ERROR_REPORTING := false
 
-.PHONY: help install browser prepare train test test-slow test-full lint bench sweep results clean
+.PHONY: help install browser prepare train test test-slow test-full lint bench sweep results compare clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -59,6 +59,16 @@ results: $(STAMP)  ## the guidance ablation (27 jobs, one at a time; its run tim
 	    hydra.sweep.dir=$(ABLATION)/4_size160 $(ARGS)
 	$(PY) -m lmguide.sweep_report $(ABLATION) --results docs/results.md \
 	    --command "make results ARGS='$(ARGS)'"
+
+COMPARE := logs/train/compare/$(shell date +%Y-%m-%d_%H-%M-%S)
+compare: $(STAMP)  ## make train's job (per_head: base ratio) vs base kl, λ 0 and the landmark input channels, 5 seeds (20 jobs) -> docs/results_default.md
+	$(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=0 hydra.sweep.dir=$(COMPARE)/1_unguided $(ARGS)
+	$(PY) -m lmguide.train experiment=demo sweep=compare loss.landmark.base=ratio,kl loss.lambda_lm=1 \
+	    hydra.sweep.dir=$(COMPARE)/2_guided $(ARGS)
+	$(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=0 model.landmark_channels=true \
+	    hydra.sweep.dir=$(COMPARE)/3_channels $(ARGS)
+	$(PY) -m lmguide.sweep_report $(COMPARE) --results docs/results_default.md \
+	    --command "make compare ARGS='$(ARGS)'"
 
 clean:  ## remove run outputs (not the data cache)
 	rm -rf logs outputs multirun .pytest_cache

@@ -116,23 +116,34 @@ def _variant_of(g: Group, groups: list[Group]) -> Group | None:
     return max(parents, key=lambda h: len(h.overrides), default=None)
 
 
+def _baseline(g: Group, bases: list[Group]) -> Group | None:
+    """The λ = 0 setting ``g`` is compared with: the one with the same other overrides; else the only
+    one; else the one whose overrides ``g`` extends most (``loss=kl`` at λ 1 against the plain λ = 0
+    run when a λ = 0 variant such as ``model.landmark_channels=true`` also ran)."""
+    same = [b for b in bases if _without_lambda(b) == _without_lambda(g)]
+    if same or len(bases) == 1:
+        return (same or bases)[0]
+    mine = set(_without_lambda(g))
+    below = [b for b in bases if set(_without_lambda(b)) <= mine]
+    return max(below, key=lambda b: len(b.overrides), default=None)
+
+
 def comparison_pairs(groups: list[Group]) -> list[tuple[Group, Group]]:
-    """``(setting, baseline)``: every λ > 0 setting with its λ = 0 baseline (the λ = 0 setting with the
-    same other overrides, or the only one); then every variant (a λ > 0 setting that adds overrides to
-    another at the same λ) with that setting. The seed-paired and the per-face comparisons both use it."""
+    """``(setting, baseline)``: every λ > 0 setting with its λ = 0 baseline (:func:`_baseline`); then
+    every variant (a setting that adds overrides to another at the same λ, λ = 0 included: e.g. the
+    landmark input channels without guidance) with that setting. The seed-paired and the per-face
+    comparisons both use it."""
     bases = [g for g in groups if _lambda(g) == 0]
     out, variants = [], []
     for g in groups:
         lam = _lambda(g)
-        if lam is None or lam == 0:
+        if lam is None:
             continue
         if (parent := _variant_of(g, groups)) is not None:
             variants.append((g, parent))
-        if not bases:
+        if lam == 0 or not bases:
             continue
-        same = [b for b in bases if _without_lambda(b) == _without_lambda(g)]
-        base = same[0] if same else (bases[0] if len(bases) == 1 else None)
-        if base is not None:
+        if (base := _baseline(g, bases)) is not None:
             out.append((g, base))
     return out + variants
 

@@ -164,6 +164,30 @@ def test_a_variant_is_also_compared_with_the_setting_it_varies(tmp_path):
     assert [r["setting"] for r in rows][-1] == big  # variants after the λ = 0 comparisons
 
 
+def test_a_lambda_0_variant_is_compared_with_lambda_0_and_guided_forms_still_find_their_baseline(tmp_path):
+    # issue 27's layout: λ = 0, λ = 0 with the landmark input channels, ratio and kl at λ = 1
+    runs = {
+        ("1_unguided", ("loss.lambda_lm=0",)): [0.60, 0.62, 0.64],
+        ("2_guided", ("loss=ratio", "loss.lambda_lm=1")): [0.66, 0.61, 0.70],
+        ("2_guided", ("loss=kl", "loss.lambda_lm=1")): [0.50, 0.52, 0.54],
+        ("3_channels", ("loss.lambda_lm=0", "model.landmark_channels=true")): [0.70, 0.71, 0.72],
+    }
+    num: dict[str, int] = {}
+    for (sub, overrides), aucs in runs.items():
+        for seed, auc in enumerate(aucs):
+            n = num.setdefault(sub, 0)
+            _job(tmp_path / sub, n, [*overrides, f"seed={seed}"], {"test/auc": auc})
+            num[sub] = n + 1
+    rows = [r for r in csv.DictReader(report(tmp_path)["paired"].open()) if r["metric"] == "test AUC"]
+    pairs = {(r["setting"], r["baseline"]): float(r["mean_diff"]) for r in rows}
+    base, channels = "loss.lambda_lm=0", "loss.lambda_lm=0 model.landmark_channels=true"
+    ratio, kl = "loss=ratio loss.lambda_lm=1", "loss=kl loss.lambda_lm=1"
+    # two λ = 0 settings: each guided form takes the one whose overrides it extends, not the channels run
+    assert set(pairs) == {(ratio, base), (kl, base), (channels, base)}
+    assert pairs[(channels, base)] == pytest.approx(0.09)
+    assert pairs[(kl, base)] == pytest.approx(-0.10)
+
+
 def test_undefined_metrics_are_reported_as_undefined(tmp_path):
     for seed in range(2):
         metrics = {

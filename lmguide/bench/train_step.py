@@ -26,9 +26,15 @@ CASES = {
     "guided simple (lambda=1)": ["loss=simple", "loss.lambda_lm=1"],
     "guided ratio, NCHW memory": ["loss=ratio", "loss.lambda_lm=1", "model.channels_last=false"],
     "guided ratio, no WS-DAN views": ["loss=ratio", "loss.lambda_lm=1", "loss.w_crop=0", "loss.w_drop=0"],
-    # make train's model (EfficientNet-Lite0 to its last stage) and the same at stage 3, the old default
-    "demo job (Lite0, out_index 4)": ["experiment=demo"],
-    "demo job at out_index 3": ["experiment=demo", "backbone.out_index=3"],
+    # make train's model (Lite0: 3 maps on stage 3, stage 4 pooled, per_head) and the previous default
+    # (4 maps on stage 4, ratio): the cost of the finer maps
+    "demo job (maps on stage 3, stage 4 pooled)": ["experiment=demo"],
+    "previous demo job (maps on stage 4)": [
+        "experiment=demo",
+        "backbone.attn_index=null",
+        "loss=ratio",
+        "attention.num_maps=4",
+    ],
 }
 
 
@@ -48,9 +54,13 @@ def _batch(n: int, size: int, device: torch.device) -> dict:
     g = torch.Generator().manual_seed(0)
     mask = torch.zeros(n, 1, size, size)
     mask[:, :, size // 3 : size // 2, size // 4 : 3 * size // 4] = 1
+    regions = torch.zeros(n, 3, size, size)  # per_head's eyes, nose, mouth: three bands of the mask
+    for r in range(3):
+        regions[:, r, size // 3 : size // 2, (r + 1) * size // 5 : (r + 2) * size // 5] = 1
     return {
         "image": torch.randn(n, 3, size, size, generator=g).to(device),
         "mask": mask.to(device),
+        "region_masks": regions.to(device),  # read by per_head only
         "label": (torch.arange(n) % 2).to(device),
         "video": torch.arange(n).to(device),
     }
