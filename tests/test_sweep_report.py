@@ -139,6 +139,18 @@ def test_guided_settings_are_compared_with_lambda_0_by_seed(tmp_path):
     assert "Against λ = 0, paired by seed" in paths["markdown"].read_text()
 
 
+def _paired_test_rows(root, runs: dict[tuple[str, tuple[str, ...]], list[float]]) -> list[dict]:
+    """Write ``runs`` ((sweep folder, overrides) -> test AUC per seed) as sweeps under ``root``; the
+    report's seed-paired test AUC rows."""
+    num: dict[str, int] = {}
+    for (sub, overrides), aucs in runs.items():
+        for seed, auc in enumerate(aucs):
+            n = num.setdefault(sub, 0)
+            _job(root / sub, n, [*overrides, f"seed={seed}"], {"test/auc": auc})
+            num[sub] = n + 1
+    return [r for r in csv.DictReader(report(root)["paired"].open()) if r["metric"] == "test AUC"]
+
+
 def test_a_variant_is_also_compared_with_the_setting_it_varies(tmp_path):
     # the layout of make results: baseline and guided grids, then a variant of the guided ratio run, each a
     # sweep of its own under one root
@@ -148,13 +160,7 @@ def test_a_variant_is_also_compared_with_the_setting_it_varies(tmp_path):
         ("2_guided", ("loss=kl", "loss.lambda_lm=1")): [0.50, 0.52, 0.54],
         ("3_size160", ("loss=ratio", "loss.lambda_lm=1", "data.image_size=160")): [0.70, 0.70, 0.69],
     }
-    num: dict[str, int] = {}
-    for (sub, overrides), aucs in runs.items():
-        for seed, auc in enumerate(aucs):
-            n = num.setdefault(sub, 0)
-            _job(tmp_path / sub, n, [*overrides, f"seed={seed}"], {"test/auc": auc})
-            num[sub] = n + 1
-    rows = [r for r in csv.DictReader(report(tmp_path)["paired"].open()) if r["metric"] == "test AUC"]
+    rows = _paired_test_rows(tmp_path, runs)
     pairs = {(r["setting"], r["baseline"]): float(r["mean_diff"]) for r in rows}
     base, ratio = "loss=ratio loss.lambda_lm=0", "loss=ratio loss.lambda_lm=1"
     big = "loss=ratio loss.lambda_lm=1 data.image_size=160"
@@ -172,13 +178,7 @@ def test_a_lambda_0_variant_is_compared_with_lambda_0_and_guided_forms_still_fin
         ("2_guided", ("loss=kl", "loss.lambda_lm=1")): [0.50, 0.52, 0.54],
         ("3_channels", ("loss.lambda_lm=0", "model.landmark_channels=true")): [0.70, 0.71, 0.72],
     }
-    num: dict[str, int] = {}
-    for (sub, overrides), aucs in runs.items():
-        for seed, auc in enumerate(aucs):
-            n = num.setdefault(sub, 0)
-            _job(tmp_path / sub, n, [*overrides, f"seed={seed}"], {"test/auc": auc})
-            num[sub] = n + 1
-    rows = [r for r in csv.DictReader(report(tmp_path)["paired"].open()) if r["metric"] == "test AUC"]
+    rows = _paired_test_rows(tmp_path, runs)
     pairs = {(r["setting"], r["baseline"]): float(r["mean_diff"]) for r in rows}
     base, channels = "loss.lambda_lm=0", "loss.lambda_lm=0 model.landmark_channels=true"
     ratio, kl = "loss=ratio loss.lambda_lm=1", "loss=kl loss.lambda_lm=1"
