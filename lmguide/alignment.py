@@ -44,6 +44,14 @@ def map_correlation(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return off / (m * (m - 1))
 
 
+def attention_summary(scored: dict) -> dict[str, float]:
+    """The means over a scored set's faces (:func:`~lmguide.metrics.score_split`) of the share on each
+    region (``attn_<region>``) and of ``map_corr``, which is left out for single-map attention (NaN)."""
+    keys = [k for k in scored if k.startswith("attn_") and k != "attn_in_lm"] + ["map_corr"]
+    present = [k for k in keys if k in scored and not scored[k].isnan().all()]
+    return {k: float(scored[k].float().nanmean()) for k in present}
+
+
 def pointing_hit(maps: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Pointing game, per sample: 1.0 when the peak of Ā falls inside the mask (L > threshold), (B,)."""
     mask = as_spatial(mask)

@@ -54,6 +54,7 @@ def data_choice(cfg: DictConfig) -> str | None:
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    from lmguide.alignment import attention_summary
     from lmguide.checkpoint import load_model
     from lmguide.metrics import (
         aggregate_videos,
@@ -99,9 +100,7 @@ def evaluate(cfg: DictConfig) -> dict:
         metrics[f"{level}/people"] = boot["clusters"]
     metrics["frame/attn_in_lm"] = float(res["attn_in_lm"].mean())
     metrics["frame/pointing_game"] = float(res["pointing"].mean())
-    for k in [k for k in res if k.startswith("attn_") and k != "attn_in_lm"] + ["map_corr"]:
-        if not res[k].isnan().all():  # per region, and map diversity (NaN for a single map)
-            metrics[f"frame/{k}"] = float(res[k].float().nanmean())
+    metrics.update({f"frame/{k}": v for k, v in attention_summary(res).items()})  # per region, map_corr
 
     (out_dir / "metrics.json").write_text(
         json.dumps(

@@ -16,6 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lmguide.alignment import attention_summary
 from lmguide.cli import check_argv, friendly_errors, stop_idle_pool_workers
 from lmguide.errors import ConfigError, LmguideError
 from lmguide.loggers import finish_wandb, instantiate_group, log_images, wandb_offline_by_default
@@ -231,11 +232,7 @@ def split_statistics(scored: dict[str, dict], seed: int = 0) -> dict:
             out["swaps/attn_in_lm"] = float(res["attn_in_lm"].mean())
             vids, vs, vy = aggregate_videos(res["prob"], res["label"], res["video"])
             out["swaps/video_auc"] = binary_report(vs, vy)["auc"]
-        for k in [k for k in res if k.startswith("attn_") and k != "attn_in_lm"] + ["map_corr"]:
-            if k in res:  # per-region attention shares and map similarity, as means over the set's faces
-                v = res[k].float()
-                if not v.isnan().all():  # map_corr is NaN for a single map: no row then
-                    out[f"{name}/{k}"] = float(v.nanmean())
+        out.update({f"{name}/{k}": v for k, v in attention_summary(res).items()})  # per region, map_corr
         frame = bootstrap_auc(res["prob"], res["label"], res["person"], seed=seed)
         person = dict(zip(res["video"], res["person"], strict=True))
         vids, vs, vy = aggregate_videos(res["prob"], res["label"], res["video"])
