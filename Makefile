@@ -61,12 +61,15 @@ results: $(STAMP)  ## the guidance ablation (27 jobs, one at a time; its run tim
 	    --command "make results ARGS='$(ARGS)'"
 
 COMPARE := logs/train/compare/$(shell date +%Y-%m-%d_%H-%M-%S)
-compare: $(STAMP)  ## make train's job (per_head: base ratio) vs base kl, λ 0 and the landmark input channels, 5 seeds (20 jobs) -> docs/results_default.md
+# the guided and the channels sweeps run side by side, one torch thread each, on a 2-core machine
+ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+compare: $(STAMP)  ## make train's job vs λ 0 and the landmark input channels, 5 seeds (15 jobs) -> docs/results_default.md
 	$(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=0 hydra.sweep.dir=$(COMPARE)/1_unguided $(ARGS)
-	$(PY) -m lmguide.train experiment=demo sweep=compare loss.landmark.base=ratio,kl loss.lambda_lm=1 \
-	    hydra.sweep.dir=$(COMPARE)/2_guided $(ARGS)
-	$(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=0 model.landmark_channels=true \
-	    hydra.sweep.dir=$(COMPARE)/3_channels $(ARGS)
+	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.landmark.base=ratio loss.lambda_lm=1 \
+	    hydra.sweep.dir=$(COMPARE)/2_guided $(ARGS) & a=$$!; \
+	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=0 model.landmark_channels=true \
+	    hydra.sweep.dir=$(COMPARE)/3_channels $(ARGS) & b=$$!; \
+	wait $$a && wait $$b
 	$(PY) -m lmguide.sweep_report $(COMPARE) --results docs/results_default.md \
 	    --command "make compare ARGS='$(ARGS)'"
 
