@@ -44,6 +44,12 @@ CASES = [
         "optim.lr must be a number",
     ),
     (
+        "train: an unknown `trainer.compile` backend",
+        "train",
+        ["trainer.compile=fast", "hydra.run.dir={tmp}/rc"],
+        "trainer.compile='fast' is not a choice",
+    ),
+    (
         "train: an unknown timm model",
         "train",
         ["backbone.name=no_such_net", "hydra.run.dir={tmp}/r3"],

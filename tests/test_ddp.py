@@ -51,12 +51,3 @@ def test_ddp_two_cpu_processes_agree(cache_dir, tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert json.loads((tmp_path / "metrics.json").read_text())["test/auc"] == pytest.approx(r0["test/auc"])
     assert not (tmp_path / "outputs").exists() and not list(tmp_path.glob("version_*"))
-
-
-@pytest.mark.slow
-def test_trainer_compile_runs_the_compiled_model(cache_dir, tmp_path):
-    """trainer.compile=true: the LightningModule's forward goes through torch.compile (inductor on CPU)."""
-    args = ["trainer.compile=true", "trainer.fast_dev_run=true", "attention.num_maps=2", *FAST_DATA]
-    proc = run_cli("lmguide.train", [*args, f"hydra.run.dir={tmp_path}"], tmp_path, cache_dir, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "test/auc" in json.loads((tmp_path / "metrics.json").read_text())
