@@ -24,6 +24,16 @@ from lmguide.sweep_paired import comparison_pairs
 SPLITS = (("test", "test AUC"), ("swaps", "swaps AUC (cross-method)"))
 #: the difference whose seeds are counted
 TARGET = 0.02
+#: below this many effective people, the clustered figures are flagged as resting on too few clusters
+FEW_PEOPLE = 20
+
+
+def effective_people(people) -> float:
+    """Kish's effective number of clusters, (Σ n_i)² / Σ n_i² over the people's face counts n_i: the
+    number of equally sized people that carry as much independent information. 13 people of whom two
+    hold 730 of 752 faces count as 1.8."""
+    counts = np.unique(np.asarray(list(people)), return_counts=True)[1].astype(float)
+    return float(counts.sum() ** 2 / np.square(counts).sum()) if len(counts) else 0.0
 
 
 @dataclass
@@ -50,6 +60,11 @@ class FaceComparison:
     @property
     def deltas(self) -> list[float]:
         return [p.test["delta"] for p in self.pairs if p.test["delta"] is not None]
+
+    @property
+    def effective_people(self) -> float | None:
+        """Of the first seed's faces (every seed is scored on the same faces)."""
+        return effective_people(self.pairs[0].people) if self.pairs else None
 
     @property
     def seed_sd(self) -> float | None:
@@ -219,20 +234,34 @@ def faces_markdown(comparisons: list[FaceComparison]) -> str:
         "held fixed) and of the hierarchical interval's se (seeds and faces sampled), and the seeds that "
         f"t-test would need to detect a Δ of {TARGET} on these faces.",
         "",
-        "| setting | baseline | metric | seeds | Δ per seed (DeLong p) | mean Δ | 95 % hierarchical "
-        f"| MDD: 1 seed · t · hier. | seeds for {TARGET} |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| setting | baseline | metric | seeds | people (effective) | Δ per seed (DeLong p) | mean Δ "
+        f"| 95 % hierarchical | MDD: 1 seed · t · hier. | seeds for {TARGET} |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    few = []
     for c in comparisons:
         per = "; ".join(f"{p.seed}: {_seed_cell(p.test)}" for p in c.pairs) or "–"
         seeds = f"{len(c.pairs)}" + "".join(f"; {n}" for n in c.notes)
         b = c.boot or {}
         ci = "–" if b.get("lo") is None else f"[{b['lo']:+.3f}, {b['hi']:+.3f}]"
         need = c.seeds_for_target
-        cells = [c.setting, c.baseline, c.metric, seeds, per, _num(b.get("mean")), ci]
+        eff = c.effective_people
+        people = "–" if eff is None else f"{c.pairs[0].test['clusters']} ({eff:.1f})"
+        if eff is not None and eff < FEW_PEOPLE:
+            few.append(f"{c.metric} ({eff:.1f})")
+        cells = [c.setting, c.baseline, c.metric, seeds, people, per, _num(b.get("mean")), ci]
         mdd = " · ".join(_num(v, ".3f") for v in (c.mdd_one_seed, c.mdd_seeds, c.mdd_hierarchical))
         cells += [mdd, "–" if need is None else str(need)]
         lines.append("| " + " | ".join(cells) + " |")
+    if few:
+        lines += [
+            "",
+            f"**Few people.** {', '.join(dict.fromkeys(few))}: fewer than {FEW_PEOPLE} effective people "
+            "(Kish: (Σ faces)² / Σ faces² per person). A clustered se estimated from so few clusters is "
+            "biased low, so the per-seed DeLong p values are too small; and a few people who hold most of "
+            "the faces make the hierarchical interval wide and lopsided (a draw without them changes every "
+            "AUC). Read the paired t interval over seeds above, which holds these faces fixed.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -246,8 +275,9 @@ def faces_csv(comparisons: list[FaceComparison]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
-        ["setting", "baseline", "metric", "seed", "faces", "people", "delta", "se", "p", "ci95_lo", "ci95_hi"]
-        + ["mdd_one_seed", "mdd_seeds", "mdd_hierarchical", f"seeds_for_{TARGET}", "note"]
+        ["setting", "baseline", "metric", "seed", "faces", "people", "effective_people", "delta", "se"]
+        + ["p", "ci95_lo", "ci95_hi", "mdd_one_seed", "mdd_seeds", "mdd_hierarchical", f"seeds_for_{TARGET}"]
+        + ["note"]
     )
     for c in comparisons:
         for p in c.pairs:
@@ -258,6 +288,7 @@ def faces_csv(comparisons: list[FaceComparison]) -> str:
                 p.seed,
                 len(p.labels),
                 t["clusters"],
+                _g(effective_people(p.people)),
                 _g(t["delta"]),
                 _g(t["se"]),
                 _g(t["p"]),
@@ -271,6 +302,7 @@ def faces_csv(comparisons: list[FaceComparison]) -> str:
             "all",
             sum(len(p.labels) for p in c.pairs),
             b.get("people", ""),
+            _g(c.effective_people),
             _g(b.get("mean")),
             _g(b.get("se")),
         ]

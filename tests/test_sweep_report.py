@@ -339,6 +339,9 @@ def test_settings_are_compared_with_lambda_0_on_the_same_faces(face_sweep):
     )
     mdds = " · ".join(f"{v:.3f}" for v in (float(total["mdd_one_seed"]), float(total["mdd_seeds"]), hier))
     assert f"| {mdds} | {total['seeds_for_0.02']} |" in line
+    # 12 people of 6 faces each: 12 effective, fewer than FEW_PEOPLE, so the table says what that means
+    assert float(total["effective_people"]) == pytest.approx(12.0) and "| 12 (12.0) |" in line
+    assert "**Few people.** test AUC (12.0), swaps AUC (cross-method) (12.0)" in table
     assert "Against λ = 0, paired by seed" in table  # the t table stays
 
 
@@ -364,6 +367,16 @@ def test_jobs_without_predictions_are_named_not_fatal(face_sweep):
     rows = list(csv.DictReader(report(root)["faces"].open()))
     one = next(r for r in rows if r["setting"] == "loss.lambda_lm=1" and r["seed"] == "all")
     assert "seeds 0: unreadable predictions.csv" in one["note"] and "lacks the column" in one["note"]
+
+
+def test_effective_people_is_kish_of_the_face_counts():
+    from lmguide.sweep_faces import effective_people
+
+    assert effective_people(["a", "b", "c"] * 4) == pytest.approx(3.0)
+    # the demo's test split: two people hold 730 of 752 faces, eleven hold 2 each
+    demo = ["clm"] * 512 + ["pyfeat"] * 218 + [f"p{i}" for i in range(11) for _ in range(2)]
+    assert effective_people(demo) == pytest.approx(752**2 / (512**2 + 218**2 + 11 * 4))
+    assert 1.8 < effective_people(demo) < 1.9 and effective_people([]) == 0.0
 
 
 def test_the_hierarchical_bootstrap_resamples_seeds_then_the_same_people_in_each():
