@@ -25,18 +25,20 @@ prepare: $(STAMP)  ## build the landmark cache: make prepare ARGS="data=ffpp dat
 train: $(STAMP)  ## the demo job (experiment=demo); extra overrides: make train ARGS="loss.lambda_lm=0"
 	$(PY) -m lmguide.train experiment=demo $(ARGS)
 
+# pytest-xdist workers (one torch thread each: tests/conftest.py); WORKERS=0 runs in one process
+WORKERS ?= 2
 test: $(STAMP)  ## fast test tier (CPU, a few minutes)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(WORKERS) $(ARGS)
 
 browser:  ## headless Chromium + its driver for the web page's browser test (Debian packages, as root)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	    (apt-get update && apt-get install -y chromium chromium-driver)
 
 test-slow: $(STAMP) browser  ## slow tier only
-	$(PY) -m pytest -q -m slow $(ARGS)
+	$(PY) -m pytest -q -n $(WORKERS) -m slow $(ARGS)
 
 test-full: $(STAMP) browser  ## both tiers
-	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)
+	$(PY) -m pytest -q -n $(WORKERS) -m "slow or not slow" $(ARGS)
 
 lint: $(STAMP)  ## ruff check + format check
 	$(PY) -m ruff check lmguide tests
@@ -63,12 +65,17 @@ results: $(STAMP)  ## the guidance ablation (27 jobs, one at a time; its run tim
 COMPARE := logs/train/compare/$(shell date +%Y-%m-%d_%H-%M-%S)
 # the guided and the channels sweeps run side by side, one torch thread each, on a 2-core machine
 ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-compare: $(STAMP)  ## make train's job vs λ 0 and the landmark input channels, 5 seeds (15 jobs) -> docs/results_default.md
+compare: $(STAMP)  ## make train's job vs λ 0, the input channels, per_head kl, whole-mask ratio: 5 seeds (25 jobs) -> docs/results_default.md
 	$(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=0 hydra.sweep.dir=$(COMPARE)/1_unguided $(ARGS)
 	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.landmark.base=ratio loss.lambda_lm=1 \
 	    hydra.sweep.dir=$(COMPARE)/2_guided $(ARGS) & a=$$!; \
 	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=0 model.landmark_channels=true \
 	    hydra.sweep.dir=$(COMPARE)/3_channels $(ARGS) & b=$$!; \
+	wait $$a && wait $$b
+	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.landmark.base=kl loss.lambda_lm=1 \
+	    hydra.sweep.dir=$(COMPARE)/4_kl $(ARGS) & a=$$!; \
+	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss=ratio loss.lambda_lm=1 \
+	    hydra.sweep.dir=$(COMPARE)/5_ratio $(ARGS) & b=$$!; \
 	wait $$a && wait $$b
 	$(PY) -m lmguide.sweep_report $(COMPARE) --results docs/results_default.md \
 	    --command "make compare ARGS='$(ARGS)'"

@@ -189,7 +189,7 @@ def test_cli_vit_with_lambda_override(cache_dir, tmp_path):
 def test_cli_exact_vit_command_trains(cache_dir, tmp_path):
     """The README's exact command, bounded to a few steps (the only addition besides the run dir)."""
     proc = _cli(
-        ["backbone=vit", "loss.lambda_lm=0.3", "trainer.max_steps=20"], tmp_path, cache_dir, timeout=1200
+        ["backbone=vit", "loss.lambda_lm=0.3", "trainer.max_steps=4"], tmp_path, cache_dir, timeout=1200
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
