@@ -18,6 +18,9 @@ import yaml
 from lmguide.runtime import CONF_DIR
 
 ARGS = ["data.faces.frames_per_video=4", "progress=false"]
+#: under pytest-xdist (--dist loadgroup) the module's tests share one worker, so the module-scoped
+#: reference prepare runs once
+pytestmark = pytest.mark.xdist_group("prepare_resume")
 #: the demo's source files (every split of conf/data/demo.yaml; npm is on PATH here)
 N_FILES = sum(
     len(v) for v in yaml.safe_load((CONF_DIR / "data" / "demo.yaml").read_text())["source"]["splits"].values()
@@ -175,7 +178,9 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(media_cache, reference, 
     assert not stale.exists() and young.exists()  # an old temp file is deleted, a young one left alone
 
 
-N_TRIALS = 8  # each of 1 and 2 workers: 2 kills at a random time, 1 at a random done/mask count
+#: each of 1 and 2 workers: a kill at a random time and one at a random mask count (kills at a done count,
+#: for 1 and 2 workers, are test_kill_9_then_resume_equals_an_uninterrupted_run's)
+N_TRIALS = 4
 STAGES = ("faces", "landmarks", "done")  # the folders of a source, where resume deletes old temp files
 
 
@@ -231,21 +236,18 @@ def test_kill_9_at_random_moments_then_resume(media_cache, reference_run, tmp_pa
     n_masks = sum(k.startswith("masks/") and k.endswith(".png") for k in reference)
     for i in range(N_TRIALS):
         cache = _fresh(media_cache, tmp_path / f"t{i}")
-        if i % 4 < 2:  # a moment within the uninterrupted run's duration
+        if i < 2:  # a moment within the uninterrupted run's duration
             at = rng.uniform(0.05, 0.95) * ref_secs
             stop, when = (lambda t, at=at: t >= at), f"t>={at:.2f}s"
-        elif i % 4 == 2:  # once a random number of the source files is recorded
-            n = rng.randint(1, N_FILES - 1)
-            stop, when = (lambda _t, c=cache, n=n: _n_done(c) >= n), f"done>={n}"
         else:  # in the mask pass, once a random number of masks is drawn
             n = rng.randint(1, n_masks - 1)
             stop, when = (lambda _t, c=cache, n=n: _n_masks(c) >= n), f"masks>={n}"
-        workers = 1 + (i + i // 4) % 2
+        workers = 1 + i % 2
         trials.append(_kill_and_resume(i, cache, tmp_path, reference, workers, stop, when))
     print(f"\nkill -9 at random moments; uninterrupted run: {ref_secs:.1f} s, {len(reference)} files")
     print(_kill_table(trials))
     assert [(t["recovered"], t["lost"], t["stale"]) for t in trials] == [(True, 0, 0)] * N_TRIALS
-    assert sum(t["killed"] for t in trials) >= 5
+    assert sum(t["killed"] for t in trials) >= 3
     assert len({t["phase"] for t in trials if t["killed"]}) >= 2  # the kills landed at different stages
 
 
