@@ -246,7 +246,7 @@ def faces_markdown(comparisons: list[FaceComparison]) -> str:
         ci = "–" if b.get("lo") is None else f"[{b['lo']:+.3f}, {b['hi']:+.3f}]"
         need = c.seeds_for_target
         eff = c.effective_people
-        people = "–" if eff is None else f"{c.pairs[0].test['clusters']} ({eff:.1f})"
+        people = "–" if eff is None else f"{len(set(c.pairs[0].people))} ({eff:.1f})"
         if eff is not None and eff < FEW_PEOPLE:
             few.append(f"{c.metric} ({eff:.1f})")
         cells = [c.setting, c.baseline, c.metric, seeds, people, per, _num(b.get("mean")), ci]
