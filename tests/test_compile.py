@@ -1,6 +1,6 @@
 """trainer.compile: the LightningModule through torch.compile. The whole run is traced with aot_eager
 (TorchDynamo and AOTAutograd, as inductor sees it, without generating code); inductor itself is checked
-on the model's forward and backward against eager."""
+on the model's own layers (attention and head), forward and backward, against eager."""
 
 from __future__ import annotations
 
