@@ -119,7 +119,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
     from lmguide.checkpoint import AtomicCheckpointIO
 
     check_numbers(cfg)
-    compile_backend(cfg.trainer.get("compile"))  # a bad name fails before any data is read
+    backend = compile_backend(cfg.trainer.get("compile"))  # a bad name fails before any data is read
     t0 = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     wandb_offline_by_default()
@@ -144,7 +144,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
         trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins
     )
     restart_after_epoch_end(trainer)  # resume from an epoch end stays exact with validation every N batches
-    model = compile_model(model, cfg.trainer.get("compile"))  # trainer.compile=true|<backend>
+    model = compile_model(model, backend)  # trainer.compile=true|<backend>
     for lg in loggers:
         lg.log_hyperparams(model.run_config)
 
@@ -154,9 +154,10 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
             log.info("fitting from %s", cfg.ckpt_path)
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
-        if compile_backend(cfg.trainer.get("compile")):
-            metrics.update({f"compile/{k}": v for k, v in compile_stats().items()})
-            log.info("trainer.compile: %s", compile_stats())
+        if backend:
+            stats = compile_stats()
+            metrics.update({f"compile/{k}": v for k, v in stats.items()})
+            log.info("trainer.compile: %s", stats)
         ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if ckpt:
             # report val metrics of the checkpoint that is kept (and tested), not of the last epoch
