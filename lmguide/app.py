@@ -32,12 +32,21 @@ def _fmt_box(box) -> str:
     return "(" + ", ".join(f"{v:.0f}" for v in box) + ")"
 
 
+def markdown_text(text: str) -> str:
+    """``text`` (read from a user's checkpoint) shown as itself in Markdown: HTML and markup escaped."""
+    import html
+
+    return "".join(f"\\{c}" if c in "\\`*_[]#|~" else c for c in html.escape(text))
+
+
 def result_markdown(a: Analysis) -> str:
     """The page's result text: the file's verdict, a row per face, the threshold and its source."""
     lines = [
         f"### {a.name}: P(fake) = {a.prob_fake:.4f} → **{a.verdict}**",
         "",
         f"Threshold {a.threshold:.3f}: {a.threshold_note}.",
+        "",
+        f"*Model: {markdown_text(a.provenance)}.*" if a.provenance else "",
         "",
         "| face | frame | P(fake) | verdict | box (x0, y0, x1, y1) | detector score |",
         "| --- | --- | --- | --- | --- | --- |",

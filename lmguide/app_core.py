@@ -27,6 +27,7 @@ from lmguide.data.faces import FacePipeline, face_settings
 from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from lmguide.errors import LmguideError, VisualizeError
 from lmguide.predict import FileResult, Scorer, media_kind, score_file
+from lmguide.provenance import provenance_line
 from lmguide.viz.explain import explain, face_from_crop
 
 
@@ -62,6 +63,7 @@ class Analysis:
     frames_no_face: int
     seconds: float
     notes: list[str] = field(default_factory=list)
+    provenance: str = ""  # what the checkpoint was trained on and how it did (lmguide.provenance)
 
 
 def image_megapixels(path: Path) -> tuple[int, int] | None:
@@ -113,6 +115,7 @@ class Analyzer:
         self.frames_per_video, self.max_megapixels = int(frames_per_video), float(max_megapixels)
         self.max_faces, self.batch_size, self.size, self.alpha = int(max_faces), int(batch_size), size, alpha
         self.threshold, self.threshold_note = verdict_threshold(model)
+        self.provenance = provenance_line(getattr(model, "provenance", None))
         self.fs = face_settings(run_cfg.data.faces)
         self._lock = threading.Lock()  # one analysis at a time: Grad-CAM hooks the shared model
         self.mask_points = hydra.utils.instantiate(run_cfg.data.mask).points()
@@ -219,6 +222,7 @@ class Analyzer:
             result.frames_no_face,
             time.perf_counter() - t0,
             notes,
+            self.provenance,
         )
 
     @staticmethod

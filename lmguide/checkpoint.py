@@ -182,6 +182,7 @@ def load_model(path: str | Path, overrides: Sequence[str] = (), output_dir: str 
         )
     model.load_state_dict(saved)
     model.val_threshold = ckpt.get("lmguide_threshold")  # see verdict_threshold
+    model.provenance = ckpt.get("lmguide_provenance")  # shown, never run: see lmguide.provenance
     return model.eval(), cfg
 
 

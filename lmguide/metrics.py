@@ -358,6 +358,7 @@ def score_split(model, dataset, batch_size: int = 32) -> dict:
         "video": videos,
         "person": [dataset.person_of[v] for v in videos],
         "key": list(dataset.item_keys),  # the loader keeps the dataset's order
+        "source": list(getattr(dataset, "item_sources", None) or [""] * len(videos)),
         "attn_in_lm": torch.cat(attn),
         "pointing": torch.cat(hits),
         "map_corr": torch.cat(corr),

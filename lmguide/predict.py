@@ -239,6 +239,7 @@ def predict(cfg: DictConfig) -> list[FileResult]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from lmguide.checkpoint import load_model, verdict_threshold
+    from lmguide.provenance import provenance_line
 
     output = Path(cfg.output).expanduser() if cfg.get("output") else None
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
@@ -275,6 +276,7 @@ def predict(cfg: DictConfig) -> list[FileResult]:
     for p in ignored:
         console.print(f"  ignored (not an image or video): {p}", soft_wrap=True, highlight=False)
     console.print(f"  verdict threshold {threshold:.4f}: {threshold_note}", soft_wrap=True, highlight=False)
+    console.print(f"  {provenance_line(model.provenance)}", soft_wrap=True, highlight=False, markup=False)
     if clips is not None:
         console.print(
             f"  clip model: clips of {clips.frames} consecutive sampled frames of one face track, video "

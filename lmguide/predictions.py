@@ -2,7 +2,9 @@
 
 Columns (:data:`FIELDS`): ``split`` (val, test, swaps, ...), ``key`` (the frame's path inside its data
 set, the manifest's sample id; a fake's carries its prefix, ``sbi:`` or ``swap:``), ``person`` (the
-bootstrap's and the clustered DeLong test's cluster), ``video``, ``label`` (1 = fake) and ``p_fake``.
+bootstrap's and the clustered DeLong test's cluster), ``video``, ``label`` (1 = fake), ``p_fake`` and
+``source`` (the package the face came from, empty where the layout records none; files written before
+the column existed are read without it).
 ``lmguide.train`` writes it for every split it scores, ``lmguide.eval`` for val and the split asked; the
 sweep report reads it to compare two settings on the same faces (:mod:`lmguide.sweep_faces`).
 """
@@ -13,7 +15,9 @@ import csv
 import io
 from pathlib import Path
 
-FIELDS = ("split", "key", "person", "video", "label", "p_fake")
+FIELDS = ("split", "key", "person", "video", "label", "p_fake", "source")
+#: the columns a predictions file must have (``source`` came later)
+REQUIRED = FIELDS[:6]
 NAME = "predictions.csv"
 
 
@@ -26,9 +30,10 @@ def write_predictions(path: Path, scored: dict[str, dict]) -> Path:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(FIELDS)
     for split, res in scored.items():
-        cols = (res["key"], res["person"], res["video"], res["label"].tolist(), res["prob"].tolist())
-        for key, person, video, label, p in zip(*cols, strict=True):
-            w.writerow([split, key, person, video, int(label), f"{p:.9g}"])
+        src = res.get("source") or [""] * len(res["key"])
+        cols = (res["key"], res["person"], res["video"], res["label"].tolist(), res["prob"].tolist(), src)
+        for key, person, video, label, p, source in zip(*cols, strict=True):
+            w.writerow([split, key, person, video, int(label), f"{p:.9g}", source])
     atomic_write_text(Path(path), buf.getvalue())
     return Path(path)
 
@@ -38,7 +43,7 @@ def read_predictions(path: Path) -> dict[str, dict[str, list]]:
     file order. ValueError naming the file when it lacks a column or holds a value that is not one."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in FIELDS if c not in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path} lacks the column(s) {', '.join(missing)} of a predictions file")
         out: dict[str, dict[str, list]] = {}
@@ -50,6 +55,7 @@ def read_predictions(path: Path) -> dict[str, dict[str, list]]:
                 raise ValueError(f"{path}:{n}: label {row['label']!r} / p_fake {row['p_fake']!r}") from None
             for c in ("key", "person", "video"):
                 cols[c].append(row[c])
+            cols["source"].append(row.get("source") or "")
             cols["label"].append(label)
             cols["p_fake"].append(p)
     return out

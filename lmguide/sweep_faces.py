@@ -21,7 +21,13 @@ from lmguide.sweep_jobs import Group, Job, group_label
 from lmguide.sweep_paired import comparison_pairs
 
 #: the predictions.csv splits compared on faces, with their names in the tables
-SPLITS = (("test", "test AUC"), ("swaps", "swaps AUC (cross-method)"))
+SPLITS = (
+    ("val", "val AUC"),
+    ("test", "test AUC"),
+    ("swaps", "swaps AUC (cross-method)"),
+    ("xsource", "xsource AUC (unseen source)"),
+    ("xsource_swaps", "xsource swaps AUC"),
+)
 #: the difference whose seeds are counted
 TARGET = 0.02
 #: below this many effective people, the clustered figures are flagged as resting on too few clusters

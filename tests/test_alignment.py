@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from lmguide.alignment import attention_in_mask, attention_in_regions, map_correlation
-from lmguide.train import split_statistics, summary_keys
+from lmguide.run_report import split_statistics, summary_keys
 
 
 def _maps(b: int = 3, m: int = 4, h: int = 8, seed: int = 0) -> torch.Tensor:

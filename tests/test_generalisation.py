@@ -270,7 +270,7 @@ def test_one_class_metrics_are_undefined_not_numbers():
 def test_accuracy_is_also_reported_at_the_val_calibrated_threshold():
     # scores that rank perfectly but all lie below 0.5: at 0.5 every face is "real", at the threshold
     # calibrated on val (the one predict uses) the same scores are all right
-    from lmguide.train import format_metric, split_statistics
+    from lmguide.run_report import format_metric, split_statistics
 
     def split(n, fake=0.3):
         y = torch.tensor([0, 1] * n)
@@ -290,7 +290,7 @@ def test_accuracy_is_also_reported_at_the_val_calibrated_threshold():
 
 
 def test_split_statistics_and_summary_report_undefined(capsys):
-    from lmguide.train import format_metric, split_statistics
+    from lmguide.run_report import format_metric, split_statistics
 
     s, y, people = _clustered(12)
     videos = [f"{'sbi:' if lab else ''}v{p}" for p, lab in zip(people, y.tolist(), strict=True)]

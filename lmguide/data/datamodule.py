@@ -17,6 +17,7 @@ from lmguide.data.fakes import FaceSwap, SelfBlend
 from lmguide.data.manifest import PreparedIndex
 from lmguide.data.masks import CONTOURS, MaskSpec
 from lmguide.data.prepare import prepare_index
+from lmguide.data.sources import XSOURCE, hold_out
 from lmguide.data.transforms import build_transform
 from lmguide.losses.landmark import APPLY_TO
 
@@ -119,6 +120,7 @@ class FaceDataModule(L.LightningDataModule):
         test_fakes: str = "self_blend",
         persistent_workers: bool = True,
         landmark_channels: bool = False,
+        test_sources: Sequence[str] | None = None,
     ):
         super().__init__()
         if batch_size < 1:
@@ -165,7 +167,13 @@ class FaceDataModule(L.LightningDataModule):
             raise ValueError("data.test_fakes=swap scores single frames; clip models are not supported")
         self.swap, self.test_fakes = swap, test_fakes
         self.landmark_channels = bool(landmark_channels)
+        if isinstance(test_sources, str):
+            test_sources = [test_sources]
+        self.test_sources = tuple(test_sources or ())
+        if self.test_sources and clip_frames:
+            raise ValueError("data.test_sources scores single frames; clip models are not supported")
         self.index: PreparedIndex | None = None
+        self.rows: dict[str, list[dict]] = {}
         self.datasets: dict[str, FaceDataset] = {}
 
     def prepare_data(self) -> None:
@@ -185,10 +193,14 @@ class FaceDataModule(L.LightningDataModule):
             self.index = prepare_index(
                 self.source.name, self.source.items(), self.cache_dir, self.faces, self.mask, read_only=True
             )
+        if not self.rows:
+            self.rows = {s: self.index.ok_rows(s) for s in ("train", "val", "test")}
+            if self.test_sources:  # faces of sources never seen in train or val: the xsource split
+                self.rows = hold_out(self.rows, self.test_sources)
         for split in ("train", "val", "test"):
             if split in self.datasets:
                 continue
-            rows = self.index.ok_rows(split)
+            rows = self.rows[split]
             det = split != "train"
             args = (rows, self.index.root, self.index.mask_dir, self.eval_tf if det else self.train_tf)
             extra = {**self.channels(), **(self.eval_targets() if det else self.extra_targets())}
@@ -213,10 +225,19 @@ class FaceDataModule(L.LightningDataModule):
             self.datasets["test_swaps"] = (
                 self.datasets["test"] if self.test_fakes == "swap" else self.swap_dataset()
             )
+        if self.test_sources and XSOURCE not in self.datasets:
+            rows = self.rows[XSOURCE]
+            extra = {**self.channels(), **self.eval_targets()}
+            self.datasets[XSOURCE] = FaceDataset(
+                rows, self.index.root, self.index.mask_dir, self.eval_tf, self.fakes, seed=self.seed,
+                deterministic=True, **extra
+            )  # fmt: skip
+            if self.swap is not None:
+                self.datasets[f"{XSOURCE}_swaps"] = self.swap_dataset(XSOURCE)
 
-    def swap_dataset(self) -> SwapDataset:
-        """The test split's real faces and face swaps between its different people."""
-        rows = self.index.ok_rows("test")
+    def swap_dataset(self, split: str = "test") -> SwapDataset:
+        """The real faces of ``split`` and face swaps between its different people."""
+        rows = self.rows[split]
         root, masks = self.index.root, self.index.mask_dir
         extra = {**self.channels(), **self.eval_targets()}  # both draw with the same mask spec
         return SwapDataset(rows, root, masks, self.eval_tf, self.swap, seed=self.seed, **extra)

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from lmguide.data.channels import stack_channels
 from lmguide.data.fakes import SelfBlend
 from lmguide.data.masks import MaskSpec, draw_mask
+from lmguide.data.sources import item_sources
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +125,7 @@ class FaceDataset(Dataset):
 
     @property
     def labels(self) -> list[int]:
-        if self.fakes is None:
-            return [r["label"] for r in self.rows]
-        return [lab for r in self.rows for lab in (r["label"], 1)]
+        return [lab for r in self.rows for lab in ((r["label"],) if self.fakes is None else (r["label"], 1))]
 
     @property
     def item_keys(self) -> list[str]:
@@ -137,6 +136,11 @@ class FaceDataset(Dataset):
         if self.fakes is None:
             return ids
         return [k for sid in ids for k in (sid, f"{self.fake_prefix}{sid}")]
+
+    @property
+    def item_sources(self) -> list[str]:
+        """Per item, the package its face came from (a fake shares its real face's; ``""`` unknown)."""
+        return item_sources(self.rows, 2 if self.fakes else 1)
 
     def _seed(self, i: int, epoch: int = 0) -> int:
         return (self.seed * 1_000_003 + i) if self.deterministic else sample_seed(self.seed, epoch, i)
@@ -298,6 +302,10 @@ class ClipDataset(FaceDataset):
         if self.fakes is None:
             return ids
         return [k for sid in ids for k in (sid, f"{self.fake_prefix}{sid}")]
+
+    @property
+    def item_sources(self) -> list[str]:  # per clip, its first frame's (FaceDataset.item_sources)
+        return item_sources([c[0] for c in self.clips], 2 if self.fakes else 1)
 
     def load(self, i: int | tuple[int, int]) -> dict:
         """The untransformed clip ``i`` (or ``(epoch, i)``): lists of T images and masks, label, video name,

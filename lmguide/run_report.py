@@ -1,0 +1,230 @@
+"""What a run reports after its fit: the scored sets (val, test, the swaps, the held-out sources),
+their statistics with bootstrap intervals, the test curves and the one-screen summary."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from lmguide.alignment import attention_summary
+from lmguide.loggers import log_images
+from lmguide.metrics import (
+    aggregate_videos,
+    binary_report,
+    bootstrap_auc,
+    calibrate_threshold,
+    score_split,
+    undefined_reason,
+)
+from lmguide.predictions import NAME as PREDICTIONS
+from lmguide.viz.curves import plot_curves
+
+log = logging.getLogger(__name__)
+
+SUMMARY_KEYS = ("auc", "acc", "cal_acc", "eer", "ap", "f1", "cal_f1", "video_auc", "attn_in_lm", "mask_area")
+#: after attn_in_lm: the share on each landmark region (attn_<region>, as many as the mask has), then
+#: how alike the attention maps are (map_corr)
+#: summary row names where the metrics.json key alone would not say at which threshold
+#: (at most 10 characters, as long as attn_in_lm: a wider column wraps the AUC cells on an 80-column console)
+SUMMARY_ROWS = {"acc": "acc @0.5", "f1": "f1 @0.5", "cal_acc": "acc @thr", "cal_f1": "f1 @thr"}
+
+
+#: the scored sets of a run: summary column -> datamodule dataset
+SCORED_SETS = {
+    "val": "val",
+    "test": "test",
+    "swaps": "test_swaps",
+    "xsource": "xsource",
+    "xsource_swaps": "xsource_swaps",
+}
+#: the sets whose AUC, AP, EER, acc and F1 the LightningModule logs itself (the others get them here)
+MODULE_LOGGED = ("val", "test")
+#: summary tables: (title, {column: header}); the held-out sources get a table of their own
+TABLES = (
+    (
+        "lmguide: run summary (best checkpoint)",
+        {"val": "val", "test": "test", "swaps": "swaps (cross-method)"},
+    ),
+    (
+        "faces from sources never seen in train or val (data.test_sources)",
+        {"xsource": "xsource: self-blends", "xsource_swaps": "xsource: swaps"},
+    ),
+)
+#: the metrics that need both classes, as logged by the LightningModule
+_TWO_CLASS_KEYS = ("auc", "ap", "eer", "video_auc", "video_ap", "video_eer")
+
+
+def score_splits(model, datamodule) -> dict[str, dict]:
+    """P(fake), labels and video names of the tested weights on val, test and (when the data has face
+    swaps) the swap test set, frame models only (``{}`` for a clip model)."""
+    if getattr(model, "clip_frames", None):
+        log.info(
+            "test curves and bootstrap intervals are computed for frame models only (this is a clip model)"
+        )
+        return {}
+    was_training = model.training
+    model.eval()
+    out = {}
+    for name, key in SCORED_SETS.items():
+        ds = datamodule.datasets.get(key)
+        if ds is not None and not (name == "swaps" and ds is datamodule.datasets.get("test")):
+            res = score_split(model, ds, datamodule.eval_batch_size)
+            out[name] = res
+    model.train(was_training)
+    return out
+
+
+def split_statistics(scored: dict[str, dict], seed: int = 0) -> dict:
+    """Per scored set: 95 % bootstrap intervals of the frame and video AUC (resampling people), the
+    swap set's detection metrics, and None with the reason for metrics a one-class set leaves undefined.
+
+    Accuracy and F1 are also given at the validation-calibrated threshold (``<set>/cal_acc``,
+    ``<set>/cal_f1``, the threshold as ``threshold_val``): the one the best checkpoint stores and
+    ``predict`` gives its verdicts at, where 0.5 means little for probabilities that are not calibrated."""
+    out: dict = {}
+    val = scored.get("val")
+    if val is not None and not undefined_reason(val["label"]):
+        thr = out["threshold_val"] = calibrate_threshold(val["prob"], val["label"])
+        for name, res in scored.items():
+            at = binary_report(res["prob"], res["label"], thr)
+            out[f"{name}/cal_acc"], out[f"{name}/cal_f1"] = at["acc"], at["f1"]
+    for name, res in scored.items():
+        if name not in MODULE_LOGGED:
+            for k, v in binary_report(res["prob"], res["label"]).items():
+                if k in ("auc", "ap", "eer", "acc", "f1"):
+                    out[f"{name}/{k}"] = v
+            out[f"{name}/attn_in_lm"] = float(res["attn_in_lm"].mean())
+            vids, vs, vy = aggregate_videos(res["prob"], res["label"], res["video"])
+            out[f"{name}/video_auc"] = binary_report(vs, vy)["auc"]
+        out.update({f"{name}/{k}": v for k, v in attention_summary(res).items()})  # per region, map_corr
+        frame = bootstrap_auc(res["prob"], res["label"], res["person"], seed=seed)
+        person = dict(zip(res["video"], res["person"], strict=True))
+        vids, vs, vy = aggregate_videos(res["prob"], res["label"], res["video"])
+        video = bootstrap_auc(vs, vy, [person[v] for v in vids], seed=seed)
+        if frame.get("reason"):
+            out.update(
+                {f"{name}/{k}": None for k in _TWO_CLASS_KEYS}, **{f"{name}/undefined": frame["reason"]}
+            )
+            continue
+        out[f"{name}/auc_ci95_lo"], out[f"{name}/auc_ci95_hi"] = frame["lo"], frame["hi"]
+        out[f"{name}/video_auc_ci95_lo"], out[f"{name}/video_auc_ci95_hi"] = video["lo"], video["hi"]
+        out[f"{name}/people"] = frame["clusters"]
+    return out
+
+
+def log_test_curves(res: dict | None, out_dir: Path, loggers: list) -> None:
+    """ROC, PR and confusion matrix (threshold 0.5) of the tested weights on the test split's frames
+    (``res``: :func:`score_splits`'s test entry): PNGs under ``<run dir>/curves/``, also sent to W&B
+    (images) and TensorBoard when they log."""
+    if res is None:
+        return
+    curves = out_dir / "curves"
+    curves.mkdir(parents=True, exist_ok=True)
+    paths = plot_curves(res["prob"], res["label"], 0.5, curves, "test (frames)")
+    captions = ["ROC", "PR", "confusion @0.5"]
+    log_images(loggers, {f"test/{p.stem}": p for p in paths}, group="test/curves", captions=captions)
+
+
+def report_sources(scored: dict[str, dict], datamodule, threshold: float | None, out_dir: Path) -> dict:
+    """P(fake) per source of the scored faces (``curves/sources.png`` and ``.json``, see
+    :mod:`lmguide.viz.sources`) and, with ``data.test_sources``, the held-out sources' people and faces
+    as ``xsource/sources`` (the summary's second table names them)."""
+    from lmguide.data.sources import XSOURCE, source_counts
+    from lmguide.viz.sources import plot_source_scores
+
+    rows = getattr(datamodule, "rows", {}).get(XSOURCE) or []
+    counts = source_counts(rows)
+    if scored:
+        plot_source_scores(scored, threshold, out_dir / "curves", held_out=tuple(counts))
+    if not counts:
+        return {}
+    return {
+        "xsource/sources": "; ".join(
+            f"{s} ({c['people']} people, {c['faces']} faces)" for s, c in counts.items()
+        )
+    }
+
+
+def format_metric(metrics: dict, split: str, key: str) -> str:
+    """One summary cell: the value, its bootstrap interval for AUCs, ``undefined`` or ``-``."""
+    full = f"{split}/{key}"
+    if full not in metrics:
+        return "-"
+    v = metrics[full]
+    if v is None:
+        return "undefined"
+    lo, hi = metrics.get(f"{full}_ci95_lo"), metrics.get(f"{full}_ci95_hi")
+    return f"{v:.4f}" + ("" if lo is None else f" [{lo:.2f}, {hi:.2f}]")
+
+
+def summary_keys(metrics: dict) -> list[str]:
+    """The summary's rows: :data:`SUMMARY_KEYS` with the per-region shares (``attn_<region>``, in the
+    order the run wrote them) after ``attn_in_lm`` and ``map_corr`` last."""
+    regions = list(dict.fromkeys(k.split("/", 1)[1] for k in metrics if "/attn_" in k))
+    regions = [r for r in regions if r != "attn_in_lm" and not r.endswith(("_ci95_lo", "_ci95_hi"))]
+    i = SUMMARY_KEYS.index("attn_in_lm") + 1
+    return [*SUMMARY_KEYS[:i], *regions, *SUMMARY_KEYS[i:], "map_corr"]
+
+
+def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    tables, cols = [], []
+    for title, headers in TABLES:
+        shown = [c for c in headers if any(k.startswith(f"{c}/") for k in metrics)]
+        if not shown:
+            continue
+        if metrics.get("xsource/sources") and "xsource" in headers:
+            title += f": {metrics['xsource/sources']}"
+        table = Table(title=title, show_header=True, header_style="bold")
+        table.add_column("metric")
+        for c in shown:
+            table.add_column(headers[c], justify="right")
+        for k in summary_keys(metrics):
+            cells = [format_metric(metrics, c, k) for c in shown]
+            if not all(x == "-" for x in cells):
+                table.add_row(SUMMARY_ROWS.get(k, k), *cells)
+        tables.append(table)
+        cols += shown
+    ck = trainer.checkpoint_callback
+    last = out_dir / "checkpoints" / "last.ckpt"
+    where = {
+        "run dir": out_dir,
+        "best checkpoint": ck.best_model_path if ck else "",
+        "last checkpoint": last if last.exists() else "",
+        "metrics CSV": next(iter(out_dir.glob("csv/**/metrics.csv")), ""),
+        "TensorBoard": out_dir / "tensorboard" if (out_dir / "tensorboard").exists() else "",
+        "overlays": out_dir / "overlays" if (out_dir / "overlays").exists() else "",
+        "test curves": out_dir / "curves" if (out_dir / "curves").exists() else "",
+        "metrics JSON": out_dir / "metrics.json",
+        "predictions CSV": out_dir / PREDICTIONS if (out_dir / PREDICTIONS).exists() else "",
+    }
+    console = Console()
+    for table in tables:
+        console.print(table)
+    if any(f"{c}/auc_ci95_lo" in metrics for c in cols):
+        console.print(
+            "[lo, hi]: 95 % bootstrap interval, resampling people (a video and its fakes together)",
+            soft_wrap=True,
+            markup=False,
+        )
+    if metrics.get("threshold_val") is not None:
+        console.print(
+            f"@thr: fake at P(fake) >= {metrics['threshold_val']:.4f}, the threshold calibrated on val "
+            "that the best checkpoint stores and predict uses",
+            soft_wrap=True,
+            highlight=False,
+        )
+    for c in cols:
+        if metrics.get(f"{c}/undefined"):
+            console.print(f"{c}: {metrics[f'{c}/undefined']}", soft_wrap=True, highlight=False, markup=False)
+    console.print(
+        f"attn_in_lm: share of attention inside the landmark mask (mask_area = chance level), attn_<region>: "
+        "on each region; map_corr: mean correlation between the attention maps (1: one map repeated); "
+        f"{trainer.global_step} steps in {metrics['wall_time_s']:.0f} s",
+        soft_wrap=True,
+    )
+    for k, v in where.items():
+        if v:
+            console.print(f"  {k:16s} {v}", soft_wrap=True, highlight=False)
