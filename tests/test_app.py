@@ -182,7 +182,7 @@ def test_bad_inputs_get_a_message_and_the_analyzer_keeps_working(analyzer, media
 
 
 def test_result_markdown_lists_every_face(analyzer, media):
-    from lmguide.app import result_markdown
+    from lmguide.app import markdown_text, result_markdown
 
     a = analyzer.analyse(media["multi_face.jpg"])
     md = result_markdown(a)
@@ -190,6 +190,18 @@ def test_result_markdown_lists_every_face(analyzer, media):
     for f in a.faces:
         assert f"| {f.face} | 0 | {f.prob_fake:.4f} | {f.verdict} |" in md
     assert f"Threshold {a.threshold:.3f}: calibrated on the validation split" in md
+    assert analyzer.provenance.startswith("trained on ") and "test AUC" in analyzer.provenance
+    assert f"*Model: {markdown_text(analyzer.provenance)}.*" in md
+
+
+def test_a_checkpoints_provenance_is_shown_as_text_not_markup(analyzer, media):
+    from lmguide.app import result_markdown
+
+    a = analyzer.analyse(media["single_face.jpg"])
+    a.provenance = "trained on <script>alert(1)</script> **x** [l](http://e)"
+    md = result_markdown(a)
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    assert r"\*\*x\*\*" in md and r"\[l\](http://e)" in md
 
 
 def test_cli_refuses_a_missing_checkpoint_in_one_line(tmp_path, cache_dir):

@@ -175,6 +175,14 @@ def test_cli(trained_ckpt, mixed_folder, cache_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "P(fake) per file" in proc.stdout
     assert "no face found in: no_face.mp4" in proc.stdout
+    from lmguide.checkpoint import read_checkpoint
+    from lmguide.provenance import provenance_line
+
+    line = provenance_line(read_checkpoint(trained_ckpt)["lmguide_provenance"])  # the run's record
+    assert line.startswith("trained on ") and line.endswith(
+        "A demonstration model, not a production detector"
+    )
+    assert line in " ".join(proc.stdout.split())
     doc = json.loads(out.read_text())
     assert [f["file"] for f in doc["files"]] == ["more/face.mp4", "no_face.mp4"]
     assert [f["frames_scored"] for f in doc["files"]] == [2, 0]

