@@ -29,6 +29,8 @@ SUMMARY_KEYS = ("auc", "acc", "cal_acc", "eer", "ap", "f1", "cal_f1", "video_auc
 SUMMARY_ROWS = {"acc": "acc @0.5", "f1": "f1 @0.5", "cal_acc": "acc @thr", "cal_f1": "f1 @thr"}
 
 
+#: the summary as printed, in the run dir
+SUMMARY = "summary.txt"
 #: the scored sets of a run: summary column -> datamodule dataset
 SCORED_SETS = {
     "val": "val",
@@ -200,7 +202,7 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
         "metrics JSON": out_dir / "metrics.json",
         "predictions CSV": out_dir / PREDICTIONS if (out_dir / PREDICTIONS).exists() else "",
     }
-    console = Console()
+    console = Console(record=True)  # what it prints also goes to <run dir>/summary.txt
     for table in tables:
         console.print(table)
     if any(f"{c}/auc_ci95_lo" in metrics for c in cols):
@@ -225,6 +227,8 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
         f"{trainer.global_step} steps in {metrics['wall_time_s']:.0f} s",
         soft_wrap=True,
     )
+    where["summary"] = out_dir / SUMMARY
     for k, v in where.items():
         if v:
             console.print(f"  {k:16s} {v}", soft_wrap=True, highlight=False)
+    (out_dir / SUMMARY).write_text(console.export_text())

@@ -55,6 +55,12 @@ CASES = [
         ["backbone.name=no_such_net", "hydra.run.dir={tmp}/r3"],
         "no_such_net",
     ),
+    (
+        "train: a held-out source the data does not have",
+        "train",
+        ["data.test_sources=[nope]", "hydra.run.dir={tmp}/r4"],
+        "no face comes from ['nope']",
+    ),
     ("train: `resume=` a folder that is no run", "train", ["resume={tmp}/empty"], "does not exist"),
     ("train: `resume=` a missing folder", "train", ["resume={tmp}/missing"], "is not a run directory"),
     (

@@ -253,3 +253,11 @@ def test_optional_callbacks_are_off_by_default_and_enabled_must_be_a_bool(tmp_pa
     cfg = compose_cfg(["callbacks.early_stopping.enabled=maybe"], tmp_path)
     with pytest.raises(ConfigError, match="early_stopping.enabled must be true or false, got 'maybe'"):
         instantiate_group(cfg.callbacks)
+
+
+def test_the_summary_as_printed_is_in_the_run_dir(trained_ckpt):
+    run = trained_ckpt.parent.parent
+    text = (run / "summary.txt").read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert text.splitlines()[0].strip() == "lmguide: run summary (best checkpoint)"
+    assert f"{metrics['test/auc']:.4f} [" in text and f"summary          {run / 'summary.txt'}" in text
