@@ -82,11 +82,19 @@ compare: $(STAMP)  ## make train's job vs λ 0, the input channels, per_head kl,
 	    --command "make compare ARGS='$(ARGS)'"
 
 LEVERS := logs/train/levers/$(shell date +%Y-%m-%d_%H-%M-%S)
-levers: $(STAMP)  ## make train's job vs augment=robust, 5 seeds side by side, on val and the held-out source -> docs/results_xsource.md
+# the seeds of one setting split over two one-thread streams
+SEEDS_A := "hydra.sweeper.params.seed='0,1,2'"
+SEEDS_B := "hydra.sweeper.params.seed='3,4'"
+levers: $(STAMP)  ## make train's job vs augment=robust, then robust vs robust at 160 px, 5 seeds, on val and the held-out source -> docs/results_xsource.md
 	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 \
 	    hydra.sweep.dir=$(LEVERS)/1_default $(ARGS) & a=$$!; \
 	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 augment=robust \
 	    hydra.sweep.dir=$(LEVERS)/2_robust $(ARGS) & b=$$!; \
+	wait $$a && wait $$b
+	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 augment=robust data.image_size=160 \
+	    $(SEEDS_A) hydra.sweep.dir=$(LEVERS)/3_robust160_a $(ARGS) & a=$$!; \
+	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 augment=robust data.image_size=160 \
+	    $(SEEDS_B) hydra.sweep.dir=$(LEVERS)/3_robust160_b $(ARGS) & b=$$!; \
 	wait $$a && wait $$b
 	$(PY) -m lmguide.sweep_report $(LEVERS) --results docs/results_xsource.md \
 	    --command "make levers ARGS='$(ARGS)'"

