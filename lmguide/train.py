@@ -218,6 +218,12 @@ def _resumed(cfg: DictConfig) -> tuple[DictConfig, dict]:
     if not recorded:
         raise ResumeError(f"{last} holds no recorded overrides (written by an older lmguide): cannot resume")
     resumed = checkpoint_config(ckpt, new, output_dir=run, source=last)
+    done, limit = ckpt.get("global_step"), resumed.trainer.get("max_steps")
+    if isinstance(done, int) and isinstance(limit, int) and 0 <= limit <= done:
+        raise ResumeError(
+            f"resume={run}: its last.ckpt is at step {done} and trainer.max_steps={limit}: nothing is left "
+            f"to train, and the run's results stay as they are; give trainer.max_steps above {done} to go on"
+        )
     with open_dict(resumed):
         resumed.ckpt_path = str(last)
         resumed.resume = None

@@ -231,3 +231,23 @@ def test_kill_9_during_training_then_resume_equals_an_uninterrupted_run(referenc
     print("\ntrial | kill delay after that last.ckpt (s) | last.ckpt step at kill | recovered")
     for row in table:
         print(" | ".join(map(str, row)) + " | yes")
+
+
+def test_a_resume_with_no_step_left_is_refused_and_keeps_the_results(trained_ckpt, cache_dir, tmp_path):
+    """A finished run resumed at its own max_steps would train nothing and overwrite metrics.json with
+    the few keys of a run that tested nothing: refused in one line, every file left as it was."""
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(trained_ckpt.parent.parent, run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    proc = run_cli(
+        "lmguide.train", [f"resume={run}", "test=false", f"trainer.max_steps={step}"], tmp_path, cache_dir
+    )
+    assert proc.returncode == 1
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and f"at step {step} and trainer.max_steps={step}" in line
+    kept = {p: p.read_bytes() for p in before if p.name != ".lmguide.lock"}  # the lock names its holder
+    assert kept == {p: b for p, b in before.items() if p.name != ".lmguide.lock"}
+    assert (run / "metrics.json").read_bytes() == before[run / "metrics.json"]
