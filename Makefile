@@ -85,8 +85,8 @@ LEVERS := logs/train/levers/$(shell date +%Y-%m-%d_%H-%M-%S)
 # the seeds of one setting split over two one-thread streams
 SEEDS_A := "hydra.sweeper.params.seed='0,1,2'"
 SEEDS_B := "hydra.sweeper.params.seed='3,4'"
-levers: $(STAMP)  ## make train's job vs augment=robust, then robust vs robust at 160 px, 5 seeds, on val and the held-out source -> docs/results_xsource.md
-	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 \
+levers: $(STAMP)  ## the augmentation before make train's (default) vs robust vs robust at 160 px: 5 seeds each, on val and the held-out source -> docs/results_xsource.md
+	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 augment=default \
 	    hydra.sweep.dir=$(LEVERS)/1_default $(ARGS) & a=$$!; \
 	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 augment=robust \
 	    hydra.sweep.dir=$(LEVERS)/2_robust $(ARGS) & b=$$!; \
@@ -96,7 +96,7 @@ levers: $(STAMP)  ## make train's job vs augment=robust, then robust vs robust a
 	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 augment=robust data.image_size=160 \
 	    $(SEEDS_B) hydra.sweep.dir=$(LEVERS)/3_robust160_b $(ARGS) & b=$$!; \
 	wait $$a && wait $$b
-	$(PY) -m lmguide.sweep_report $(LEVERS) --results docs/results_xsource.md \
+	$(PY) -m lmguide.sweep_report $(LEVERS) --baseline augment=default --results docs/results_xsource.md \
 	    --command "make levers ARGS='$(ARGS)'"
 
 xsource: $(STAMP)  ## leave-one-source-out: make train's job with each demo source held out in turn, seeds 0-4

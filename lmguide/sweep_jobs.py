@@ -66,6 +66,7 @@ class Job:
 class Group:
     overrides: tuple[str, ...]
     jobs: list[Job] = field(default_factory=list)
+    is_baseline: bool = False  # sweep_report --baseline: every other setting is compared with it
 
     @property
     def done(self) -> list[Job]:

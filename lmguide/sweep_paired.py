@@ -134,6 +134,12 @@ def comparison_pairs(groups: list[Group]) -> list[tuple[Group, Group]]:
     landmark input channels without guidance; or in a sweep that does not vary λ, e.g. ``augment=robust``
     against the job without it) with that setting. The seed-paired and the per-face
     comparisons both use it."""
+    chosen = next((g for g in groups if g.is_baseline), None)
+    if chosen is not None:  # sweep_report --baseline: every setting against it, and each variant
+        against = [(g, chosen) for g in groups if g is not chosen]
+        return against + [
+            (g, p) for g in groups if (p := _variant_of(g, groups)) is not None and p is not chosen
+        ]
     bases = [g for g in groups if _lambda(g) == 0]
     out, variants = [], []
     for g in groups:
@@ -154,7 +160,7 @@ def paired_comparisons(groups: list[Group]) -> list[Comparison]:
 
 def paired_markdown(comparisons: list[Comparison]) -> str:
     zero = any(f"{LAMBDA_KEY}=0" in c.baseline.split() for c in comparisons)
-    lead = "Against λ = 0" if zero else "Against the setting each one varies"
+    lead = "Against λ = 0" if zero else "Each setting against its baseline (second column)"
     lines = [
         f"{lead}, paired by seed (Δ = setting − baseline; p: two-sided paired t-test; t interval: "
         "its 95 % interval, which excludes 0 exactly when p < 0.05; bootstrap: 95 % percentile interval "

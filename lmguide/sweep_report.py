@@ -180,12 +180,21 @@ def results_page(
 
 
 def report(
-    sweep_dir: str | Path, out: str | Path | None = None, results: str | Path | None = None, command: str = ""
+    sweep_dir: str | Path,
+    out: str | Path | None = None,
+    results: str | Path | None = None,
+    command: str = "",
+    baseline: str | None = None,
 ) -> dict[str, Path]:
     """Write the markdown table, the CSV and the plot (and, with ``results``, the results page); returns
     their paths."""
     jobs = read_jobs(sweep_dir)
     groups = group_jobs(jobs)
+    if baseline is not None:
+        labels = [group_label(g.overrides) for g in groups]
+        if baseline not in labels:
+            raise ValueError(f"--baseline {baseline!r} is no setting of this sweep; its settings: {labels}")
+        groups[labels.index(baseline)].is_baseline = True
     out_dir = Path(out) if out else Path(sweep_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out_dir / "sweep_report.md", "csv": out_dir / "sweep_report.csv"}
@@ -233,10 +242,15 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     p.add_argument(
         "--command", default="", help="the command that made the sweep, quoted on the results page"
     )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="the setting (as the table labels it) every other is compared with; default: λ = 0",
+    )
     args = p.parse_args(argv)
     try:
-        paths = report(args.sweep_dir, args.out, args.results, args.command)
-    except FileNotFoundError as err:  # a missing or empty sweep directory: one line, exit code 1
+        paths = report(args.sweep_dir, args.out, args.results, args.command, args.baseline)
+    except (FileNotFoundError, ValueError) as err:  # a missing sweep, an unknown baseline: one line, exit 1
         from lmguide.cli import fail
 
         fail(str(err))

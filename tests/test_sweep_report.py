@@ -452,3 +452,18 @@ def test_the_held_out_sources_text_is_read_and_xsource_is_paired(tmp_path):
     table = paths["markdown"].read_text()
     assert "broken" not in table and "4 jobs, 4 finished" in table
     assert "| loss.lambda_lm=1 | loss.lambda_lm=0 | xsource AUC (unseen source) | 2 (0,1) | +0.050 |" in table
+
+
+def test_a_chosen_baseline_is_compared_with_every_setting_and_variants_with_theirs(tmp_path):
+    settings = {"augment=a": 0.70, "augment=b": 0.75, "augment=b data.image_size=160": 0.78}
+    for seed in (0, 1, 2):
+        for ov, auc in settings.items():
+            metrics = {"val/auc": auc + 0.01 * seed * (ov == "augment=a"), "xsource/auc": auc}
+            _job(tmp_path / ov.replace(" ", "_"), seed, [*ov.split(), f"seed={seed}"], metrics)
+    rows = list(csv.DictReader(report(tmp_path, baseline="augment=a")["paired"].open()))
+    got = {(r["setting"], r["baseline"], r["metric"]): float(r["mean_diff"]) for r in rows}
+    assert got[("augment=b", "augment=a", "xsource AUC (unseen source)")] == pytest.approx(0.05)
+    assert got[("augment=b data.image_size=160", "augment=a", "val AUC")] == pytest.approx(0.07)
+    assert got[("augment=b data.image_size=160", "augment=b", "val AUC")] == pytest.approx(0.03)
+    with pytest.raises(ValueError, match="--baseline 'augment=c' is no setting of this sweep"):
+        report(tmp_path, baseline="augment=c")
