@@ -215,7 +215,7 @@ def write_output(path: Path, results: list[FileResult]) -> None:
         path.write_text(json.dumps(doc, indent=2) + "\n")
         return
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
+        w = _InertWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
         w.writeheader()
         for r in results:
             w.writerow(
@@ -258,6 +258,21 @@ def write_output(path: Path, results: list[FileResult]) -> None:
                         "prob_fake": _csv_num(c.prob_fake),
                     }
                 )
+
+
+#: first characters that make a spreadsheet read a cell as a formula (OWASP's CSV injection list)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert_cell(v):
+    """``v``, with a text cell that a spreadsheet would run as a formula (a file named
+    ``=HYPERLINK(...).jpg``) prefixed by ``'`` so it stays text."""
+    return f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_START) else v
+
+
+class _InertWriter(csv.DictWriter):
+    def writerow(self, rowdict):
+        return super().writerow({k: inert_cell(v) for k, v in rowdict.items()})
 
 
 def _clip_doc(c: ClipResult) -> dict:

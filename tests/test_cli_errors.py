@@ -325,3 +325,22 @@ def test_predict_reports_each_face_as_well_as_the_file_mean():
     out = StringIO()
     print_table(Console(file=out, width=200), [r])
     assert "0: 0.4700  1: 0.7300" in out.getvalue() and "0.6000" in out.getvalue()
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_kept_as_text(tmp_path):
+    """OWASP's CSV-injection rule: a file named like a formula is written with a leading quote."""
+    import csv
+
+    from lmguide.predict import FileResult, FrameResult
+    from lmguide.predict_results import write_output
+
+    names = ['=HYPERLINK("http://x","y").jpg', "+1.jpg", "-2.jpg", "@SUM(A1).jpg", "plain.jpg"]
+    results = []
+    for n in names:
+        r = FileResult(n, "image")
+        r.frames = [FrameResult(0, "ok", face=0, prob_fake=0.4)]
+        results.append(r)
+    write_output(tmp_path / "p.csv", results)
+    with open(tmp_path / "p.csv", newline="") as f:
+        files = [row["file"] for row in csv.DictReader(f) if row["level"] == "file"]
+    assert files == [f"'{n}" for n in names[:4]] + ["plain.jpg"]
