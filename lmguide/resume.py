@@ -93,3 +93,30 @@ def restart_after_epoch_end(trainer) -> None:
         return scheduled(data_fetcher)
 
     loop._should_check_val_fx = should_check_val
+
+
+#: the marker a stopped run leaves in its directory (removed when a resume of it finishes)
+INTERRUPTED = "INTERRUPTED"
+#: exit codes of a run stopped by a signal, as a shell reports a process the signal killed
+SIGNAL_EXIT = {"SIGTERM": 143, "SIGINT": 130}
+
+
+def interrupted_exit(stop: SystemExit, trainer, out_dir: Path) -> SystemExit:
+    """What a run exits with when Lightning's trainer stopped it: SIGTERM (Lightning's
+    ``SIGTERMException``, a SystemExit without a code, read as success) or Ctrl-C (``sys.exit(1)``) give
+    143 or 130, after marking the run dir :data:`INTERRUPTED` and saying how to go on; any other exit
+    is returned as it was."""
+    import sys
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if not getattr(trainer, "interrupted", False):
+        return stop
+    why = "SIGTERM" if isinstance(stop, SIGTERMException) else "SIGINT"
+    step = int(getattr(trainer, "global_step", 0))
+    last = out_dir / LAST
+    kept = f"last.ckpt holds the last validation's state ({last})" if last.exists() else "no last.ckpt yet"
+    line = f"stopped by {why} at step {step}: {kept}; go on with `python -m lmguide.train resume={out_dir}`"
+    (out_dir / INTERRUPTED).write_text(line + "\n")
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    return SystemExit(SIGNAL_EXIT[why])

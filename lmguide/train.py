@@ -23,7 +23,14 @@ from lmguide.loggers import finish_wandb, instantiate_group, wandb_offline_by_de
 from lmguide.predictions import NAME as PREDICTIONS
 from lmguide.predictions import write_predictions
 from lmguide.provenance import build_provenance, stamp_checkpoints
-from lmguide.resume import LAST, ResumeError, is_resume, restart_after_epoch_end
+from lmguide.resume import (
+    INTERRUPTED,
+    LAST,
+    ResumeError,
+    interrupted_exit,
+    is_resume,
+    restart_after_epoch_end,
+)
 from lmguide.run_report import (
     log_test_curves,
     print_summary,
@@ -171,6 +178,8 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
                 metrics.update(report_sources(scored, datamodule, metrics.get("threshold_val"), out_dir))
                 provenance = build_provenance(datamodule, metrics, trainer.global_step)
                 stamp_checkpoints([ckpt, out_dir / LAST], provenance)
+    except SystemExit as stop:  # SIGTERM / Ctrl-C: exit 143 / 130, never 0, and say how to go on
+        raise interrupted_exit(stop, trainer, out_dir) from None
     finally:
         finish_wandb(loggers)
 
@@ -178,6 +187,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
     if trainer.is_global_zero:  # DDP: every rank holds the same (synced) metrics; rank 0 writes them
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         print_summary(metrics, trainer, out_dir)
+        (out_dir / INTERRUPTED).unlink(missing_ok=True)  # a resumed run that finished
     return metrics
 
 

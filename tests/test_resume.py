@@ -251,3 +251,40 @@ def test_a_resume_with_no_step_left_is_refused_and_keeps_the_results(trained_ckp
     kept = {p: p.read_bytes() for p in before if p.name != ".lmguide.lock"}  # the lock names its holder
     assert kept == {p: b for p, b in before.items() if p.name != ".lmguide.lock"}
     assert (run / "metrics.json").read_bytes() == before[run / "metrics.json"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_run_non_zero_marks_it_and_resume_goes_on(cache_dir, tmp_path, sig):
+    """SIGTERM (a scheduler's stop) used to end the run with exit code 0 and no trace: now 143 (130 for
+    Ctrl-C), an INTERRUPTED marker with the way on, and a resume that finishes removes the marker."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import FAST_DATA, cli_env
+
+    run = tmp_path / "run"
+    args = [*FAST_DATA, "attention.num_maps=2", "trainer.max_steps=400", "trainer.val_check_interval=1"]
+    args += ["trainer.check_val_every_n_epoch=null", "+trainer.limit_val_batches=1", f"hydra.run.dir={run}"]
+    cmd = [sys.executable, "-m", "lmguide.train", *args]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(cache_dir), stderr=subprocess.PIPE, text=True)
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == {"SIGTERM": 143, "SIGINT": 130}[sig], err[-3000:]
+    marker = (run / "INTERRUPTED").read_text()
+    assert marker.startswith(f"stopped by {sig} at step ") and f"resume={run}" in marker
+    assert f"error: {marker.strip()}" in err and not (run / "metrics.json").exists()
+    if sig == "SIGINT":
+        return  # the resume path is the same
+    step = torch.load(last, weights_only=True)["global_step"]
+    more = [f"resume={run}", f"trainer.max_steps={step + 1}", "test=false"]
+    done = run_cli("lmguide.train", more, tmp_path, cache_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (run / "INTERRUPTED").exists() and (run / "metrics.json").exists()
