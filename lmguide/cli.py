@@ -111,6 +111,22 @@ def stop_idle_pool_workers() -> None:
         executor.shutdown(wait=True)
 
 
+def check_new_output(path, key: str, overwrite: bool = False) -> None:
+    """Refuse an output path that is a symbolic link (writing would change the file it points to), and
+    an existing file unless ``overwrite`` (results of an earlier run are never replaced silently)."""
+    from pathlib import Path
+
+    from lmguide.errors import ConfigError
+
+    path = Path(path).expanduser()
+    if path.is_symlink():
+        raise ConfigError(
+            f"{key}={path} is a symbolic link: lmguide does not write through links; give a file path"
+        )
+    if path.exists() and not path.is_dir() and not overwrite:
+        raise ConfigError(f"{key}={path} exists: give overwrite=true to replace it, or another {key}=")
+
+
 def check_writable(path, key: str, folder: bool = False) -> None:
     """Refuse, before any work, an output that could not be written: ``path`` (a file, or a folder when
     ``folder``) must be creatable and writable. Its folder is created; a probe file is written and

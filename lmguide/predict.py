@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from lmguide.cli import check_argv, check_writable, friendly_errors
+from lmguide.cli import check_argv, check_new_output, check_writable, friendly_errors
 from lmguide.data.channels import NoLandmarks, run_channels
 from lmguide.data.faces import FacePipeline, face_settings
 from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaError, VideoFrames, read_image
@@ -245,6 +245,7 @@ def predict(cfg: DictConfig) -> list[FileResult]:
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ConfigError(f"output {output} must end in .csv or .json")
     if output is not None:
+        check_new_output(output, "output", bool(cfg.get("overwrite", False)))
         check_writable(output, "output")  # before any scoring: results are never thrown away at the end
     every = cfg.get("frames_every")
     n_frames = cfg.get("frames_per_video")

@@ -6,12 +6,15 @@ nested records). A file's verdict is its P(fake) at the checkpoint's threshold
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from lmguide.data.cache import atomic_write_text
 
 CSV_FIELDS = [
     "level",
@@ -212,52 +215,53 @@ def write_output(path: Path, results: list[FileResult]) -> None:
                 for r in results
             ]
         }
-        path.write_text(json.dumps(doc, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(doc, indent=2) + "\n")  # a new file renamed over: no link followed
         return
-    with open(path, "w", newline="") as f:
-        w = _InertWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
-        w.writeheader()
-        for r in results:
+    f = io.StringIO()
+    w = _InertWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in results:
+        w.writerow(
+            {
+                **r.summary(),
+                "level": "file",
+                "prob_fake": _csv_num(r.prob_fake),
+                "verdict": r.verdict or "",
+                "threshold": _csv_num(r.threshold),
+            }
+        )
+        for fr in r.frames:
+            x0, y0, x1, y1 = fr.box or ("",) * 4
             w.writerow(
                 {
-                    **r.summary(),
-                    "level": "file",
-                    "prob_fake": _csv_num(r.prob_fake),
-                    "verdict": r.verdict or "",
-                    "threshold": _csv_num(r.threshold),
+                    "level": "frame",
+                    "file": r.file,
+                    "kind": r.kind,
+                    "frame": fr.frame,
+                    "face": "" if fr.face is None else fr.face,
+                    "status": fr.status,
+                    "prob_fake": _csv_num(fr.prob_fake),
+                    "det_score": _csv_num(fr.det_score),
+                    **dict(zip(("x0", "y0", "x1", "y1"), (x0, y0, x1, y1), strict=True)),
+                    "reason": fr.reason,
                 }
             )
-            for fr in r.frames:
-                x0, y0, x1, y1 = fr.box or ("",) * 4
-                w.writerow(
-                    {
-                        "level": "frame",
-                        "file": r.file,
-                        "kind": r.kind,
-                        "frame": fr.frame,
-                        "face": "" if fr.face is None else fr.face,
-                        "status": fr.status,
-                        "prob_fake": _csv_num(fr.prob_fake),
-                        "det_score": _csv_num(fr.det_score),
-                        **dict(zip(("x0", "y0", "x1", "y1"), (x0, y0, x1, y1), strict=True)),
-                        "reason": fr.reason,
-                    }
-                )
-            for c in r.clips:
-                w.writerow(
-                    {
-                        "level": "clip",
-                        "file": r.file,
-                        "kind": r.kind,
-                        "clip": c.clip,
-                        "face": c.face,
-                        "frame": c.frame_range[0],
-                        "frame_last": c.frame_range[1],
-                        "padded": int(c.padded),
-                        "status": "ok",
-                        "prob_fake": _csv_num(c.prob_fake),
-                    }
-                )
+        for c in r.clips:
+            w.writerow(
+                {
+                    "level": "clip",
+                    "file": r.file,
+                    "kind": r.kind,
+                    "clip": c.clip,
+                    "face": c.face,
+                    "frame": c.frame_range[0],
+                    "frame_last": c.frame_range[1],
+                    "padded": int(c.padded),
+                    "status": "ok",
+                    "prob_fake": _csv_num(c.prob_fake),
+                }
+            )
+    atomic_write_text(path, f.getvalue())
 
 
 #: first characters that make a spreadsheet read a cell as a formula (OWASP's CSV injection list)

@@ -204,3 +204,29 @@ def test_predict_scores_tight_face_crops(detector, trained_ckpt, media, tmp_path
     assert sorted(r.file for r in results) == sorted(names)
     for r in results:
         assert r.status == "ok" and r.frames_scored == 1 and r.frames_no_face == 0, (r.file, r.reason)
+
+
+def test_an_existing_output_is_kept_unless_overwrite_and_a_link_is_never_written(
+    trained_ckpt, media, tmp_path
+):
+    """predict used to replace an existing output silently and write through a symbolic link (``ln -s
+    notes.txt o.csv`` replaced notes.txt): both are refused before the model loads; overwrite=true
+    replaces a plain file."""
+    from lmguide.errors import ConfigError
+
+    face = media["single_face.jpg"]
+    old = tmp_path / "old.csv"
+    old.write_text("keep me\n")
+    with pytest.raises(ConfigError, match=r"old\.csv exists: give overwrite=true to replace it"):
+        predict(predict_cfg(trained_ckpt, face, tmp_path, f"output={old}"))
+    assert old.read_text() == "keep me\n"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    link = tmp_path / "o.csv"
+    link.symlink_to(notes)
+    for extra in ([], ["overwrite=true"]):
+        with pytest.raises(ConfigError, match="is a symbolic link: lmguide does not write through links"):
+            predict(predict_cfg(trained_ckpt, face, tmp_path, f"output={link}", *extra))
+    assert notes.read_text() == "my notes\n" and link.is_symlink()
+    predict(predict_cfg(trained_ckpt, face, tmp_path, f"output={old}", "overwrite=true"))
+    assert old.read_text().startswith("level,file,")
