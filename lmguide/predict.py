@@ -233,6 +233,16 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def _count(cfg: DictConfig, key: str, null: str = "") -> int | None:
+    """``cfg[key]``: a whole number >= 1 (None where ``null`` says what null means), else ConfigError."""
+    v = cfg.get(key)
+    if v is None and null:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ConfigError(f"{key} must be a whole number >= 1{f' ({null})' if null else ''}, got {v!r}")
+    return v
+
+
 def predict(cfg: DictConfig) -> list[FileResult]:
     """Score every file of ``cfg.input``; print the table, write ``cfg.output``; return the results."""
     from rich.console import Console
@@ -247,14 +257,9 @@ def predict(cfg: DictConfig) -> list[FileResult]:
     if output is not None:
         check_new_output(output, "output", bool(cfg.get("overwrite", False)))
         check_writable(output, "output")  # before any scoring: results are never thrown away at the end
-    every = cfg.get("frames_every")
-    n_frames = cfg.get("frames_per_video")
-    if every is not None and int(every) < 1:
-        raise ConfigError(f"frames_every must be >= 1 (or null), got {every}")
-    if n_frames is not None and int(n_frames) < 1:
-        raise ConfigError(f"frames_per_video must be >= 1 (or null for every frame), got {n_frames}")
-    if int(cfg.batch_size) < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    every = _count(cfg, "frames_every", "or null")
+    n_frames = _count(cfg, "frames_per_video", "or null for every frame")
+    _count(cfg, "batch_size")
     files, ignored = list_inputs(cfg.input)
 
     console = Console()

@@ -91,6 +91,24 @@ CASES = [
         "frames_every must be",
     ),
     (
+        "predict: `frames_every=1.5`",
+        "predict",
+        ["ckpt_path={ckpt}", "input={face}", "frames_every=1.5"],
+        "frames_every must be a whole number >= 1 (or null), got 1.5",
+    ),
+    (
+        "predict: `frames_per_video=abc`",
+        "predict",
+        ["ckpt_path={ckpt}", "input={face}", "frames_per_video=abc"],
+        "frames_per_video must be a whole number >= 1 (or null for every frame), got 'abc'",
+    ),
+    (
+        "predict: an `output=` that exists",
+        "predict",
+        ["ckpt_path={ckpt}", "input={face}", "output={tmp}/bad.csv"],
+        "exists: give overwrite=true to replace it",
+    ),
+    (
         "predict: `device=cuda` without a GPU",
         "predict",
         ["ckpt_path={ckpt}", "input={face}", "device=cuda"],
