@@ -287,3 +287,20 @@ def test_sigterm_stops_the_run_non_zero_marks_it_and_resume_goes_on(cache_dir, t
     done = run_cli("lmguide.train", more, tmp_path, cache_dir)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not (run / "INTERRUPTED").exists() and (run / "metrics.json").exists()
+
+
+def test_interrupted_exit_codes_and_marker(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from lmguide.resume import INTERRUPTED, interrupted_exit
+
+    stopped = SimpleNamespace(interrupted=True, global_step=5)
+    assert interrupted_exit(SIGTERMException(), stopped, tmp_path).code == 143
+    assert "stopped by SIGTERM at step 5: no last.ckpt yet" in (tmp_path / INTERRUPTED).read_text()
+    assert interrupted_exit(SystemExit(1), stopped, tmp_path).code == 130  # Lightning's Ctrl-C exit
+    assert (tmp_path / INTERRUPTED).read_text().startswith("stopped by SIGINT at step 5")
+    assert capsys.readouterr().err.count("error: stopped by ") == 2
+    other = SystemExit(3)
+    assert interrupted_exit(other, SimpleNamespace(interrupted=False), tmp_path) is other
