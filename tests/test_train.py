@@ -159,7 +159,13 @@ def test_wandb_run_gets_curves_overlays_and_the_checkpoint(cache_dir, tmp_path, 
     tables = {str(p.relative_to(run / "files" / "media")) for p in run.rglob("*.table.json")}
     for split in ("val", "test"):  # the PR curves (wandb.plot.pr_curve tables)
         assert any(t.startswith(f"table/{split}/pr_curve") for t in tables), (split, tables)
-    assert {p.name for p in (tmp_path / "curves").iterdir()} == {"roc.png", "pr.png", "confusion.png"}
+    assert {p.name for p in (tmp_path / "curves").iterdir()} == {
+        "roc.png",
+        "pr.png",
+        "confusion.png",
+        "sources.png",
+        "sources.json",
+    }
     assert b"best.ckpt" in next(run.glob("*.wandb")).read_bytes()  # the checkpoint artifact
     assert list((tmp_path / "tensorboard").glob("events.*")) and (tmp_path / "csv" / "metrics.csv").exists()
     leaked = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
