@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from lmguide.data.manifest import row_person
 from lmguide.data.sources import XSOURCE, source_counts
 
 KEY = "lmguide_provenance"
@@ -29,7 +30,7 @@ def build_provenance(datamodule, metrics: dict, steps: int) -> dict:
     splits = {}
     for split, split_rows in rows.items():
         per = source_counts(split_rows)
-        people = {r.get("person") or r["video_id"] for r in split_rows}
+        people = {row_person(r) for r in split_rows}
         splits[split] = {"people": len(people), "faces": len(split_rows), "sources": sorted(per)}
     results = {}
     for name, _ in RESULTS:

@@ -197,7 +197,7 @@ class FaceDataModule(L.LightningDataModule):
             self.rows = {s: self.index.ok_rows(s) for s in ("train", "val", "test")}
             if self.test_sources:  # faces of sources never seen in train or val: the xsource split
                 self.rows = hold_out(self.rows, self.test_sources)
-        for split in ("train", "val", "test"):
+        for split in self.rows:  # train, val, test (and xsource: the held-out sources' faces)
             if split in self.datasets:
                 continue
             rows = self.rows[split]
@@ -221,19 +221,12 @@ class FaceDataModule(L.LightningDataModule):
                 self.datasets[split] = FaceDataset(
                     *args, self.fakes, deterministic=det, seed=self.seed, **extra
                 )
-        if self.swap is not None and not self.clip_frames and "test_swaps" not in self.datasets:
-            self.datasets["test_swaps"] = (
-                self.datasets["test"] if self.test_fakes == "swap" else self.swap_dataset()
-            )
-        if self.test_sources and XSOURCE not in self.datasets:
-            rows = self.rows[XSOURCE]
-            extra = {**self.channels(), **self.eval_targets()}
-            self.datasets[XSOURCE] = FaceDataset(
-                rows, self.index.root, self.index.mask_dir, self.eval_tf, self.fakes, seed=self.seed,
-                deterministic=True, **extra
-            )  # fmt: skip
-            if self.swap is not None:
-                self.datasets[f"{XSOURCE}_swaps"] = self.swap_dataset(XSOURCE)
+        for split in ("test", XSOURCE):  # the scored sets' face swaps (test_swaps, xsource_swaps)
+            key = f"{split}_swaps"
+            if self.swap is None or self.clip_frames or split not in self.rows or key in self.datasets:
+                continue
+            same = split == "test" and self.test_fakes == "swap"  # the test split is the swap set
+            self.datasets[key] = self.datasets["test"] if same else self.swap_dataset(split)
 
     def swap_dataset(self, split: str = "test") -> SwapDataset:
         """The real faces of ``split`` and face swaps between its different people."""

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from lmguide.data.channels import stack_channels
 from lmguide.data.fakes import SelfBlend
+from lmguide.data.manifest import row_person
 from lmguide.data.masks import MaskSpec, draw_mask
 from lmguide.data.sources import item_sources
 
@@ -114,7 +115,7 @@ class FaceDataset(Dataset):
         self._video_index = {v: i for i, v in enumerate(self.video_names)}
         # who each video name shows (its fakes count as the person they were made from): the unit that
         # bootstrap intervals resample
-        person = {r["video_id"]: r.get("person") or r["video_id"] for r in rows}
+        person = {r["video_id"]: row_person(r) for r in rows}
         self.person_of = {v: person[v.removeprefix(self.fake_prefix)] for v in self.video_names}
 
     #: video names of the fakes: ``sbi:<video id>``
@@ -365,17 +366,17 @@ class SwapDataset(FaceDataset):
         **channels,
     ):
         super().__init__(rows, root, mask_dir, transform, swap, deterministic=True, seed=seed, **channels)
-        people = sorted({r.get("person") or r["video_id"] for r in rows})
+        people = sorted({row_person(r) for r in rows})
         if len(people) < 2:
             raise ValueError(f"face swaps need faces of at least two people; these rows show {people}")
         self._by_person = {p: [] for p in people}
         for j, r in enumerate(rows):
-            self._by_person[r.get("person") or r["video_id"]].append(j)
+            self._by_person[row_person(r)].append(j)
 
     def source_index(self, k: int) -> int:
         """The row whose face is swapped into row ``k``: another person's, fixed by ``(seed, k)``."""
         rng = np.random.default_rng([self.seed, k])
-        me = self.rows[k].get("person") or self.rows[k]["video_id"]
+        me = row_person(self.rows[k])
         others = [p for p in self._by_person if p != me]
         person = others[int(rng.integers(len(others)))]  # every other person equally likely
         faces = self._by_person[person]

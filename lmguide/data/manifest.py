@@ -58,6 +58,11 @@ class PreparedIndex:
         return [r for r in self.rows if r["status"] == "ok" and (split is None or r["split"] == split)]
 
 
+def row_person(row: dict) -> str:
+    """Who a manifest row shows: its ``person``, else its video (a clip is one person)."""
+    return row.get("person") or row["video_id"]
+
+
 def write_manifest(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, extrasaction="raise", lineterminator="\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lmguide.data.manifest import row_person
 from lmguide.errors import LmguideError
 
 #: the split of the held-out sources' faces
@@ -67,10 +68,9 @@ def hold_out(rows: dict[str, list[dict]], test_sources: Sequence[str]) -> dict[s
                 f"data.test_sources={sources} leaves no {split} face: every {split} face comes from a "
                 f"held-out source; hold out fewer of {known}"
             )
-    person = lambda r: r.get("person") or r["video_id"]  # noqa: E731
-    held_people = {person(r) for r in out[XSOURCE]}
+    held_people = {row_person(r) for r in out[XSOURCE]}
     for split in ("train", "val", "test"):
-        shared = sorted(held_people & {person(r) for r in out.get(split, [])})
+        shared = sorted(held_people & {row_person(r) for r in out.get(split, [])})
         if shared:
             raise SourceSplitError(
                 f"data.test_sources: person {shared[0]} has faces in a held-out source and in {split}; "
@@ -84,7 +84,7 @@ def source_counts(rows: list[dict]) -> dict[str, dict[str, int]]:
     out: dict[str, dict] = {}
     for r in rows:
         s = out.setdefault(package_of(r.get("origin", "")) or "unknown", {"people": set(), "faces": 0})
-        s["people"].add(r.get("person") or r["video_id"])
+        s["people"].add(row_person(r))
         s["faces"] += 1
     return {k: {"people": len(v["people"]), "faces": v["faces"]} for k, v in sorted(out.items())}
 
