@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -44,7 +45,7 @@ def result_markdown(a: Analysis) -> str:
     lines = [
         f"### {a.name}: P(fake) = {a.prob_fake:.4f} → **{a.verdict}**",
         "",
-        f"Threshold {a.threshold:.3f}: {a.threshold_note}.",
+        f"Verdict rule: {a.rule}. Threshold {a.threshold:.3f}: {a.threshold_note}.",
         "",
         f"*Model: {markdown_text(a.provenance)}.*" if a.provenance else "",
         "",
@@ -57,7 +58,10 @@ def result_markdown(a: Analysis) -> str:
             f"| {f.det_score:.2f} |"
         )
     if a.kind == "video":
-        lines += ["", f"Video score: the mean over {len(a.frame_scores)} sampled frames with a face."]
+        frames = len({f for f, _ in a.frame_scores})
+        over = ", ".join(map(str, a.fake_frames)) or "none"
+        run = f"; the fake run: frames {a.fake_run[0]}–{a.fake_run[1]}" if a.fake_run else ""
+        lines += ["", f"{frames} sampled frames with a face; at or above the threshold: {over}{run}."]
     notes = [*a.notes, *(f"face {f.face}: {f.note}" for f in a.faces if f.note)]
     lines += [f"- {n}" for n in notes]
     lines += ["", f"Analysed in {a.seconds:.2f} s."]
@@ -79,11 +83,61 @@ def respond(analyzer: Analyzer, path, name: str | None = None):
         return error_markdown(f"the analysis failed ({type(err).__name__}: {err})"), [], None
     tiles = [t for f in a.faces for t in f.tiles]
     plot = (
-        score_plot(a.frame_scores, a.threshold, f"{a.name}: P(fake) per sampled frame")
+        score_plot(a.frame_scores, a.threshold, f"{a.name}: P(fake) per sampled frame", a.fake_run)
         if a.frame_scores
         else None
     )
     return result_markdown(a), tiles, plot
+
+
+def verdict_record(a: Analysis) -> dict:
+    """One analysed file as plain JSON (the page's ``/verdicts`` API): the verdict and every face."""
+    return {
+        "file": a.name,
+        "kind": a.kind,
+        "prob_fake": a.prob_fake,
+        "verdict": a.verdict,
+        "rule": a.rule,
+        "threshold": a.threshold,
+        "faces": [
+            {"face": f.face, "frame": f.frame, "prob_fake": f.prob_fake, "verdict": f.verdict}
+            for f in a.faces
+        ],
+        "fake_frames": a.fake_frames,
+        "frames_no_face": a.frames_no_face,
+        "model": a.provenance,
+    }
+
+
+def verdicts(analyzer: Analyzer, paths) -> list[dict]:
+    """Every file of one call analysed in turn: its record, or ``{"file", "error"}`` for bad input."""
+    out = []
+    for path in paths or []:
+        name = Path(str(path)).name
+        try:
+            out.append(verdict_record(analyzer.analyse(path, name)))
+        except AppInputError as err:
+            out.append({"file": name, "error": str(err)})
+    return out
+
+
+def respond_many(analyzer: Analyzer, paths):
+    """Several uploads at once: a table of their verdicts, then each file's result; the pictures of all
+    (captions name the file) and the first video's timeline."""
+    if len(paths) == 1:
+        return respond(analyzer, paths[0], Path(paths[0]).name)
+    rows, parts, tiles, plot = [], [], [], None
+    for path in paths:
+        name = Path(path).name
+        md, file_tiles, file_plot = respond(analyzer, path, name)
+        parts.append(md)
+        tiles += [(img, f"{name}: {cap}") for img, cap in file_tiles]
+        plot = plot if plot is not None else file_plot
+        head = md.splitlines()[0]
+        verdict = head.rsplit("**", 2)[1] if head.count("**") >= 2 else "not analysed"
+        rows.append(f"| {markdown_text(name)} | {verdict} |")
+    table = [f"### {len(paths)} files", "", "| file | verdict |", "| --- | --- |", *rows, ""]
+    return "\n".join(table) + "\n\n---\n\n".join(parts), tiles, plot
 
 
 def build_page(analyzer: Analyzer, demos: dict[str, Path]):
@@ -102,7 +156,11 @@ def build_page(analyzer: Analyzer, demos: dict[str, Path]):
         )
         with gr.Row():
             upload = gr.File(
-                label="image or short video", file_types=suffixes, type="filepath", elem_id="upload"
+                label="images or short videos (several at once are listed with their verdicts)",
+                file_types=suffixes,
+                file_count="multiple",
+                type="filepath",
+                elem_id="upload",
             )
             demo = gr.Dropdown(
                 choices=list(demos), value=None, label="or a demo face", elem_id="demo", interactive=True
@@ -120,10 +178,10 @@ def build_page(analyzer: Analyzer, demos: dict[str, Path]):
         def show(md, tiles, frame_plot):
             return md, tiles, gr.update(value=frame_plot, visible=frame_plot is not None)
 
-        def on_upload(path):
-            if path is None:
+        def on_upload(paths):
+            if not paths:
                 return gr.skip(), gr.skip(), gr.skip()
-            return show(*respond(analyzer, path, Path(path).name))
+            return show(*respond_many(analyzer, [paths] if isinstance(paths, str) else list(paths)))
 
         def on_demo(choice):
             if not choice:
@@ -131,8 +189,23 @@ def build_page(analyzer: Analyzer, demos: dict[str, Path]):
             return show(*respond(analyzer, demos[choice], choice))
 
         # one queue for both: analyses run one at a time, in the order they came
-        upload.change(on_upload, upload, [result, gallery, plot], concurrency_id="analyse")
-        demo.change(on_demo, demo, [result, gallery, plot], concurrency_id="analyse")
+        upload.change(
+            on_upload,
+            upload,
+            [result, gallery, plot],
+            concurrency_id="analyse",
+            api_visibility="undocumented",
+        )
+        demo.change(
+            on_demo, demo, [result, gallery, plot], concurrency_id="analyse", api_visibility="undocumented"
+        )
+        # the API (README: gradio_client): files in, one JSON record per file out, in the same queue
+        api_files = gr.File(file_count="multiple", type="filepath", visible=False)
+        api_out = gr.JSON(visible=False)
+        gr.Button(visible=False).click(
+            lambda paths: verdicts(analyzer, paths), api_files, api_out, api_name="verdicts",
+            concurrency_id="analyse",
+        )  # fmt: skip
     return page
 
 
@@ -164,15 +237,36 @@ def check_options(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be a number >= {low}, got {v!r}")
 
 
+def upload_folder(on_sigterm: bool = True) -> Path:
+    """A folder of this process's own for Gradio's uploads (not the shared /tmp/gradio), removed when
+    the process exits, by Ctrl-C or SIGTERM as well: uploaded faces do not outlive the page."""
+    import atexit
+    import shutil
+    import signal
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="lmguide-app-uploads-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    if on_sigterm and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL,
+        None,
+    ):  # SIGTERM then runs the atexit hooks
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return folder
+
+
 def serve(cfg: DictConfig, block: bool = True):
     """Load the checkpoint, build the page and serve it on ``cfg.host:cfg.port``; returns the page."""
     check_options(cfg)
     analyzer = Analyzer.from_cfg(cfg)
     demos = demo_media(cfg)
+    uploads = upload_folder(on_sigterm=block)  # in-process (tests): the caller's signals stay its own
     page = build_page(analyzer, demos)
     print(
         f"lmguide app: {cfg.ckpt_path} (threshold {analyzer.threshold:.3f}: {analyzer.threshold_note}); "
-        f"{len(demos)} demo face(s); serving on http://{cfg.host}:{cfg.port}",
+        f"{len(demos)} demo face(s); serving on http://{cfg.host}:{cfg.port}; uploads kept in {uploads} "
+        "until the page exits",
         flush=True,
     )
     page.queue(default_concurrency_limit=1)

@@ -24,11 +24,12 @@ from omegaconf import DictConfig
 from lmguide.checkpoint import CheckpointError, load_model, verdict_threshold
 from lmguide.data.channels import run_channels
 from lmguide.data.faces import FacePipeline, face_settings
-from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from lmguide.errors import LmguideError, VisualizeError
+from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, video_frame_size
+from lmguide.errors import LmguideError
 from lmguide.predict import FileResult, Scorer, media_kind, score_file
 from lmguide.provenance import provenance_line
-from lmguide.viz.explain import explain, face_from_crop
+from lmguide.verdict import VerdictRule, rule_from
+from lmguide.viz.tiles import face_tiles, faces_to_draw
 
 
 class AppInputError(LmguideError, ValueError):
@@ -54,7 +55,7 @@ class FaceResult:
 class Analysis:
     name: str
     kind: str  # image or video
-    prob_fake: float  # the file's score: the mean of its faces' (predict's file score)
+    prob_fake: float  # the file's score by the verdict rule (predict's file score)
     verdict: str
     threshold: float
     threshold_note: str
@@ -64,6 +65,9 @@ class Analysis:
     seconds: float
     notes: list[str] = field(default_factory=list)
     provenance: str = ""  # what the checkpoint was trained on and how it did (lmguide.provenance)
+    rule: str = ""  # the verdict rule in words (lmguide.verdict)
+    fake_frames: list[int] = field(default_factory=list)  # a video's sampled frames >= the threshold
+    fake_run: tuple[int, int] | None = None  # the run of frames that made a video fake
 
 
 def image_megapixels(path: Path) -> tuple[int, int] | None:
@@ -79,14 +83,25 @@ def image_megapixels(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def score_plot(frame_scores: list[tuple[int, float]], threshold: float, title: str) -> np.ndarray:
-    """P(fake) per sampled frame with the verdict threshold dashed, as an RGB uint8 image."""
+def score_plot(
+    frame_scores: list[tuple[int, float]],
+    threshold: float,
+    title: str,
+    fake_run: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """The video's timeline: P(fake) per sampled frame, the frames at or above the verdict threshold
+    in red, the run of frames that made the video fake shaded, and the threshold dashed (RGB uint8)."""
     from lmguide.viz.figures import figure_rgb, pyplot
 
     fig, ax = pyplot().subplots(figsize=(7, 2.6), dpi=100)
     if frame_scores:
         x, y = zip(*frame_scores, strict=True)
         ax.plot(x, y, "o-", ms=3, lw=1.2, label="P(fake) of the frame's face")
+        over = [(f, p) for f, p in frame_scores if p >= threshold]
+        if over:
+            ax.plot(*zip(*over, strict=True), "o", ms=5, color="#b00", label="at or above the threshold")
+    if fake_run is not None:
+        ax.axvspan(fake_run[0] - 0.5, fake_run[1] + 0.5, color="#b00", alpha=0.15, label="the fake run")
     ax.axhline(threshold, ls="--", color="grey", lw=1, label=f"threshold {threshold:.3f}")
     ax.set(xlabel="frame", ylabel="P(fake)", ylim=(-0.02, 1.02), title=title)
     ax.legend(loc="upper right", fontsize=8)
@@ -107,6 +122,7 @@ class Analyzer:
         batch_size: int = 32,
         size: int = 256,
         alpha: float = 0.45,
+        rule: VerdictRule | None = None,
     ):
         import torch
 
@@ -115,6 +131,7 @@ class Analyzer:
         self.frames_per_video, self.max_megapixels = int(frames_per_video), float(max_megapixels)
         self.max_faces, self.batch_size, self.size, self.alpha = int(max_faces), int(batch_size), size, alpha
         self.threshold, self.threshold_note = verdict_threshold(model)
+        self.rule = rule or VerdictRule()
         self.provenance = provenance_line(getattr(model, "provenance", None))
         self.fs = face_settings(run_cfg.data.faces)
         self._lock = threading.Lock()  # one analysis at a time: Grad-CAM hooks the shared model
@@ -140,6 +157,7 @@ class Analyzer:
             batch_size=cfg.batch_size,
             size=int(cfg.size),
             alpha=float(cfg.alpha),
+            rule=rule_from(cfg),
         )
 
     def verdict(self, p: float) -> str:
@@ -161,11 +179,12 @@ class Analyzer:
             raise AppInputError(
                 f"{name} is empty (0 bytes): the upload did not finish, or the file is broken"
             )
-        size = image_megapixels(path) if kind == "image" else None
+        size = image_megapixels(path) if kind == "image" else video_frame_size(path)
         if size is not None and size[0] * size[1] > self.max_megapixels * 1e6:
             w, h = size
+            what = "is" if kind == "image" else "has frames of"
             raise AppInputError(
-                f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels), above this page's limit of "
+                f"{name} {what} {w}x{h} pixels ({w * h / 1e6:.0f} megapixels), above this page's limit of "
                 f"{self.max_megapixels:g} (max_megapixels). Predict scores such a photo at full size with "
                 "tiled detection, which would hold the server for seconds and about a gigabyte per upload; "
                 "crop or downscale it, or score it with python -m lmguide.predict input=<file>"
@@ -185,14 +204,13 @@ class Analyzer:
         size, channels = int(self.run_cfg.data.image_size), run_channels(self.run_cfg)
         with FacePipeline(self.fs, image_size=size, channels=channels) as faces:
             scorer = Scorer(self.model, faces, self.batch_size, self.device, keep_crops=True)
-            result = score_file(scorer, path, name, self.frames_per_video)
+            pixels = int(self.max_megapixels * 1e6)  # every frame, as every image: a header can lie
+            result = score_file(scorer, path, name, self.frames_per_video, max_pixels=pixels)
+        result.threshold, result.rule = self.threshold, self.rule
         self._raise_for_status(result, kind)
+        decision = result.decision
         scored = [f for f in result.frames if f.prob_fake is not None]
-        if kind == "video":  # explain the frame the verdict leans on most: its highest P(fake)
-            top = max(scored, key=lambda f: f.prob_fake).frame
-            shown = [f for f in scored if f.frame == top]
-        else:
-            shown = scored
+        shown = faces_to_draw(result, decision)  # a video: the frame the verdict leans on most
         notes = []
         if len(shown) > self.max_faces:
             notes.append(f"{len(shown)} faces scored; the pictures of the first {self.max_faces} are shown")
@@ -202,19 +220,19 @@ class Analyzer:
                 fr.face or 0, fr.frame, fr.prob_fake, self.verdict(fr.prob_fake), fr.box, fr.det_score or 0.0
             )
             if i < self.max_faces:
-                self._explain(face, scorer.crops[(fr.frame, fr.face or 0)], name)
+                self._explain(face, scorer.crops[(fr.frame, fr.face or 0)], fr, name)
             faces.append(face)
         if kind == "video":
+            where = " of the fake run" if decision.run else ""
             notes.append(
-                f"pictures of frame {shown[0].frame}, the sampled frame with the highest P(fake); "
+                f"pictures of frame {shown[0].frame}, the most suspect sampled frame{where}; "
                 f"{result.frames_scored} of {len({f.frame for f in result.frames})} sampled frames had a face"
             )
-        prob = float(result.prob_fake)
         return Analysis(
             name,
             kind,
-            prob,
-            self.verdict(prob),
+            float(decision.score),
+            str(decision.label),
             self.threshold,
             self.threshold_note,
             faces,
@@ -223,6 +241,9 @@ class Analyzer:
             time.perf_counter() - t0,
             notes,
             self.provenance,
+            decision.rule,
+            decision.fake_frames if kind == "video" else [],
+            decision.run,
         )
 
     @staticmethod
@@ -237,22 +258,9 @@ class Analyzer:
         if result.status != "ok" or result.prob_fake is None:
             raise AppInputError(f"{result.file} gave no score ({result.status}: {result.reason})")
 
-    def _explain(self, face: FaceResult, crop: np.ndarray, name: str) -> None:
+    def _explain(self, face: FaceResult, crop: np.ndarray, fr, name: str) -> None:
         """visualize's pictures of the crop predict scored (no landmarks: the crop alone, with a note)."""
-        tag = f"face {face.face}"
-        try:
-            fi = face_from_crop(crop, self.run_cfg, face.box, face.det_score, name=name)
-        except VisualizeError as err:
-            face.note = str(err)
-            face.tiles = [(crop, f"{tag}: crop")]
-            return
-        ex = explain(self.model, fi, fi.landmarks[self.mask_points], self.size, 1, self.alpha)
-        face.explained_prob = ex.prob_fake
-        img = ex.images
-        heads = sorted(k for k in img if k.startswith("attention_head"))
-        face.tiles = [
-            (img["face"], f"{tag}: crop"),
-            (img["attention_mean"], f"{tag}: mean attention, landmark mask outlined"),
-            (img["gradcam"], f"{tag}: Grad-CAM (fake)"),
-            *[(img[k], f"{tag}: head {k.removeprefix('attention_head')}") for k in heads],
-        ]
+        t = face_tiles(
+            self.model, self.run_cfg, crop, fr, name, self.size, self.alpha, self.threshold, self.mask_points
+        )
+        face.tiles, face.explained_prob, face.note = t.tiles, t.explained_prob, t.note

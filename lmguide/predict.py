@@ -4,16 +4,18 @@ Faces are found and cropped exactly as in training (the checkpoint's ``data.face
 detector, ``crop_face`` with ``face_scale``/``face_size``, faces under ``min_face_size`` left out, the
 largest face per video frame with ``video_faces=largest``) and go through the eval transform. Videos
 are streamed (``frames_per_video`` evenly spaced frames, or ``frames_every``), never held in memory. Each
-face gets P(fake); a file's score is the mean of its faces' scores (one face per video frame: the mean
-of its frames). Files without a face are reported as such, unreadable files and frames with a reason.
-Each file's verdict is its score at the checkpoint's threshold (calibrated on the validation split).
+face gets P(fake); a file's verdict follows :mod:`lmguide.verdict` (``aggregate=any``: fake when any face
+is at or above the checkpoint's threshold, calibrated on the validation split; a video: when
+``min_fake_frames`` sampled frames in a row are; ``aggregate=mean``: the mean of its faces), and its
+score is the one that rule compared with the threshold. Files without a face are reported as such,
+unreadable files and frames with a reason.
 A ``model.landmark_channels`` checkpoint gets its region-mask channels from a FaceMesh pass over each
 crop, as prepare landmarked the training crops; a face without landmarks is reported ``no_landmarks``,
 never scored on empty channels.
 
 A clip (video) checkpoint scores clips instead of faces (:mod:`lmguide.predict_clips`): frames sampled
 as its training cache sampled them, a face track per face index, cut into clips as ``ClipDataset``
-cuts them; a file's score is the mean of its clips'.
+cuts them; a file is fake when any clip is (or, ``aggregate=mean``, by the mean of its clips).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from lmguide.data.faces import FacePipeline, face_settings
 from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaError, VideoFrames, read_image
 from lmguide.errors import ConfigError, InputMissing
 from lmguide.predict_clips import ClipSpec, clip_sampling, clip_spec, score_tracks
+from lmguide.predict_report import Reporter, report_paths
 from lmguide.predict_results import (
     FileResult,
     FrameResult,
@@ -39,6 +42,7 @@ from lmguide.predict_results import (
     write_output,
 )
 from lmguide.runtime import CONF_DIR
+from lmguide.verdict import rule_from
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 
@@ -55,12 +59,33 @@ def media_kind(path: Path) -> str | None:
     return None
 
 
-def list_inputs(input_path: str | Path) -> tuple[list[tuple[Path, str]], list[Path]]:
-    """``([(file, display name)], ignored files)`` for an image, a video or a folder (recursive, sorted)."""
+def _not_a_file(p: Path) -> str | None:
+    """Why ``p`` (found in a folder, or given) is no regular file to read, or None when it is one."""
+    import errno
+    import stat
+
+    try:
+        mode = p.stat().st_mode  # follows links: a dangling link or a loop fails here
+    except OSError as err:
+        if p.is_symlink():
+            return "a symbolic link loop" if err.errno == errno.ELOOP else "a dangling symbolic link"
+        return f"unreadable ({err.strerror})"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return f"{kind}, not a regular file"
+
+
+def list_inputs(input_path: str | Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """``([(file, display name)], [(ignored path, why)])`` for an image, a video or a folder (recursive,
+    sorted); what a folder holds that is not read (other suffixes, FIFOs, dangling links, link loops) is
+    listed with the reason, never dropped without a word."""
     path = Path(input_path).expanduser()
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise InputMissing(f"input {path} does not exist: give input=<an image, a video or a folder>")
     supported = ", ".join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    if (why := _not_a_file(path)) is not None:
+        raise ConfigError(f"input {path} is {why}: give input=<an image, a video or a folder>")
     if path.is_file():
         if media_kind(path) is None:
             raise ConfigError(f"input {path} is not a supported image or video (suffixes: {supported})")
@@ -68,9 +93,15 @@ def list_inputs(input_path: str | Path) -> tuple[list[tuple[Path, str]], list[Pa
     files, ignored = [], []
     for p in sorted(path.rglob("*"), key=lambda p: p.relative_to(path).as_posix()):
         rel = p.relative_to(path)
-        if not p.is_file() or any(part.startswith(".") for part in rel.parts):
+        if any(part.startswith(".") for part in rel.parts):
             continue
-        (files if media_kind(p) else ignored).append(p)
+        if (why := _not_a_file(p)) is not None:
+            ignored.append((p, why))
+        elif p.is_file():
+            if media_kind(p):
+                files.append(p)
+            else:
+                ignored.append((p, "not an image or video"))
     if not files:
         raise InputMissing(f"input folder {path} holds no image or video (suffixes: {supported})")
     return [(p, p.relative_to(path).as_posix()) for p in files], ignored
@@ -147,6 +178,8 @@ class Scorer:
 
     def start_file(self) -> None:
         self._pending, self._tracks = [], {}
+        if self.crops is not None:  # one file's crops at a time: a folder of videos never piles up
+            self.crops = {}
 
     def end_file(self, result: FileResult) -> None:
         """Score what is pending; a clip model's tracks become clips (skipped tracks noted)."""
@@ -169,10 +202,12 @@ def score_file(
     every: int | None = None,
     progress=None,
     rgb: np.ndarray | None = None,
+    max_pixels: int | None = None,
 ) -> FileResult:
     """Every face of one image or video scored (a video's ``n_frames`` evenly spaced frames, or every
     ``every``-th); unreadable files and files without a face come back with their status and reason.
-    ``rgb``: the image already decoded (read from ``path`` otherwise); ``progress``: a rich Progress."""
+    ``rgb``: the image already decoded (read from ``path`` otherwise); ``progress``: a rich Progress;
+    ``max_pixels``: a video's frame size limit (:class:`VideoFrames`; OpenCV's image limit by default)."""
     fs = scorer.faces.fs
     kind = media_kind(path)
     result = FileResult(name, kind)
@@ -181,7 +216,9 @@ def score_file(
         if kind == "image":
             scorer.add_frame(result, 0, read_image(path) if rgb is None else rgb, fs.image_faces)
         else:
-            frames = VideoFrames(path, None if n_frames is None else int(n_frames), every)
+            frames = VideoFrames(
+                path, None if n_frames is None else int(n_frames), every, max_pixels=max_pixels
+            )
             task = None if progress is None else progress.add_task(f"  {name}", total=len(frames))
             for fidx, frame in frames:
                 scorer.add_frame(result, fidx, frame, fs.video_faces)
@@ -260,7 +297,9 @@ def predict(cfg: DictConfig) -> list[FileResult]:
     every = _count(cfg, "frames_every", "or null")
     n_frames = _count(cfg, "frames_per_video", "or null for every frame")
     _count(cfg, "batch_size")
+    rule = rule_from(cfg)
     files, ignored = list_inputs(cfg.input)
+    reports = report_paths(cfg, files)  # checked before the model is loaded, as output= is
 
     console = Console()
     out_dir = cfg.paths.output_dir
@@ -279,8 +318,8 @@ def predict(cfg: DictConfig) -> list[FileResult]:
         soft_wrap=True,
         highlight=False,
     )
-    for p in ignored:
-        console.print(f"  ignored (not an image or video): {p}", soft_wrap=True, highlight=False)
+    for p, why in ignored:
+        console.print(f"  ignored ({why}): {p}", soft_wrap=True, highlight=False, markup=False)
     console.print(f"  verdict threshold {threshold:.4f}: {threshold_note}", soft_wrap=True, highlight=False)
     console.print(f"  {provenance_line(model.provenance)}", soft_wrap=True, highlight=False, markup=False)
     if clips is not None:
@@ -304,17 +343,25 @@ def predict(cfg: DictConfig) -> list[FileResult]:
         FacePipeline(fs, image_size=int(run_cfg.data.image_size), channels=run_channels(run_cfg)) as faces,
         Progress(*columns, console=console) as progress,
     ):
-        scorer = Scorer(model, faces, int(cfg.batch_size), device, clips=clips)
+        scorer = Scorer(model, faces, int(cfg.batch_size), device, keep_crops=bool(reports), clips=clips)
+        reporter = None
+        if reports:
+            reporter = Reporter(model, run_cfg, cfg.ckpt_path, threshold, threshold_note)
         all_files = progress.add_task("files", total=len(files))
         for path, name in files:
             result = score_file(scorer, path, name, n_frames, every, progress)
-            result.threshold = threshold
+            result.threshold, result.rule = threshold, rule
+            if reporter is not None:
+                reporter.write(reports[name], result, scorer.crops)
             results.append(result)
             if cfg.get("print_frames", True):
                 print_frames(progress.console, result)
             progress.advance(all_files)
 
     print_table(console, results)
+    if reports:
+        folder = next(iter(reports.values())).parent
+        console.print(f"  {len(reports)} HTML report(s) written to {folder}", soft_wrap=True, highlight=False)
     if output is not None:
         write_output(output, results)
         console.print(f"  predictions written to {output}", soft_wrap=True, highlight=False)

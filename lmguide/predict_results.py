@@ -1,7 +1,8 @@
 """What predict found, per frame, per clip (clip models) and per file, and how it is shown: the console
 table (rich) and the ``output=`` file (CSV: a row per file, per frame and per clip; JSON: the same as
-nested records). A file's verdict is its P(fake) at the checkpoint's threshold
-(:func:`lmguide.checkpoint.verdict_threshold`)."""
+nested records). A file's verdict comes from its faces' scores by :func:`lmguide.verdict.decide` (any
+face at or above the checkpoint's threshold, :func:`lmguide.checkpoint.verdict_threshold`, by default);
+its P(fake) is the score that rule compared with the threshold, and its row names the rule."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lmguide.data.cache import atomic_write_text
+from lmguide.verdict import Verdict, VerdictRule, decide
 
 CSV_FIELDS = [
     "level",
@@ -29,6 +31,8 @@ CSV_FIELDS = [
     "prob_fake",
     "verdict",
     "threshold",
+    "rule",
+    "fake_frames",
     "det_score",
     "x0",
     "y0",
@@ -77,9 +81,10 @@ class FileResult:
     status: str = "ok"  # ok, no_face, unreadable, decode_error; clip models: too_short too
     reason: str = ""
     frames: list[FrameResult] = field(default_factory=list)
-    # clip models: the scored clips; the file's score is then the mean of theirs (frames hold no score)
+    # clip models: the scored clips; the file's score then comes from theirs (frames hold no score)
     clips: list[ClipResult] = field(default_factory=list)
     threshold: float | None = None  # the checkpoint's verdict threshold (set by predict)
+    rule: VerdictRule = field(default_factory=VerdictRule)  # how face scores become the verdict
 
     @property
     def scores(self) -> list[float]:
@@ -88,17 +93,23 @@ class FileResult:
         return [f.prob_fake for f in self.frames if f.prob_fake is not None]
 
     @property
+    def decision(self) -> Verdict:
+        """The file's verdict by ``rule`` (:func:`lmguide.verdict.decide`)."""
+        if self.clips:
+            units = [(c.clip, c.prob_fake) for c in self.clips]
+        else:
+            units = [(f.frame, f.prob_fake) for f in self.frames]
+        return decide(units, self.threshold, self.rule, self.kind, clips=bool(self.clips))
+
+    @property
     def verdict(self) -> str | None:
-        """``fake`` / ``real``: the file's P(fake) at ``threshold`` (None without either)."""
-        p = self.prob_fake
-        if p is None or self.threshold is None or math.isnan(p):
-            return None
-        return "fake" if p >= self.threshold else "real"
+        """``fake`` / ``real`` by ``rule`` at ``threshold`` (None without a score or a threshold)."""
+        return self.decision.label
 
     @property
     def prob_fake(self) -> float | None:
-        s = self.scores
-        return float(np.mean(s)) if s else None
+        """The score the rule compares with the threshold (any: the most suspect face; mean: the mean)."""
+        return self.decision.score
 
     @property
     def face_scores(self) -> dict[int, float]:
@@ -127,13 +138,16 @@ class FileResult:
         return self._frames_with(lambda f: f.status == "decode_error")
 
     def summary(self) -> dict:
+        d = self.decision
         return {
             "file": self.file,
             "kind": self.kind,
             "status": self.status,
-            "prob_fake": self.prob_fake,
-            "verdict": self.verdict,
+            "prob_fake": d.score,
+            "verdict": d.label,
             "threshold": self.threshold,
+            "rule": d.rule,
+            "fake_frames": d.fake_frames,
             "frames_scored": self.frames_scored,
             "frames_no_face": self.frames_no_face,
             "frames_unreadable": self.frames_unreadable,
@@ -148,15 +162,23 @@ def _fmt(p: float | None) -> str:
     return "-" if p is None or math.isnan(p) else f"{p:.4f}"
 
 
+def _mark(result: FileResult, p: float | None) -> str:
+    thr = result.threshold
+    return " (>= threshold)" if p is not None and thr is not None and p >= thr else ""
+
+
 def print_frames(console, result: FileResult) -> None:
-    head = f"{result.file}: P(fake) {_fmt(result.prob_fake)}"
+    d = result.decision
+    head = f"{result.file}: P(fake) {_fmt(d.score)}"
+    if d.label is not None:
+        head += f" -> {d.label} ({d.rule})"
     if result.status != "ok":
         head += f" [{result.status}: {result.reason}]"
     console.print(head, soft_wrap=True, highlight=False, markup=False)
     for f in result.frames:
         where = f"frame {f.frame:5d}" + ("" if f.face is None else f" face {f.face}")
         if f.status == "ok":
-            what = "in a clip" if result.clips else f"P(fake) {_fmt(f.prob_fake)}"
+            what = "in a clip" if result.clips else f"P(fake) {_fmt(f.prob_fake)}{_mark(result, f.prob_fake)}"
         else:
             what = f"{f.status}: {f.reason}"
         console.print(f"  {where}  {what}", soft_wrap=True, highlight=False, markup=False)
@@ -164,14 +186,18 @@ def print_frames(console, result: FileResult) -> None:
         pad = " (repeat-padded)" if c.padded else ""
         where = f"clip {c.clip:3d} face {c.face} frames {c.frame_range[0]}-{c.frame_range[1]}{pad}"
         console.print(
-            f"  {where}  P(fake) {_fmt(c.prob_fake)}", soft_wrap=True, highlight=False, markup=False
+            f"  {where}  P(fake) {_fmt(c.prob_fake)}{_mark(result, c.prob_fake)}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
         )
 
 
 def print_table(console, results: list[FileResult]) -> None:
     from rich.table import Table
 
-    title = "lmguide: P(fake) per file (mean of its frames, or of its clips; frames = frames scored)"
+    rules = sorted({f"{r.kind}s: {r.decision.rule}" for r in results if r.scores})
+    title = f"lmguide: verdict per file ({'; '.join(rules) or 'nothing scored'}; frames = frames scored)"
     table = Table(title=title, header_style="bold")
     for col, justify in [
         ("file", "left"),
@@ -209,6 +235,7 @@ def write_output(path: Path, results: list[FileResult]) -> None:
             "files": [
                 {
                     **r.summary(),
+                    "fake_run": None if r.decision.run is None else list(r.decision.run),
                     "frames": [asdict(f) for f in r.frames],
                     "clips": [_clip_doc(c) for c in r.clips],
                 }
@@ -228,6 +255,7 @@ def write_output(path: Path, results: list[FileResult]) -> None:
                 "prob_fake": _csv_num(r.prob_fake),
                 "verdict": r.verdict or "",
                 "threshold": _csv_num(r.threshold),
+                "fake_frames": " ".join(map(str, r.decision.fake_frames)),
             }
         )
         for fr in r.frames:

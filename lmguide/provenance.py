@@ -77,6 +77,23 @@ def _int(v) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
 
 
+def result_rows(provenance) -> list[tuple[str, float, float | None, float | None]]:
+    """``(what, AUC, lo, hi)`` per set the run scored (test, face swaps, unseen sources), type-checked."""
+    if not isinstance(provenance, dict):
+        return []
+    results = provenance.get("results") if isinstance(provenance.get("results"), dict) else {}
+    held = provenance.get("held_out") if isinstance(provenance.get("held_out"), list) else []
+    rows = []
+    for name, words in RESULTS:
+        r = results.get(name)
+        if not isinstance(r, dict) or _num(r.get("auc")) is None:
+            continue
+        if name == XSOURCE and held:
+            words += f" ({', '.join(_text(h, 30) for h in held[:5])})"
+        rows.append((words, _num(r["auc"]), _num(r.get("lo")), _num(r.get("hi"))))
+    return rows
+
+
 def provenance_line(provenance) -> str:
     """One line: who the model was trained on, its steps, its AUCs with intervals, and for a demo layout
     that it is a demonstration. A checkpoint without the record says so."""
@@ -89,17 +106,9 @@ def provenance_line(provenance) -> str:
     steps = _int(provenance.get("steps"))
     who = f"{people if people is not None else '?'} people ({faces if faces is not None else '?'} faces)"
     parts = [f"trained on {who} of the {layout} set" + (f", {steps} steps" if steps is not None else "")]
-    results = provenance.get("results") if isinstance(provenance.get("results"), dict) else {}
-    held = provenance.get("held_out") if isinstance(provenance.get("held_out"), list) else []
-    for name, words in RESULTS:
-        r = results.get(name)
-        if not isinstance(r, dict) or _num(r.get("auc")) is None:
-            continue
-        lo, hi = _num(r.get("lo")), _num(r.get("hi"))
+    for words, auc, lo, hi in result_rows(provenance):
         ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
-        if name == XSOURCE and held:
-            words += f" ({', '.join(_text(h, 30) for h in held[:5])})"
-        parts.append(f"{words} AUC {_num(r['auc']):.2f}{ci}")
+        parts.append(f"{words} AUC {auc:.2f}{ci}")
     line = "; ".join(parts)
     if layout in DEMO_LAYOUTS:
         line += ". A demonstration model, not a production detector"

@@ -1,14 +1,18 @@
 """Explain one image: ``python -m lmguide.visualize ckpt_path=... input=<image>`` (Hydra).
 
-Detects the face, crops it exactly as training does (same detector settings, margin, crop size and
-eval transform of the checkpoint's run), runs the model and writes overlay PNGs of ``size`` pixels:
+Detects every face predict scores (``face=all``; or only the ``largest`` / ``best``), crops each exactly
+as training does (same detector settings, margin, crop size and eval transform of the checkpoint's
+run), runs the model and writes, per face (into ``face<i>/`` when there are several), PNGs of ``size``
+pixels:
 ``face.png`` (the crop), ``gradcam.png`` (Grad-CAM of the target class on the backbone's last used
 feature stage), ``attention_head<i>.png`` (each attention map), ``attention_mean.png`` (their mean,
 with the landmark mask outlined), ``mask.png`` (the landmark mask drawn from FaceMesh landmarks of the
 crop), ``patch_grid.png`` and ``vit_cls_attention.png`` (ViT backbones only: mean attention per patch,
 and the CLS token's attention over the patches in the block the attention uses) and ``panel.png``
-(image | mask | mean attention | Grad-CAM, with P(fake) in the title). ``input=<folder>`` explains
-every image of the folder, each into its own subfolder, with an ``index.html`` of thumbnails.
+(image | mask | mean attention | Grad-CAM, with P(fake) and the verdict at the checkpoint's threshold in
+the title). The file's verdict is predict's (:mod:`lmguide.verdict`: any face at or above the threshold
+by default), so both commands say the same of one file. ``input=<folder>`` explains every image of the
+folder, each into its own subfolder, with an ``index.html`` of thumbnails.
 
 A clip (video) checkpoint explains one clip instead (:func:`visualize_clip`): ``input=<video>`` is
 sampled, cropped and cut into clips as predict does (:mod:`lmguide.predict_clips`), and clip ``clip``
@@ -30,7 +34,16 @@ from lmguide.data import media
 from lmguide.data.faces import face_settings
 from lmguide.errors import ConfigError, VisualizeError
 from lmguide.runtime import CONF_DIR
-from lmguide.viz.explain import CLASS_NAMES, Explanation, FaceInput, explain, face_from_crop, prepare_face
+from lmguide.viz.explain import (
+    CLASS_NAMES,
+    Explanation,
+    FaceInput,
+    Unexplained,
+    explain,
+    face_from_crop,
+    prepare_face,
+    prepare_faces,
+)
 from lmguide.viz.gradcam import grad_cam
 from lmguide.viz.stages import stage_target
 from lmguide.viz.vit_attention import vit_cls_attention
@@ -74,6 +87,9 @@ def _check_options(cfg: DictConfig) -> None:
     alpha = cfg.alpha
     if not isinstance(alpha, int | float) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"alpha is the heat map's opacity and must be in [0, 1], got {cfg.alpha}")
+    from lmguide.verdict import rule_from
+
+    rule_from(cfg)  # aggregate / min_fake_frames refused by name before any work
 
 
 def _load(cfg: DictConfig, out_dir: Path, step: str):
@@ -100,41 +116,96 @@ def int_list(cfg: DictConfig, key: str) -> list[int]:
     return items
 
 
+def _score(model, image) -> float:
+    """P(fake) of a face that could not be explained (no landmarks), as predict scores it."""
+    import torch
+
+    with torch.inference_mode():
+        return float(model(image[None]).logits.float().softmax(-1)[0, 1])
+
+
 def _explain_image(
     model, run_cfg, cfg: DictConfig, rgb: np.ndarray, name: str, out_dir: Path, steps: list[str]
 ):
-    """Detect, explain and write one image's PNGs into ``out_dir`` (``steps``: the three step labels)."""
-    print(f"{steps[0]} Detecting the face and its FaceMesh landmarks", flush=True)
-    face = prepare_face(rgb, run_cfg, cfg.face, name=name)
-    x0, y0, x1, y1 = face.box
+    """Detect, explain and write every face of one image (``out_dir`` for one face, ``face<i>/`` in it for
+    several); the file's verdict by predict's rule at the checkpoint's threshold (``steps``: the three
+    step labels)."""
+    from lmguide.checkpoint import verdict_threshold
+    from lmguide.verdict import decide, rule_from
+
+    threshold, note = verdict_threshold(model)
+    rule = rule_from(cfg)
+    print(f"{steps[0]} Detecting the faces and their FaceMesh landmarks", flush=True)
+    found = prepare_faces(rgb, run_cfg, cfg.face, name=name)
     print(
-        f"      {face.n_faces} face(s) found; using the {cfg.face} one: box ({x0:.0f}, {y0:.0f}, {x1:.0f}, "
-        f"{y1:.0f}), score {face.score:.2f}",
-        flush=True,
+        f"      {len(found)} face(s) to explain ({cfg.face}); threshold {threshold:.4f}: {note}", flush=True
     )
-    if max(x1 - x0, y1 - y0) < run_cfg.data.faces.min_face_size:
+    print(f"{steps[1]} Running the model and Grad-CAM on each face", flush=True)
+    spec = hydra.utils.instantiate(run_cfg.data.mask)
+    faces, units = [], []
+    for face in found:
+        sub = out_dir if len(found) == 1 else out_dir / f"face{face.index}"
+        if isinstance(face, Unexplained):  # no landmarks: nothing to draw, but scored as predict does
+            p = None if face.image is None else _score(model, face.image)
+            scored = p is not None and not face.too_small
+            if scored:
+                units.append((0, p))
+            print(f"      face {face.index}: not drawn: {face.reason}", flush=True)
+            faces.append(
+                {"face": face.index, "prob_fake": p, "scored": scored, "note": face.reason, "paths": {}}
+            )
+            continue
+        x0, y0, x1, y1 = face.box
+        small = face.too_small
+        result = explain(
+            model,
+            face,
+            face.landmarks[spec.points()],
+            int(cfg.size),
+            cfg.target_class,
+            cfg.alpha,
+            layers=int_list(cfg, "layers"),
+            channels=cfg.get("channels", 8),
+            window_block=int_list(cfg, "window_block") or None,
+            threshold=threshold,
+        )
+        verdict = "fake" if result.prob_fake >= threshold else "real"
         print(
-            f"      warning: the face is smaller than min_face_size={run_cfg.data.faces.min_face_size}px; "
-            "training never saw faces this small",
+            f"      face {face.index}: box ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}), score {face.score:.2f}, "
+            f"P(fake) = {result.prob_fake:.4f} -> {verdict}",
             flush=True,
         )
-    print(f"{steps[1]} Running the model and Grad-CAM", flush=True)
-    spec = hydra.utils.instantiate(run_cfg.data.mask)
-    result = explain(
-        model,
-        face,
-        face.landmarks[spec.points()],
-        int(cfg.size),
-        cfg.target_class,
-        cfg.alpha,
-        layers=int_list(cfg, "layers"),
-        channels=cfg.get("channels", 8),
-        window_block=int_list(cfg, "window_block") or None,
-    )
-    print(f"      P(fake) = {result.prob_fake:.4f}", flush=True)
-    print(f"{steps[2]} Writing overlays to {out_dir}", flush=True)
-    paths = _write(result.images, out_dir)
-    return {"prob_fake": result.prob_fake, "paths": paths, "face": face, "explanation": result}
+        why = ""
+        if small:
+            why = (
+                f"smaller than min_face_size={run_cfg.data.faces.min_face_size}px: training never saw faces "
+                "this small, and predict leaves it out of the verdict"
+            )
+            print(f"      warning: face {face.index} is {why}", flush=True)
+        else:
+            units.append((0, result.prob_fake))
+        print(f"{steps[2]} Writing overlays of face {face.index} to {sub}", flush=True)
+        paths = _write(result.images, sub)
+        faces.append(
+            {"face": face.index, "prob_fake": result.prob_fake, "verdict": verdict, "scored": not small,
+             "note": why, "paths": paths, "input": face, "explanation": result}
+        )  # fmt: skip
+    d = decide(units, threshold, rule, "image")
+    if d.label is not None:
+        print(f"      file: P(fake) = {d.score:.4f} -> {d.label} ({d.rule}, threshold {threshold:.4f})")
+    first = next((f for f in faces if f["paths"]), None)
+    if first is None:
+        raise VisualizeError(f"no face of {name} could be explained: {'; '.join(f['note'] for f in faces)}")
+    return {
+        "prob_fake": d.score if d.label is not None else first["prob_fake"],
+        "verdict": d.label,
+        "threshold": threshold,
+        "rule": d.rule,
+        "faces": faces,
+        "paths": first["paths"],
+        "face": first["input"],
+        "explanation": first["explanation"],
+    }
 
 
 #: the files of an ``input=<folder>`` that are explained (by suffix, any case)

@@ -112,6 +112,7 @@ def test_image_faces_score_as_predict_does(analyzer, trained_ckpt, media, name, 
         and (len(a.faces) > 1) == (name == "multi_face.jpg")
     )
     assert a.prob_fake == pytest.approx(ref.prob_fake, abs=1e-7)
+    assert a.verdict == ref.verdict and a.rule == ref.decision.rule == "any face >= threshold"
     assert a.threshold == analyzer.threshold and a.verdict == (
         "fake" if a.prob_fake >= a.threshold else "real"
     )
@@ -136,7 +137,8 @@ def test_video_plot_points_are_predicts_frame_scores(analyzer, trained_ckpt, med
     (ref,) = predict(predict_cfg(trained_ckpt, media["single_face.mp4"], tmp_path, "print_frames=false"))
     assert [f for f, _ in a.frame_scores] == [0, 24, 47, 71]
     assert np.allclose([p for _, p in a.frame_scores], [f.prob_fake for f in ref.frames], atol=1e-7)
-    assert a.prob_fake == pytest.approx(ref.prob_fake, abs=1e-7)
+    assert a.prob_fake == pytest.approx(ref.prob_fake, abs=1e-7) and a.verdict == ref.verdict
+    assert a.fake_frames == ref.decision.fake_frames and a.fake_run == ref.decision.run
     top = max(a.frame_scores, key=lambda fp: fp[1])
     assert len(a.faces) == 1 and (a.faces[0].frame, a.faces[0].prob_fake) == top
     md, tiles, plot = respond(analyzer, media["single_face.mp4"])
@@ -158,6 +160,11 @@ def test_bad_inputs_get_a_message_and_the_analyzer_keeps_working(analyzer, media
     ok, buf = cv2.imencode(".jpg", np.full((5000, 10000, 3), 128, np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 50])
     big.write_bytes(buf.tobytes())
     del buf
+    big_video = tmp_path / "big.avi"  # 2 frames of 30 megapixels: refused from the header, none decoded
+    vw = cv2.VideoWriter(str(big_video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (6000, 5000))
+    for _ in range(2):
+        vw.write(np.full((5000, 6000, 3), 100, np.uint8))
+    vw.release()
     cases = {
         broken: "broken.jpg could not be read as an image",
         text: "notes.txt is neither an image",
@@ -165,6 +172,7 @@ def test_bad_inputs_get_a_message_and_the_analyzer_keeps_working(analyzer, media
         media["no_face.mp4"]: "no face found in no_face.mp4: no face detected in 3 scanned frames",
         media["free-mountain-vector-01.jpg"]: "no face found in free-mountain-vector-01.jpg",
         big: "big.jpg is 10000x5000 pixels (50 megapixels), above this page's limit of 25",
+        big_video: "big.avi has frames of 6000x5000 pixels (30 megapixels), above this page's limit of 25",
         None: "no file: upload an image or a short video",
     }
     for path, message in cases.items():
@@ -172,7 +180,7 @@ def test_bad_inputs_get_a_message_and_the_analyzer_keeps_working(analyzer, media
         with pytest.raises(AppInputError) as err:
             analyzer.analyse(path)
         assert message in str(err.value), (path, str(err.value))
-        if path is big:
+        if path in (big, big_video):
             assert time.perf_counter() - t0 < 1.0  # the header alone is read
         md, tiles, plot = respond(analyzer, path)
         assert md.startswith("### Cannot analyse this file") and message in md
@@ -219,3 +227,18 @@ def test_page_builds_with_its_components_offline(analyzer, media, monkeypatch):
     assert {"upload", "demo", "result", "faces", "plot"} <= set(ids)
     assert ids["demo"].choices == [("single_face.jpg", "single_face.jpg")]
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and page.analytics_enabled is False
+
+
+def test_several_uploads_are_listed_with_their_verdicts(analyzer, media):
+    from lmguide.app import respond_many, verdicts
+
+    files = [str(media["single_face.jpg"]), str(media["no_face.mp4"]), str(media["multi_face.jpg"])]
+    md, tiles, plot = respond_many(analyzer, files)
+    records = verdicts(analyzer, files)
+    assert md.startswith("### 3 files") and "| no_face.mp4 | not analysed |" in md
+    for r in (records[0], records[2]):
+        assert f"| {r['file'].replace('_', chr(92) + '_')} | {r['verdict']} |" in md
+    assert "no face found in no_face.mp4" in records[1]["error"] and plot is None
+    captions = [c for _, c in tiles]
+    assert any(c.startswith("single_face.jpg: face 0") for c in captions)
+    assert any(c.startswith("multi_face.jpg: face 1") for c in captions)

@@ -245,3 +245,26 @@ def test_page_scores_a_demo_face_shows_its_overlays_and_survives_bad_input(serve
     print(f"\nupload to result: image {times['image_s']:.2f} s, 10-s video {times['video_10s_s']:.2f} s")
     if shots:
         (Path(shots) / "app_times.json").write_text(json.dumps(times, indent=2) + "\n")
+
+
+def test_api_scores_several_files_with_gradio_client_and_uploads_go_at_exit(server, media, tmp_path):
+    """The README's gradio_client example: several files in one call, a JSON record each (bad input:
+    its error); the uploads live in the page's own folder, removed when the server is stopped."""
+    from gradio_client import Client, handle_file
+
+    url, proc = server
+    client = Client(url, verbose=False)
+    files = [media["single_face.jpg"], media["multi_face.jpg"], media["free-mountain-vector-01.jpg"]]
+    records = client.predict([handle_file(str(f)) for f in files], api_name="/verdicts")
+    assert [r["file"] for r in records] == [f.name for f in files]
+    for r in records[:2]:
+        assert r["verdict"] in ("fake", "real") and r["rule"] == "any face >= threshold"
+        assert r["verdict"] == ("fake" if r["prob_fake"] >= r["threshold"] else "real")
+        assert r["prob_fake"] == max(f["prob_fake"] for f in r["faces"])
+    assert len(records[1]["faces"]) > 1 and "no face found" in records[2]["error"]
+    log = (tmp_path / "server.log").read_text()
+    uploads = Path(re.search(r"uploads kept in (\S+) until the page exits", log).group(1))
+    assert uploads.is_dir() and any(p.is_file() for p in uploads.rglob("*"))
+    proc.terminate()
+    proc.wait(timeout=30)
+    assert not uploads.exists()

@@ -150,6 +150,18 @@ CASES = [
         ["ckpt_path={noise_ckpt}", "input={face}"],
         "not a PyTorch checkpoint",
     ),
+    (
+        "predict: an unknown verdict rule",
+        "predict",
+        ["ckpt_path={ckpt}", "input={face}", "aggregate=max"],
+        "aggregate must be one of any, mean",
+    ),
+    (
+        "visualize: `min_fake_frames=0`",
+        "visualize",
+        ["ckpt_path={ckpt}", "input={face}", "min_fake_frames=0"],
+        "min_fake_frames must be a whole number",
+    ),
     ("predict: a zero-byte checkpoint", "predict", ["ckpt_path={empty_ckpt}", "input={face}"], "is empty"),
     ("eval: a bad `split`", "eval", ["ckpt_path={ckpt}", "split=tset"], "split must be"),
     (

@@ -7,7 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from lmguide.data.media import plan_frames
@@ -50,6 +49,11 @@ def folder_run(trained_ckpt, mixed_folder, tmp_path_factory):
     return predict(cfg), out / "preds.csv"
 
 
+def best_run(probs: list[float], k: int) -> float:
+    """The highest score that k sampled frames in a row all reach (the verdict rule's video score)."""
+    return max(min(probs[i : i + k]) for i in range(len(probs) - k + 1))
+
+
 def test_plan_frames():
     assert plan_frames(72, 4, None) == [0, 24, 47, 71]
     assert plan_frames(10, 32, None) == list(range(10))  # never more frames than the video has
@@ -65,12 +69,15 @@ def test_video_scores_every_sampled_frame_and_writes_json(trained_ckpt, media, t
     assert res.frames_scored == FRAMES and res.frames_no_face == 0 and res.frames_unreadable == 0
     probs = [f.prob_fake for f in res.frames]
     assert all(0.0 <= p <= 1.0 for p in probs)
-    assert res.prob_fake == pytest.approx(np.mean(probs))
+    # the default rule: the best run of 2 frames in a row, scored by its lower frame
+    assert res.prob_fake == pytest.approx(best_run(probs, 2))
+    assert res.verdict == ("fake" if res.prob_fake >= res.threshold else "real")
 
     doc = json.loads(out.read_text())
     (row,) = doc["files"]
     assert row["status"] == "ok" and row["frames_scored"] == FRAMES
-    assert row["prob_fake"] == pytest.approx(np.mean([f["prob_fake"] for f in row["frames"]]))
+    assert row["prob_fake"] == pytest.approx(best_run([f["prob_fake"] for f in row["frames"]], 2))
+    assert row["rule"] == "2 sampled frames in a row with a face >= threshold"
     assert [f["frame"] for f in row["frames"]] == [0, 24, 47, 71]
     assert all(f["face"] == 0 and len(f["box"]) == 4 for f in row["frames"])
 
@@ -136,13 +143,16 @@ def test_folder_mixed_media(folder_run, capsys):
     files = [r for r in rows if r["level"] == "file"]
     assert [r["file"] for r in files] == list(by_name)
     assert {r["file"]: r["status"] for r in files} == {n: r.status for n, r in by_name.items()}
-    # unscored files have an empty score, scored ones the mean of their frame rows
+    # unscored files have an empty score, scored ones the rule's score of their frame rows
     assert [r["prob_fake"] for r in files if r["status"] != "ok"] == ["", "", ""]
     frames = [r for r in rows if r["level"] == "frame" and r["file"] == "videos/more/face.mp4"]
     assert len(frames) == FRAMES
     video_row = next(r for r in files if r["file"] == "videos/more/face.mp4")
-    mean = np.mean([float(r["prob_fake"]) for r in frames])
-    assert float(video_row["prob_fake"]) == pytest.approx(mean, abs=1e-5)
+    run = best_run([float(r["prob_fake"]) for r in frames], 2)
+    assert float(video_row["prob_fake"]) == pytest.approx(run, abs=1e-5)
+    assert video_row["rule"] == "2 sampled frames in a row with a face >= threshold"
+    image_row = next(r for r in files if r["file"] == "single_face.jpg")
+    assert image_row["rule"] == "any face >= threshold"
     assert int(video_row["frames_scored"]) == FRAMES
 
 
@@ -173,7 +183,7 @@ def test_cli(trained_ckpt, mixed_folder, cache_dir, tmp_path):
     ]
     proc = run_cli("lmguide.predict", args, tmp_path, cache_dir, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "P(fake) per file" in proc.stdout
+    assert "verdict per file" in proc.stdout
     assert "no face found in: no_face.mp4" in proc.stdout
     from lmguide.checkpoint import read_checkpoint
     from lmguide.provenance import provenance_line

@@ -165,14 +165,17 @@ def test_a_folder_gets_a_panel_per_face_and_an_index_page(trained_ckpt, media, t
         ),
     ):
         visualize(viz_cfg(trained_ckpt, folder, out, f"size={SIZE}"))
-    for stem in ("single_face", "sample1"):  # everything else was written before the error
-        assert read_rgb(out / stem / "panel.png").shape[1] == 4 * SIZE
-        assert (out / stem / "gradcam_heatmap.png").exists()
+    # everything else was written before the error: one face in its folder, several in face<i>/
+    group = sorted(p.name for p in (out / "sample1").iterdir() if p.is_dir())
+    assert len(group) > 1 and group == [f"face{i}" for i in range(len(group))]
+    for d in [out / "single_face", *(out / "sample1" / g for g in group)]:
+        assert read_rgb(d / "panel.png").shape[1] == 4 * SIZE
+        assert (d / "gradcam_heatmap.png").exists()
     assert not (out / "free-mountain-vector-01").exists()
     page = (out / "index.html").read_text()
-    assert 'src="single_face/panel.png"' in page and 'src="sample1/panel.png"' in page
-    assert "no face found" in page and "notes.txt" not in page
-    printed = [float(v) for v in re.findall(r"P\(fake\) = ([0-9.]+)", buf.getvalue())]
+    assert 'src="single_face/panel.png"' in page and 'src="sample1/face1/panel.png"' in page
+    assert "no face found" in page and "notes.txt" not in page and "threshold 0.5" not in page
+    printed = [float(v) for v in re.findall(r"file: P\(fake\) = ([0-9.]+)", buf.getvalue())]
     shown = [float(v) for v in re.findall(r"<td>([0-9]\.[0-9]{4})</td>", page)]
     # the page lists images by name (sample1 before single_face); the run went in the same order
     assert len(printed) == 2 and shown == pytest.approx(printed, abs=1e-4)

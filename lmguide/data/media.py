@@ -6,6 +6,7 @@ same way.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,18 +74,55 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def image_pixel_limit() -> int:
+    """The pixels one image may hold: OpenCV's own limit for images (``OPENCV_IO_MAX_IMAGE_PIXELS``,
+    2^30 by default), applied to video frames as well."""
+    try:
+        return int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+    except ValueError:
+        return 1 << 30
+
+
+def too_many_pixels(w: int, h: int, limit: int, what: str) -> MediaError:
+    return MediaError(
+        f"{what} {w}x{h} pixels ({w * h / 1e6:.0f} megapixels), above the limit of "
+        f"{limit / 1e6:g} megapixels per frame; downscale the video (e.g. ffmpeg -vf scale=1920:-2)"
+    )
+
+
+def video_frame_size(path: Path) -> tuple[int, int] | None:
+    """``(width, height)`` of a video's frames from its header (nothing decoded), or None when OpenCV
+    cannot open it or the header does not say."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            return None
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        return (w, h) if w > 0 and h > 0 else None
+    finally:
+        cap.release()
+
+
 class VideoFrames:
     """The wanted frames of a video, decoded one at a time (``grab`` skips the others).
 
     Iterating yields ``(frame_index, rgb)``; a wanted frame the decoder cannot deliver (truncated
     file, frame count in the header too high) is yielded as ``(frame_index, None)``. ``threads`` caps
     the decoder's threads (prepare runs one per worker process, each worker owning one core).
+    ``max_pixels`` (default :func:`image_pixel_limit`): a frame size above it, in the header or in the
+    first frame decoded larger than the header said, is a MediaError before the rest is decoded.
     """
 
     def __init__(
-        self, path: Path, frames_per_video: int | None, every_k: int | None, threads: int | None = None
+        self,
+        path: Path,
+        frames_per_video: int | None,
+        every_k: int | None,
+        threads: int | None = None,
+        max_pixels: int | None = None,
     ):
         self.path, self.threads = path, threads
+        self.max_pixels = int(max_pixels) if max_pixels else image_pixel_limit()
         total = self._frame_count()
         self.wanted = plan_frames(total, frames_per_video, every_k)
 
@@ -104,6 +142,9 @@ class VideoFrames:
     def _frame_count(self) -> int:
         cap = self._open()
         try:
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            if w * h > self.max_pixels:  # checked before a single frame is decoded
+                raise too_many_pixels(w, h, self.max_pixels, "its frames are")
             total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
             if total <= 0:  # no count in the header (some streams): count by decoding
                 total = 0
@@ -128,6 +169,9 @@ class VideoFrames:
                 if idx == self.wanted[pos]:
                     pos += 1
                     ok, bgr = cap.retrieve()
+                    if ok and bgr is not None and bgr.shape[0] * bgr.shape[1] > self.max_pixels:
+                        h, w = bgr.shape[:2]  # the header understated it: stop before the rest
+                        raise too_many_pixels(w, h, self.max_pixels, f"frame {idx} is")
                     yield idx, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok and bgr is not None else None
                 idx += 1
             for missing in self.wanted[pos:]:

@@ -39,6 +39,19 @@ class FaceInput:
     box: tuple[float, float, float, float]
     score: float
     n_faces: int
+    index: int = 0  # the face's index in its frame (predict's ``face``)
+    too_small: bool = False  # under min_face_size: explained, but predict leaves it out
+
+
+@dataclass
+class Unexplained:
+    """A face that was found but cannot be drawn (FaceMesh found no landmarks in its crop): why, and its
+    model input where predict could still score it (None for a landmark-channel model)."""
+
+    index: int
+    reason: str
+    image: torch.Tensor | None
+    too_small: bool = False
 
 
 @dataclass
@@ -54,18 +67,44 @@ def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", n
     """Detect, crop, landmark and transform the face exactly as training's data pipeline does."""
     if which not in ("largest", "best"):
         raise ConfigError(f"face must be 'largest' or 'best', got {which!r}")
+    (face,) = prepare_faces(rgb, run_cfg, which, name)
+    if isinstance(face, Unexplained):
+        raise VisualizeError(face.reason)
+    return face
+
+
+def prepare_faces(
+    rgb: np.ndarray, run_cfg: DictConfig, which: str = "all", name: str = ""
+) -> list[FaceInput | Unexplained]:
+    """Every face predict would find in a still image (``which=all``: the run's ``image_faces`` rule,
+    in predict's face order), or the ``largest`` / ``best`` one, each prepared as training does; a face
+    whose crop FaceMesh cannot landmark comes back :class:`Unexplained` (the others are still
+    explained). VisualizeError when there is no face at all."""
+    if which not in ("all", "largest", "best"):
+        raise ConfigError(f"face must be 'all', 'largest' or 'best', got {which!r}")
     fs = face_settings(run_cfg.data.faces)
-    # faces under min_face_size are explained too (the command warns): training never saw them
+    policy = fs.image_faces if which == "all" else which
+    # faces under min_face_size are explained too (flagged too_small): training never saw them
     size, channels = int(run_cfg.data.image_size), run_channels(run_cfg)
     with FacePipeline(fs, image_size=size, crop_small=True, channels=channels) as faces:
-        found = faces(rgb, which)
+        found = faces(rgb, policy)
         if not found.faces:
             raise VisualizeError(
                 f"no face found in {name or 'the image'} (MediaPipe face detection {fs.detector}, "
                 f"min_confidence={fs.min_confidence}); give an image with a visible face"
             )
-        (face,) = found.faces
-        return face_from_crop(face.crop, run_cfg, face.det.box, face.det.score, found.found, name, faces)
+        out: list[FaceInput | VisualizeError] = []
+        for face in found.faces:
+            try:
+                fi = face_from_crop(
+                    face.crop, run_cfg, face.det.box, face.det.score, found.found, name, faces
+                )
+            except VisualizeError as err:
+                out.append(VisualizeError(f"face {face.index}: {err}"))
+                continue
+            fi.index, fi.too_small = face.index, face.too_small
+            out.append(fi)
+        return out
 
 
 def face_from_crop(
@@ -113,8 +152,10 @@ def explain(
     layers: Sequence[int] = (),
     channels: int = 8,
     window_block: Sequence[int] | None = None,
+    threshold: float = 0.5,
 ) -> Explanation:
-    """Run ``model`` on the face and draw every overlay at ``size`` x ``size`` (file stem -> RGB).
+    """Run ``model`` on the face and draw every overlay at ``size`` x ``size`` (file stem -> RGB);
+    the panel's verdict is P(fake) at ``threshold`` (give the checkpoint's, as every caller does).
 
     Besides the attention maps and Grad-CAM: ``layers`` draws Grad-CAM of those backbone stages side
     by side (``layers``); an SE/CBAM attention adds its channel gate (``channel_gates``, the top
@@ -144,7 +185,7 @@ def explain(
         images["patch_grid"] = patch_grid_overlay(rgb, mean, alpha)
         images["vit_cls_attention"] = patch_grid_overlay(rgb, vit_cls_attention(model, face.image), alpha)
     images.update(extra_views(model, face.image, rgb, target_class, alpha, layers, channels, window_block))
-    verdict = CLASS_NAMES[int(prob >= 0.5)]
+    verdict = CLASS_NAMES[int(prob >= threshold)]
     images["panel"] = side_by_side(
         [images["face"], images["mask"], images["attention_mean"], images["gradcam"]],
         [
@@ -153,7 +194,7 @@ def explain(
             f"mean attention ({len(maps)} maps)",
             f"Grad-CAM ({CLASS_NAMES[target_class]})",
         ],
-        f"P(fake) = {prob:.3f}  ->  {verdict}",
+        f"P(fake) = {prob:.3f}  ->  {verdict} (threshold {threshold:.3f})",
     )
     return Explanation(prob, maps, cam, target_class, images)
 
