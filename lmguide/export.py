@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import warnings
 from pathlib import Path
 
@@ -37,7 +38,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from lmguide.cli import check_argv, friendly_errors
+from lmguide.cli import check_argv, check_new_output, check_writable, friendly_errors
 from lmguide.errors import ExportError
 from lmguide.export_meta import INPUT_NAME, OUTPUT_NAMES, export_metadata
 from lmguide.export_meta import read_metadata as read_metadata  # re-exported: the documented reader
@@ -190,6 +191,10 @@ def refuse_clip_model(model, cfg, source) -> None:
         )
 
 
+def _unwritable(path: Path, err: OSError) -> str:
+    return f"output={path} could not be written ({err.strerror or err}): choose a writable location"
+
+
 def export_model(
     ckpt_path: str | Path,
     fmt: str = "onnx",
@@ -198,12 +203,15 @@ def export_model(
     overrides: list[str] | tuple[str, ...] = (),
     opset: int = 17,
     check: bool = True,
+    overwrite: bool = False,
 ) -> tuple[Path, dict]:
     """Export ``ckpt_path`` to ``output`` (default ``out_dir/model.onnx`` or ``model.pt``).
 
     Returns ``(path, report)``; the report holds the metadata and, with ``check``, the parity of the
     written file against the PyTorch module at batch 2 (traced at batch 1). Raises :class:`ExportError`
-    for what cannot be exported, naming why; nothing is left behind then."""
+    for what cannot be exported, naming why; nothing is left behind then. An ``output`` that could not
+    be written, is a symbolic link, or exists (unless ``overwrite``) is refused as a
+    :class:`~lmguide.errors.ConfigError` before the checkpoint is read."""
     from lmguide.checkpoint import load_model
 
     if fmt not in FORMATS:
@@ -214,6 +222,10 @@ def export_model(
             f"output {path}: an ONNX file ends in .onnx and a TorchScript one does not "
             f"(format={fmt}); e.g. output=model{FORMATS[fmt]}"
         )
+    # before the minutes of loading and tracing, as predict does: an earlier file is replaced only when
+    # asked, a link never written through, a path under a file or in a read-only folder refused
+    check_new_output(path, "output", overwrite)
+    check_writable(path, "output", example=f"model{FORMATS[fmt]}")
     if fmt == "onnx":
         _onnxruntime()  # before the minutes of loading and tracing
     model, cfg = load_model(ckpt_path, list(overrides), output_dir=out_dir)
@@ -228,10 +240,15 @@ def export_model(
     with torch.inference_mode():
         _, maps = graph(example)
     meta = export_metadata(cfg, ckpt_path, tuple(maps.shape))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # written beside the target (same suffix) and renamed over it once checked: a failed export leaves
-    # neither a half-written file nor a broken one, and an earlier file at `output` stays as it was
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    # written to a new file beside the target (same suffix) and renamed over it once checked: a failed
+    # export leaves neither a half-written file nor a broken one, and an earlier file at `output` stays
+    # as it was. The temp file is created here (O_EXCL: never a file or link already there) with the
+    # mode of any new file, and the rename replaces a link at `output` rather than writing through it.
+    tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as err:
+        raise ExportError(_unwritable(path, err)) from None
     try:
         with torch.no_grad():
             if fmt == "onnx":
@@ -247,6 +264,8 @@ def export_model(
         os.replace(tmp, path)
     except ExportError as err:
         raise ExportError(str(err).replace(tmp.name, path.name)) from None
+    except OSError as err:  # the disk filled up, the folder went read-only: the output, not the model
+        raise ExportError(_unwritable(path, err)) from None
     except Exception as err:  # a tracer / exporter / runtime failure: one line naming the combination
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ExportError(
@@ -272,6 +291,7 @@ def main(cfg: DictConfig) -> dict:
         overrides=list(cfg.get("overrides") or []),
         opset=int(cfg.opset),
         check=bool(cfg.check),
+        overwrite=bool(cfg.get("overwrite", False)),
     )
     meta = report["metadata"]
     line = (
