@@ -13,10 +13,8 @@ The exported graph is the single-frame inference path of the model (backbone -> 
   reads it; ``attention`` (B, M, h, w): the attention maps (M maps on the h x w feature grid).
 
 Metadata (ONNX ``metadata_props``, TorchScript ``_extra_files``; the same keys, JSON values; read
-back with :func:`read_metadata`): ``input`` (name, shape, layout, colour, scale, mean, std, resize),
-``outputs``, ``faces`` (the run's ``data.faces``: detector, face_size, face_scale, crop_scale,
-min_confidence, min_face_size, ... i.e. how to crop as in training), ``model`` (backbone, attention,
-head, maps) and ``source`` (checkpoint name, its sha256, lmguide version).
+back with :func:`read_metadata`; the keys in :mod:`lmguide.export_meta`): the input contract, the face
+crop rule, the run's face settings, the verdict threshold, the outputs, the model and its source.
 
 The checkpoint is read with :func:`lmguide.checkpoint.load_model` (weights only, never unpickled).
 Each export is checked before it is kept: the written file, run at another batch size than the one it
@@ -212,7 +210,7 @@ def export_model(
     for what cannot be exported, naming why; nothing is left behind then. An ``output`` that could not
     be written, is a symbolic link, or exists (unless ``overwrite``) is refused as a
     :class:`~lmguide.errors.ConfigError` before the checkpoint is read."""
-    from lmguide.checkpoint import load_model
+    from lmguide.checkpoint import load_model, verdict_threshold
 
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -239,7 +237,7 @@ def export_model(
     example = torch.randn(1, c, size, size, generator=gen)
     with torch.inference_mode():
         _, maps = graph(example)
-    meta = export_metadata(cfg, ckpt_path, tuple(maps.shape))
+    meta = export_metadata(cfg, ckpt_path, tuple(maps.shape), verdict_threshold(model))
     # written to a new file beside the target (same suffix) and renamed over it once checked: a failed
     # export leaves neither a half-written file nor a broken one, and an earlier file at `output` stays
     # as it was. The temp file is created here (O_EXCL: never a file or link already there) with the
@@ -301,6 +299,12 @@ def main(cfg: DictConfig) -> dict:
         "normalised with mean/std"
     )
     console.print(line, soft_wrap=True, highlight=False)
+    verdict = meta["verdict"]
+    console.print(
+        f"  verdict threshold {verdict['threshold']:.4f} in its metadata: {verdict['note']}",
+        soft_wrap=True,
+        highlight=False,
+    )
     if "check" in report:
         c = report["check"]
         console.print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import cv2
@@ -128,11 +129,60 @@ def test_metadata_crops_and_normalises_as_in_training(fmt, request, model_and_cf
     assert np.abs(prob - reference[0]).max() <= 1e-4
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_metadata_holds_the_crop_rule_and_the_verdict_threshold(fmt, request, model_and_cfg):
+    """How predict cuts a face and where its verdict flips, as values a consumer can compute with."""
+    from lmguide.checkpoint import verdict_threshold
+    from lmguide.data.faces import face_settings
+
+    meta = read_metadata(request.getfixturevalue(f"{fmt}_file"))
+    model, cfg = model_and_cfg
+    fs = face_settings(cfg.data.faces)
+    assert meta["crop"] == {
+        **meta["crop"],
+        "center": "box_center",
+        "square": True,
+        "scale": fs.crop_scale,
+        "size": fs.face_size,
+        "resample_down": "area",
+        "resample_up": "linear",
+        "fill": [0, 0, 0],
+        "color": "RGB",
+        "dtype": "uint8",
+    }
+    assert meta["input"]["resample"] == "area" and meta["input"]["layout"] == "NCHW"
+    assert meta["faces"]["detector"] == fs.detector and meta["faces"]["image_faces"] == fs.image_faces
+    threshold, note = verdict_threshold(model)
+    fake_if, mean = "prob_fake >= threshold", "mean"
+    assert meta["verdict"] == {"threshold": threshold, "fake_if": fake_if, "note": note, "file_score": mean}
+
+
+def test_metadata_threshold_is_the_one_training_calibrated(trained_ckpt, tmp_path):
+    ckpt = torch.load(trained_ckpt, map_location="cpu", weights_only=True)
+    ckpt["lmguide_threshold"] = {"value": 0.3125, "step": 7}
+    torch.save(ckpt, tmp_path / "calibrated.ckpt")
+    path, _ = export_model(tmp_path / "calibrated.ckpt", "torchscript", out_dir=tmp_path, check=False)
+    verdict = read_metadata(path)["verdict"]
+    assert verdict["threshold"] == 0.3125
+    assert verdict["note"] == "calibrated on the validation split at step 7 (max balanced accuracy)"
+
+
+def test_metadata_of_an_older_export_is_refused_by_name(torchscript_file, tmp_path):
+    """A file written before ``crop`` and ``verdict`` existed: read_metadata names what it lacks."""
+    files = {k: json.dumps(v) for k, v in read_metadata(torchscript_file).items()}
+    del files["crop"], files["verdict"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated (still supported)
+        torch.jit.save(torch.jit.load(str(torchscript_file)), str(tmp_path / "old.pt"), _extra_files=files)
+    with pytest.raises(ExportError, match=r"lacks the lmguide metadata \['crop', 'verdict'\]: .*again"):
+        read_metadata(tmp_path / "old.pt")
+
+
 def test_onnx_metadata_props_are_json(onnx_file):
     import onnx
 
     props = {p.key: p.value for p in onnx.load(str(onnx_file)).metadata_props}
-    assert set(props) == {"input", "outputs", "faces", "model", "source"}
+    assert set(props) == {"input", "outputs", "crop", "faces", "verdict", "model", "source"}
     assert json.loads(props["input"])["std"] == pytest.approx([0.229, 0.224, 0.225])
     graph = onnx.load(str(onnx_file)).graph
     assert [i.name for i in graph.input] == ["image"]
