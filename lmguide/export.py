@@ -313,6 +313,13 @@ def main(cfg: DictConfig) -> dict:
             soft_wrap=True,
             highlight=False,
         )
+    if cfg.format == "onnx":
+        console.print(
+            f"  score a face crop with onnxruntime alone: python -m lmguide.export_example {path} face.png "
+            "(lmguide/export_example.py; --photo photo.jpg cuts a photo's faces as predict does)",
+            soft_wrap=True,
+            highlight=False,
+        )
     return report
 
 
