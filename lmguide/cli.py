@@ -127,10 +127,11 @@ def check_new_output(path, key: str, overwrite: bool = False) -> None:
         raise ConfigError(f"{key}={path} exists: give overwrite=true to replace it, or another {key}=")
 
 
-def check_writable(path, key: str, folder: bool = False) -> None:
+def check_writable(path, key: str, folder: bool = False, example: str = "predictions.csv") -> None:
     """Refuse, before any work, an output that could not be written: ``path`` (a file, or a folder when
     ``folder``) must be creatable and writable. Its folder is created; a probe file is written and
-    removed (file modes alone do not tell: root ignores them, read-only mounts do not)."""
+    removed (file modes alone do not tell: root ignores them, read-only mounts do not). ``example``: the
+    file name suggested when ``path`` is a folder."""
     import tempfile
     from pathlib import Path
 
@@ -138,13 +139,14 @@ def check_writable(path, key: str, folder: bool = False) -> None:
 
     path = Path(path).expanduser()
     if not folder and path.is_dir():
-        raise ConfigError(
-            f"{key}={path} is a folder: give a file name, e.g. {key}={path / 'predictions.csv'}"
-        )
+        raise ConfigError(f"{key}={path} is a folder: give a file name, e.g. {key}={path / example}")
     where = path if folder else path.parent
     existing = next((p for p in (where, *where.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
-        raise ConfigError(f"{key}={path} cannot be written: {existing} is a file, not a folder")
+        raise ConfigError(
+            f"{key}={path} cannot be written: {existing} is a file, not a folder; give {key}= a path "
+            "inside a folder"
+        )
     try:
         where.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=where, prefix=".write-check-"):

@@ -19,3 +19,8 @@ class InputMissing(LmguideError, FileNotFoundError):
 
 class VisualizeError(LmguideError, RuntimeError):
     """An input that cannot be explained: missing or unreadable image, no face, no landmarks."""
+
+
+class ExportError(LmguideError, RuntimeError):
+    """A checkpoint that cannot be exported in the asked format, or an exported file that cannot be
+    read back (the message names the reason)."""

@@ -13,10 +13,8 @@ The exported graph is the single-frame inference path of the model (backbone -> 
   reads it; ``attention`` (B, M, h, w): the attention maps (M maps on the h x w feature grid).
 
 Metadata (ONNX ``metadata_props``, TorchScript ``_extra_files``; the same keys, JSON values; read
-back with :func:`read_metadata`): ``input`` (name, shape, layout, colour, scale, mean, std, resize),
-``outputs``, ``faces`` (the run's ``data.faces``: detector, face_size, face_scale, crop_scale,
-min_confidence, min_face_size, ... i.e. how to crop as in training), ``model`` (backbone, attention,
-head, maps) and ``source`` (checkpoint name, its sha256, lmguide version).
+back with :func:`read_metadata`; the keys in :mod:`lmguide.export_meta`): the input contract, the face
+crop rule, the run's face settings, the verdict threshold, the outputs, the model and its source.
 
 The checkpoint is read with :func:`lmguide.checkpoint.load_model` (weights only, never unpickled).
 Each export is checked before it is kept: the written file, run at another batch size than the one it
@@ -25,12 +23,11 @@ was traced at, must give the PyTorch module's P(fake) within 1e-4 and maps withi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+import secrets
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import hydra
@@ -39,24 +36,17 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from lmguide import __version__
-from lmguide.cli import check_argv, friendly_errors
-from lmguide.errors import LmguideError
+from lmguide.cli import check_argv, check_new_output, check_writable, friendly_errors
+from lmguide.errors import ExportError
+from lmguide.export_meta import INPUT_NAME, OUTPUT_NAMES, export_metadata
+from lmguide.export_meta import read_metadata as read_metadata  # re-exported: the documented reader
 from lmguide.runtime import CONF_DIR
 
 log = logging.getLogger(__name__)
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("prob_fake", "attention")
 #: the export check: largest |difference| allowed between the exported file and the PyTorch module
 PROB_TOL, MAPS_TOL = 1e-4, 1e-3
-#: the metadata keys, in both formats
-METADATA_KEYS = ("input", "outputs", "faces", "model", "source")
-
-
-class ExportError(LmguideError, RuntimeError):
-    """A checkpoint that cannot be exported in the asked format (the message names the reason)."""
 
 
 class InferenceGraph(nn.Module):
@@ -80,89 +70,6 @@ class InferenceGraph(nn.Module):
         feats, maps = self.attention(fmap)  # (B, D), (B, M, h, w)
         logits = self.head(feats)  # (B, 2), margin-free (no labels)
         return logits.float().softmax(-1)[:, 1], maps.float()  # (B,), (B, M, h, w)
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def export_metadata(cfg: DictConfig, ckpt_path: str | Path, maps_shape: tuple[int, ...]) -> dict[str, str]:
-    """The metadata written into the exported file: ``{key: JSON string}``."""
-    from lmguide.data.channels import describe_channels, run_channels
-    from lmguide.data.faces import face_settings
-    from lmguide.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    size = int(cfg.data.image_size)
-    fs = face_settings(cfg.data.faces)
-    m, h, w = (int(v) for v in maps_shape[1:])
-    channels = describe_channels(run_channels(cfg))
-    meta = {
-        "input": {
-            "name": INPUT_NAME,
-            "shape": ["batch", 3 + len(channels.get("landmark_regions", {})), size, size],
-            "channels": channels,
-            "dtype": "float32",
-            "layout": "NCHW",
-            "color": "RGB",
-            "image_size": size,
-            "resize": "face crop (face_size px) resized to image_size with cv2.INTER_AREA",
-            "scale": 1 / 255,
-            "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
-            "formula": "(rgb_uint8 * scale - mean) / std, per RGB channel",
-        },
-        "outputs": {
-            OUTPUT_NAMES[0]: {"shape": ["batch"], "meaning": "P(fake), softmax of the margin-free logits"},
-            OUTPUT_NAMES[1]: {
-                "shape": ["batch", m, h, w],
-                "meaning": "attention maps on the backbone feature grid (>= 0), one per map/head",
-            },
-        },
-        "faces": {
-            **asdict(fs),
-            "crop_scale": fs.crop_scale,
-            "detector": "mediapipe face_detection (model_selection, min_confidence)",
-            "crop": fs.crop,
-            "crop_rule": "square of side crop_scale * max(box w, h) centred on the detector box, "
-            "outside the frame filled black, resized to face_size (lmguide.data.faces.crop_face)",
-        },
-        "model": {
-            "backbone": str(cfg.model.backbone.name),
-            "attention": str(cfg.model.attention._target_).rsplit(".", 1)[-1],
-            "head": str(cfg.model.head._target_).rsplit(".", 1)[-1],
-            "num_maps": m,
-            "feature_grid": [h, w],
-        },
-        "source": {
-            "checkpoint": Path(ckpt_path).name,
-            "checkpoint_sha256": sha256(ckpt_path),
-            "lmguide_version": __version__,
-        },
-    }
-    return {k: json.dumps(v) for k, v in meta.items()}
-
-
-def read_metadata(path: str | Path) -> dict:
-    """The lmguide metadata of an exported file (``.onnx`` or TorchScript), values parsed from JSON."""
-    path = Path(path)
-    if path.suffix == ".onnx":
-        import onnx
-
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    else:
-        files = dict.fromkeys(METADATA_KEYS, "")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.load(str(path), map_location="cpu", _extra_files=files)
-        props = files
-    missing = [k for k in METADATA_KEYS if not props.get(k)]
-    if missing:
-        raise ExportError(f"{path} holds no lmguide metadata {missing}: was it written by lmguide.export?")
-    return {k: json.loads(props[k]) for k in METADATA_KEYS}
 
 
 # -- runtimes ----------------------------------------------------------------------------------------
@@ -282,6 +189,10 @@ def refuse_clip_model(model, cfg, source) -> None:
         )
 
 
+def _unwritable(path: Path, err: OSError) -> str:
+    return f"output={path} could not be written ({err.strerror or err}): choose a writable location"
+
+
 def export_model(
     ckpt_path: str | Path,
     fmt: str = "onnx",
@@ -290,13 +201,16 @@ def export_model(
     overrides: list[str] | tuple[str, ...] = (),
     opset: int = 17,
     check: bool = True,
+    overwrite: bool = False,
 ) -> tuple[Path, dict]:
     """Export ``ckpt_path`` to ``output`` (default ``out_dir/model.onnx`` or ``model.pt``).
 
     Returns ``(path, report)``; the report holds the metadata and, with ``check``, the parity of the
     written file against the PyTorch module at batch 2 (traced at batch 1). Raises :class:`ExportError`
-    for what cannot be exported, naming why; nothing is left behind then."""
-    from lmguide.checkpoint import load_model
+    for what cannot be exported, naming why; nothing is left behind then. An ``output`` that could not
+    be written, is a symbolic link, or exists (unless ``overwrite``) is refused as a
+    :class:`~lmguide.errors.ConfigError` before the checkpoint is read."""
+    from lmguide.checkpoint import load_model, verdict_threshold
 
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -306,6 +220,10 @@ def export_model(
             f"output {path}: an ONNX file ends in .onnx and a TorchScript one does not "
             f"(format={fmt}); e.g. output=model{FORMATS[fmt]}"
         )
+    # before the minutes of loading and tracing, as predict does: an earlier file is replaced only when
+    # asked, a link never written through, a path under a file or in a read-only folder refused
+    check_new_output(path, "output", overwrite)
+    check_writable(path, "output", example=f"model{FORMATS[fmt]}")
     if fmt == "onnx":
         _onnxruntime()  # before the minutes of loading and tracing
     model, cfg = load_model(ckpt_path, list(overrides), output_dir=out_dir)
@@ -319,11 +237,16 @@ def export_model(
     example = torch.randn(1, c, size, size, generator=gen)
     with torch.inference_mode():
         _, maps = graph(example)
-    meta = export_metadata(cfg, ckpt_path, tuple(maps.shape))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # written beside the target (same suffix) and renamed over it once checked: a failed export leaves
-    # neither a half-written file nor a broken one, and an earlier file at `output` stays as it was
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    meta = export_metadata(cfg, ckpt_path, tuple(maps.shape), verdict_threshold(model))
+    # written to a new file beside the target (same suffix) and renamed over it once checked: a failed
+    # export leaves neither a half-written file nor a broken one, and an earlier file at `output` stays
+    # as it was. The temp file is created here (O_EXCL: never a file or link already there) with the
+    # mode of any new file, and the rename replaces a link at `output` rather than writing through it.
+    tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as err:
+        raise ExportError(_unwritable(path, err)) from None
     try:
         with torch.no_grad():
             if fmt == "onnx":
@@ -339,6 +262,8 @@ def export_model(
         os.replace(tmp, path)
     except ExportError as err:
         raise ExportError(str(err).replace(tmp.name, path.name)) from None
+    except OSError as err:  # the disk filled up, the folder went read-only: the output, not the model
+        raise ExportError(_unwritable(path, err)) from None
     except Exception as err:  # a tracer / exporter / runtime failure: one line naming the combination
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ExportError(
@@ -364,6 +289,7 @@ def main(cfg: DictConfig) -> dict:
         overrides=list(cfg.get("overrides") or []),
         opset=int(cfg.opset),
         check=bool(cfg.check),
+        overwrite=bool(cfg.get("overwrite", False)),
     )
     meta = report["metadata"]
     line = (
@@ -373,11 +299,24 @@ def main(cfg: DictConfig) -> dict:
         "normalised with mean/std"
     )
     console.print(line, soft_wrap=True, highlight=False)
+    verdict = meta["verdict"]
+    console.print(
+        f"  verdict threshold {verdict['threshold']:.4f} in its metadata: {verdict['note']}",
+        soft_wrap=True,
+        highlight=False,
+    )
     if "check" in report:
         c = report["check"]
         console.print(
             f"  check at batch {c['batch']}: max |P(fake) diff| {c['prob_fake']:.2g}, "
             f"max |attention diff| {c['attention']:.2g}",
+            soft_wrap=True,
+            highlight=False,
+        )
+    if cfg.format == "onnx":
+        console.print(
+            f"  score a face crop with onnxruntime alone: python -m lmguide.export_example {path} face.png "
+            "(lmguide/export_example.py; --photo photo.jpg cuts a photo's faces as predict does)",
             soft_wrap=True,
             highlight=False,
         )

@@ -4,6 +4,8 @@ PyTorch module on real demo face crops (dynamic batch, metadata, refusals)."""
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from pathlib import Path
 
 import cv2
@@ -14,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lmguide.checkpoint import load_model
+from lmguide.errors import ConfigError
 from lmguide.export import (
     MAPS_TOL,
     PROB_TOL,
@@ -126,11 +129,60 @@ def test_metadata_crops_and_normalises_as_in_training(fmt, request, model_and_cf
     assert np.abs(prob - reference[0]).max() <= 1e-4
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_metadata_holds_the_crop_rule_and_the_verdict_threshold(fmt, request, model_and_cfg):
+    """How predict cuts a face and where its verdict flips, as values a consumer can compute with."""
+    from lmguide.checkpoint import verdict_threshold
+    from lmguide.data.faces import face_settings
+
+    meta = read_metadata(request.getfixturevalue(f"{fmt}_file"))
+    model, cfg = model_and_cfg
+    fs = face_settings(cfg.data.faces)
+    assert meta["crop"] == {
+        **meta["crop"],
+        "center": "box_center",
+        "square": True,
+        "scale": fs.crop_scale,
+        "size": fs.face_size,
+        "resample_down": "area",
+        "resample_up": "linear",
+        "fill": [0, 0, 0],
+        "color": "RGB",
+        "dtype": "uint8",
+    }
+    assert meta["input"]["resample"] == "area" and meta["input"]["layout"] == "NCHW"
+    assert meta["faces"]["detector"] == fs.detector and meta["faces"]["image_faces"] == fs.image_faces
+    threshold, note = verdict_threshold(model)
+    fake_if, mean = "prob_fake >= threshold", "mean"
+    assert meta["verdict"] == {"threshold": threshold, "fake_if": fake_if, "note": note, "file_score": mean}
+
+
+def test_metadata_threshold_is_the_one_training_calibrated(trained_ckpt, tmp_path):
+    ckpt = torch.load(trained_ckpt, map_location="cpu", weights_only=True)
+    ckpt["lmguide_threshold"] = {"value": 0.3125, "step": 7}
+    torch.save(ckpt, tmp_path / "calibrated.ckpt")
+    path, _ = export_model(tmp_path / "calibrated.ckpt", "torchscript", out_dir=tmp_path, check=False)
+    verdict = read_metadata(path)["verdict"]
+    assert verdict["threshold"] == 0.3125
+    assert verdict["note"] == "calibrated on the validation split at step 7 (max balanced accuracy)"
+
+
+def test_metadata_of_an_older_export_is_refused_by_name(torchscript_file, tmp_path):
+    """A file written before ``crop`` and ``verdict`` existed: read_metadata names what it lacks."""
+    files = {k: json.dumps(v) for k, v in read_metadata(torchscript_file).items()}
+    del files["crop"], files["verdict"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated (still supported)
+        torch.jit.save(torch.jit.load(str(torchscript_file)), str(tmp_path / "old.pt"), _extra_files=files)
+    with pytest.raises(ExportError, match=r"lacks the lmguide metadata \['crop', 'verdict'\]: .*again"):
+        read_metadata(tmp_path / "old.pt")
+
+
 def test_onnx_metadata_props_are_json(onnx_file):
     import onnx
 
     props = {p.key: p.value for p in onnx.load(str(onnx_file)).metadata_props}
-    assert set(props) == {"input", "outputs", "faces", "model", "source"}
+    assert set(props) == {"input", "outputs", "crop", "faces", "verdict", "model", "source"}
     assert json.loads(props["input"])["std"] == pytest.approx([0.229, 0.224, 0.225])
     graph = onnx.load(str(onnx_file)).graph
     assert [i.name for i in graph.input] == ["image"]
@@ -174,7 +226,7 @@ def test_failed_trace_is_one_line_naming_the_combination(trained_ckpt, tmp_path,
     out = tmp_path / "m.onnx"
     out.write_bytes(b"an earlier export")
     with pytest.raises(ExportError) as err:
-        export_model(trained_ckpt, "onnx", output=out)
+        export_model(trained_ckpt, "onnx", output=out, overwrite=True)
     msg = str(err.value)
     assert "\n" not in msg and "backbone efficientnet_b0 + attention MultiAttention" in msg
     assert out.read_bytes() == b"an earlier export" and sorted(tmp_path.iterdir()) == [out]
@@ -185,6 +237,65 @@ def test_output_suffix_must_match_the_format(trained_ckpt, tmp_path):
         export_model(trained_ckpt, "torchscript", output=tmp_path / "m.onnx")
     with pytest.raises(ExportError, match="ends in .onnx"):
         export_model(trained_ckpt, "onnx", output=tmp_path / "m.pt")
+
+
+OUTPUT_CASES = {
+    "under_a_file": "output={out} cannot be written: {tmp}/somefile.txt is a file, not a folder; give "
+    "output= a path inside a folder",
+    "exists": "output={out} exists: give overwrite=true to replace it, or another output=",
+    "link": "output={out} is a symbolic link: lmguide does not write through links; give a file path",
+    "folder": "output={out} is a folder: give a file name, e.g. output={out}/model.onnx",
+}
+
+
+@pytest.mark.parametrize("case", OUTPUT_CASES)
+def test_cli_unusable_output_is_one_line_before_the_checkpoint_is_read(case, cache_dir, tmp_path):
+    """An output= that cannot or must not be written: one line naming it and the fix, exit code 1, and
+    found before the checkpoint is read (it does not exist here: its own error would come first)."""
+    (tmp_path / "somefile.txt").write_text("a file, not a folder")
+    (tmp_path / "elsewhere.onnx").write_bytes(b"another file")
+    out = {
+        "under_a_file": tmp_path / "somefile.txt" / "model.onnx",
+        "exists": tmp_path / "elsewhere.onnx",
+        "link": tmp_path / "link.onnx",
+        "folder": tmp_path / "exports.onnx",
+    }[case]
+    if case == "link":
+        out.symlink_to(tmp_path / "elsewhere.onnx")
+    if case == "folder":
+        out.mkdir()
+    args = [f"ckpt_path={tmp_path / 'nope.ckpt'}", f"output={out}", f"hydra.run.dir={tmp_path / 'run'}"]
+    args += ["overwrite=true"] if case == "link" else []  # a link is refused even then
+    proc = run_cli("lmguide.export", args, tmp_path, cache_dir)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line == "error: " + OUTPUT_CASES[case].format(out=out, tmp=tmp_path)
+    assert (tmp_path / "elsewhere.onnx").read_bytes() == b"another file"
+
+
+def test_existing_output_is_refused_before_the_model_is_loaded(trained_ckpt, tmp_path, monkeypatch):
+    import lmguide.checkpoint
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(lmguide.checkpoint, "load_model", no_load)
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"an earlier export")
+    with pytest.raises(ConfigError, match=f"^output={re.escape(str(out))} exists: give overwrite=true"):
+        export_model(trained_ckpt, "torchscript", output=out)
+    assert out.read_bytes() == b"an earlier export"
+
+
+def test_cli_overwrite_true_replaces_an_earlier_export(trained_ckpt, cache_dir, tmp_path):
+    out = tmp_path / "exports" / "model.pt"
+    out.parent.mkdir()
+    out.write_bytes(b"an earlier export")
+    args = [f"ckpt_path={trained_ckpt}", "format=torchscript", f"output={out}", "overwrite=true"]
+    proc = run_cli("lmguide.export", [*args, "check=false", f"hydra.run.dir={tmp_path}"], tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_metadata(out)["source"]["checkpoint"] == trained_ckpt.name
+    assert sorted(out.parent.iterdir()) == [out]  # no temp file left beside it
 
 
 def test_cli_missing_checkpoint_is_one_line(cache_dir, tmp_path):
