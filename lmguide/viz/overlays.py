@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from lmguide.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lmguide.viz.heat import FLAT_ATOL, colormap
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -16,11 +17,13 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 
 def heat_map(attn: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The [0, 1]-scaled JET heat map of ``attn`` (any size) alone, resized to ``height`` x ``width``:
-    RGB uint8."""
+    """The heat map of ``attn`` (any size) alone, resized to ``height`` x ``width``: RGB uint8 in the
+    colour map of :mod:`lmguide.viz.heat`, ``attn.min()`` to ``attn.max()`` spanning its colours (the
+    range its colour bar shows; a resize interpolates within it)."""
+    lo, hi = float(attn.min()), float(attn.max())
     a = cv2.resize(attn.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    a = (a - a.min()) / max(float(a.max() - a.min()), 1e-8)
-    return cv2.cvtColor(cv2.applyColorMap((a * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    a = np.clip((a - lo) / max(hi - lo, FLAT_ATOL), 0.0, 1.0)
+    return (colormap()(a)[..., :3] * 255 + 0.5).astype(np.uint8)
 
 
 def heat_overlay(rgb: np.ndarray, attn: np.ndarray, alpha: float = 0.45) -> np.ndarray:
