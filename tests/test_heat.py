@@ -88,3 +88,23 @@ def test_a_flat_map_is_written_over_with_why_and_returned_by_name():
 def test_tiles_of_different_sizes_are_refused():
     with pytest.raises(ValueError, match="one size"):
         tile_grid([[np.zeros((S, S, 3), np.uint8), np.zeros((S, 2 * S, 3), np.uint8)]])
+
+
+def test_tiles_are_drawn_outside_pyplot_so_threads_can_draw_at_once():
+    """The page explains faces in worker threads: its figures must not share pyplot's global state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lmguide.viz.figures import pyplot
+
+    plt = pyplot()
+    before = plt.get_fignums()
+    values = [_map(seed) for seed in range(8)]
+    tiles = [Heat(heat_map(v, S, S), v, "attention") for v in values]
+    serial = [render(tile_grid([[t]])) for t in tiles]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda t: render(tile_grid([[t]])), tiles))
+    assert all(np.array_equal(a, b) for a, b in zip(serial, threaded, strict=True))
+    assert plt.get_fignums() == before  # none left open in pyplot
+    fig = plt.figure()  # a pyplot figure given to figure_rgb is still closed
+    heat_mod.figure_rgb(fig)
+    assert plt.get_fignums() == before

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lmguide.viz.figures import figure_rgb, pyplot
+from lmguide.viz.figures import figure_rgb
 
 #: the colour map of every heat map the project draws (the overlays and their colour bars)
 HEAT_CMAP = "jet"
@@ -102,6 +102,17 @@ def _lines(texts: Sequence[str]) -> int:
     return max((t.count("\n") + 1 for t in texts if t), default=0)
 
 
+def _figure(width: int, height: int):
+    """A white Agg Figure of ``width`` x ``height`` pixels, outside pyplot: no global state, so the
+    page's worker threads can draw at once (matplotlib's advice for web servers)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=((width + 0.5) / DPI, (height + 0.5) / DPI), dpi=DPI, facecolor="white")
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _colorbar(fig, heat: Heat, rect: tuple[float, float, float, float], fs: float) -> None:
     import matplotlib.colors
 
@@ -155,8 +166,7 @@ def tile_grid(
     left = round(_lines(row_text) * 1.3 * font) + (2 * pad if row_text else 0)
     gap = pad if len(rows) > 1 else 0
     width, height = left + sum(col_w), title_h + label_h + len(rows) * h + (len(rows) - 1) * gap
-    fig = pyplot().figure(figsize=((width + 0.5) / DPI, (height + 0.5) / DPI), dpi=DPI)
-    fig.patch.set_facecolor("white")
+    fig = _figure(width, height)
 
     def text(x: float, y: float, s: str, **kw) -> None:  # at pixel (x, y), y from the top
         fig.text(x / width, 1 - y / height, s, fontsize=kw.pop("fontsize", fs), **kw)
