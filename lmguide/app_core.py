@@ -48,7 +48,7 @@ class FaceResult:
     det_score: float
     tiles: list[tuple[np.ndarray, str]] = field(default_factory=list)  # (RGB uint8, caption)
     explained_prob: float | None = None  # P(fake) of the explanation's own forward pass (same crop)
-    note: str = ""  # why a face has no pictures (FaceMesh found no landmarks in its crop)
+    note: str = ""  # why a face has only its crop (no landmarks), or why one of its maps is flat
 
 
 @dataclass

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from lmguide.loggers import log_images
-from lmguide.viz.overlays import attention_panel
+from lmguide.viz.heat import render, warnings_of
+from lmguide.viz.overlays import attention_figure, attention_row, outline_legend
 
 log = logging.getLogger(__name__)
 
@@ -141,13 +142,15 @@ def overlay_items(labels: list[int]) -> list[int]:
 class AttentionOverlay(L.Callback):
     """After each validation: overlays of the attention on one real and one fake validation face,
     saved as ``<dirpath>/val_step<step>.png`` and sent to the TensorBoard and W&B loggers
-    (:func:`~lmguide.loggers.log_images`)."""
+    (:func:`~lmguide.loggers.log_images`). Columns: face, mean map, each map, labelled, a colour bar
+    per map; a flat map is written over as such and logged (``last_warnings``)."""
 
     def __init__(self, dirpath: str, every_n_validations: int = 1):
         self.dirpath = Path(dirpath)
         self.every = max(1, every_n_validations)
         self._count = 0
         self.last_path: Path | None = None
+        self.last_warnings: list[str] = []  # the flat maps of the last overlay drawn
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -171,20 +174,20 @@ class AttentionOverlay(L.Callback):
             items = [
                 {**it, **{k: it[k][0] for k in ("image", "mask", "region_masks") if k in it}} for it in items
             ]
-        rows = []
+        regions = getattr(ds, "regions", ())
+        rows, labels = [], []
         for it, maps, p in zip(items, maps_per_item, prob, strict=True):
-            kind = "fake" if int(it["label"]) else "real"
-            rows.append(
-                attention_panel(
-                    it["image"],
-                    maps,
-                    it["mask"],
-                    f"{kind}  P(fake)={p:.2f}  step {trainer.global_step}",
-                    region_masks=it.get("region_masks"),
-                    regions=getattr(ds, "regions", ()),
-                )
-            )
-        panel = np.concatenate(rows, axis=0)
+            rows.append(attention_row(it["image"], maps, it["mask"], it.get("region_masks"), regions))
+            labels.append(f"{'fake' if int(it['label']) else 'real'}  P(fake)={p:.2f}")
+        title = f"validation at step {trainer.global_step}: attention maps ({outline_legend(regions)})"
+        self.last_warnings = [
+            f"step {trainer.global_step}, {label.split()[0]} face: {w}"
+            for row, label in zip(rows, labels, strict=True)
+            for w in warnings_of(row)
+        ]
+        for w in self.last_warnings:
+            log.warning("attention overlay at %s", w)
+        panel = render(attention_figure(rows, labels, title))
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"val_step{trainer.global_step:06d}.png"
         cv2.imwrite(str(path), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))

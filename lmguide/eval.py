@@ -116,7 +116,8 @@ def evaluate(cfg: DictConfig) -> dict:
         + "\n"
     )
     write_predictions(out_dir / PREDICTIONS, {"val": val, cfg.split: res})  # train's columns
-    plots = plot_curves(res["prob"], res["label"], threshold, out_dir, f"{cfg.split} ({unit}s)")
+    note = "calibrated on val" + (" itself" if cfg.split == "val" else "")
+    plots = plot_curves(res["prob"], res["label"], threshold, out_dir, f"{cfg.split} ({unit}s)", note)
     _send_to_loggers(cfg, metrics, plots)
     _print(metrics, cfg.split, out_dir, unit)
     return metrics

@@ -8,9 +8,10 @@ out of a frame from a detector box by the metadata's ``crop`` rule, as predict d
     python -m lmguide.export_example model.onnx --photo photo.jpg         # a photo's faces
 
 prints P(fake) and the verdict of each. ``--photo`` finds and cuts the faces with lmguide's own face
-pipeline and the file's ``faces`` settings (predict's crops), and adds the photo's score: the mean of
-its faces', at the threshold, as predict gives it. Nothing read from the file chooses code: its metadata
-is JSON values, and the face settings are checked by :class:`~lmguide.data.faces.FaceSettings`.
+pipeline and the file's ``faces`` settings (predict's crops), and adds the photo's verdict by
+predict's rule (:mod:`lmguide.verdict`: fake when any face is at or above the threshold). Nothing
+read from the file chooses code: its metadata is JSON values, and the face settings are checked by
+:class:`~lmguide.data.faces.FaceSettings`.
 """
 
 import json
@@ -104,9 +105,10 @@ def main(argv: list[str] | None = None) -> None:
         probs = [score(args.model, c)[0] for c in crops]
         for i, prob in enumerate(probs if args.photo else []):
             print(f"{name} face {i}: P(fake) {prob:.8f}")
-        mean = float(np.mean(probs))
-        verdict = "fake" if mean >= threshold else "real"
-        print(f"{name}: P(fake) {mean:.8f} -> {verdict} (threshold {threshold:.4f})")
+        from lmguide.verdict import decide
+
+        d = decide([(0, p) for p in probs], threshold)  # a photo: its most suspect face decides
+        print(f"{name}: P(fake) {d.score:.8f} -> {d.label} ({d.rule}, threshold {threshold:.4f})")
 
 
 if __name__ == "__main__":

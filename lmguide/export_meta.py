@@ -12,7 +12,7 @@ same strings). The keys:
   resampled to ``size`` px (``resample_down`` when shrinking, else ``resample_up``), ``fill`` outside;
 * ``faces``: the run's ``data.faces`` (detector, min_confidence, min_face_size, which faces, ...);
 * ``verdict``: the checkpoint's P(fake) ``threshold`` (:func:`lmguide.checkpoint.verdict_threshold`),
-  ``fake_if``, its ``note``, and ``file_score`` (a file's P(fake) is the mean over its faces);
+  ``fake_if``, its ``note``, and ``file_rule`` / ``min_fake_frames`` (predict's file verdict: any face);
 * ``outputs``, ``model`` (backbone, attention, head, maps), ``source`` (checkpoint, sha256, version).
 """
 
@@ -97,7 +97,10 @@ def export_metadata(
             "threshold": float(verdict[0]),
             "fake_if": "prob_fake >= threshold",
             "note": verdict[1],
-            "file_score": "mean",  # a file's P(fake): the mean of its scored faces' (a video's frames')
+            # a file's verdict (lmguide.verdict, predict's default rule): fake when any face is fake; a
+            # video when this many sampled frames in a row are; its P(fake) is the score compared
+            "file_rule": "any",
+            "min_fake_frames": 2,
         },
         "model": {
             "backbone": str(cfg.model.backbone.name),

@@ -114,16 +114,22 @@ def split_statistics(scored: dict[str, dict], seed: int = 0) -> dict:
     return out
 
 
-def log_test_curves(res: dict | None, out_dir: Path, loggers: list) -> None:
-    """ROC, PR and confusion matrix (threshold 0.5) of the tested weights on the test split's frames
-    (``res``: :func:`score_splits`'s test entry): PNGs under ``<run dir>/curves/``, also sent to W&B
-    (images) and TensorBoard when they log."""
+def log_test_curves(res: dict | None, out_dir: Path, loggers: list, threshold: float | None = None) -> None:
+    """ROC, PR and confusion matrix of the tested weights on the test split's frames (``res``:
+    :func:`score_splits`'s test entry): PNGs under ``<run dir>/curves/``, also sent to W&B (images) and
+    TensorBoard when they log. The confusion matrix is drawn at ``threshold`` (``threshold_val``, the
+    one calibrated on val that the best checkpoint stores and predict uses) or, without one (a val
+    split of one class), at 0.5; its title names the split, the threshold and where it comes from."""
     if res is None:
         return
     curves = out_dir / "curves"
     curves.mkdir(parents=True, exist_ok=True)
-    paths = plot_curves(res["prob"], res["label"], 0.5, curves, "test (frames)")
-    captions = ["ROC", "PR", "confusion @0.5"]
+    if threshold is None:
+        threshold, note = 0.5, "0.5: no threshold calibrated on val"
+    else:
+        note = "calibrated on val"
+    paths = plot_curves(res["prob"], res["label"], threshold, curves, "test (frames)", note)
+    captions = ["ROC", "PR", f"confusion @{threshold:.3f} ({note})"]
     log_images(loggers, {f"test/{p.stem}": p for p in paths}, group="test/curves", captions=captions)
 
 

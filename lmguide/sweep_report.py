@@ -5,9 +5,11 @@ it finished, ``metrics.json``. Jobs are grouped by their overrides without ``see
 the mean ± sample std over its seeds of val/test AUC, EER, the attention-in-landmark share and the
 wall time. Writes ``sweep_report.md`` (a table), ``sweep_report.csv`` (one row per group, mean and std
 columns) and, when ``loss.lambda_lm`` varies, ``sweep_report.png`` (AUC and alignment against λ, one
-line per other setting). A job without ``metrics.json`` is listed as failed, one whose ``metrics.json``
-cannot be read as broken (with the reason); neither is ever dropped. A metric a job reports as
-undefined (null: e.g. AUC on a split of one class) is counted as such, never averaged as a number.
+line per other setting, each point's seed count beside it, hollow where one seed makes it, and the
+alignment's chance level, ``mask_area``, as a dashed line). A job without ``metrics.json`` is listed
+as failed, one whose ``metrics.json`` cannot be read as broken (with the reason); neither is ever
+dropped. A metric a job reports as undefined (null: e.g. AUC on a split of one class) is counted as
+such, never averaged as a number.
 
 When ``loss.lambda_lm`` varies, every setting with λ > 0 is also compared with its λ = 0 baseline (the
 λ = 0 setting with the same other overrides, or the only one), paired by seed, on the test and the
@@ -109,39 +111,90 @@ def csv_text(groups: list[Group]) -> str:
     return buf.getvalue()
 
 
-def plot(groups: list[Group], path: Path, key: str = "loss.lambda_lm") -> Path | None:
-    """AUC and attention-in-landmark share against λ, one line per setting of the other overrides."""
+#: the panels of the plot against λ: (metric, axis label); an attn_in_lm panel gets its chance line
+PLOT_PANELS = (("val/auc", "val AUC"), ("val/attn_in_lm", "val attn_in_lm"))
+
+
+def _chance(pts: list[tuple[float, Group]], metric: str) -> float | None:
+    """The chance level of an ``<split>/attn_in_lm`` panel: the mean ``<split>/mask_area`` of the line's
+    jobs (attention spread evenly puts that share inside the mask); None for other panels or runs that
+    did not log it."""
+    if not metric.endswith("/attn_in_lm"):
+        return None
+    area = metric.replace("/attn_in_lm", "/mask_area")
+    values = [v for _, g in pts for j in g.done if (v := j.metrics.get(area)) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _draw_line(ax, label: str | None, pts: list[tuple[float, Group]], metric: str) -> None:
+    """One setting's means ± std against λ; hollow markers where one seed defines the point (no spread
+    to show), the seed count beside every point."""
+    stats = [(x, *g.stat(metric)) for x, g in pts]
+    stats = [(x, m, sd, n) for x, m, sd, n in stats if n]
+    if not stats:
+        return
+    xs, means, sds, ns = (list(c) for c in zip(*stats, strict=True))
+    line = ax.errorbar(xs, means, yerr=sds, capsize=3, label=label)[0]
+    color = line.get_color()
+    for several in (True, False):
+        sel = [i for i, n in enumerate(ns) if (n > 1) == several]
+        if sel:
+            ax.plot([xs[i] for i in sel], [means[i] for i in sel], "o", ls="none", color=color,
+                    mfc=color if several else "none", mec=color)  # fmt: skip
+    for x, m, n in zip(xs, means, ns, strict=True):
+        ax.annotate(f"n={n}", (x, m), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+
+
+def plot_figure(groups: list[Group], key: str = "loss.lambda_lm"):
+    """The Figure of AUC and attention-in-landmark share against λ, one line per setting of the other
+    overrides (None when λ takes fewer than two values): means ± std over seeds, each point's seed count
+    beside it, hollow markers for single-seed points, and the chance level (``mask_area``) as a dashed
+    line on the attn_in_lm panel."""
     points = [(g, override_value(g.overrides, key)) for g in groups]
     points = [(g, float(v)) for g, v in points if v is not None and g.done]
     if len({v for _, v in points}) < 2:
         return None
     from lmguide.viz.figures import pyplot
 
-    plt = pyplot()
-
     lines: dict[str, list[tuple[float, Group]]] = {}
     for g, v in points:
         rest = tuple(o for o in g.overrides if o.partition("=")[0].lstrip("+~") != key)
         lines.setdefault(group_label(rest), []).append((v, g))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    panels = (("val/auc", "val AUC"), ("val/attn_in_lm", "val attn_in_lm"))
-    for (metric, name), ax in zip(panels, axes, strict=True):
+    fig, axes = pyplot().subplots(1, len(PLOT_PANELS), figsize=(11, 4))
+    one_seed = any(g.stat(m)[2] == 1 for g, _ in points for m, _ in PLOT_PANELS)
+    for (metric, name), ax in zip(PLOT_PANELS, axes, strict=True):
+        ax.set_xscale("symlog", linthresh=0.1)  # before axhline, which fixes the limits it sees
+        chances = set()
         for label, pts in lines.items():
             pts.sort(key=lambda p: p[0])
-            xs = [x for x, _ in pts]
-            stats = [g.stat(metric) for _, g in pts]
-            ax.errorbar(xs, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3,
-                        label=label if len(lines) > 1 else None)  # fmt: skip
+            _draw_line(ax, label if len(lines) > 1 else None, pts, metric)
+            if (c := _chance(pts, metric)) is not None:
+                chances.add(round(c, 6))
+        for value in sorted(chances):
+            ax.axhline(value, ls="--", color="grey", lw=1,
+                       label=f"chance: mask_area {value:.3f} (attention spread evenly)")  # fmt: skip
         ax.set_xlabel("λ (loss.lambda_lm)")
         ax.set_ylabel(name)
-        ax.set_xscale("symlog", linthresh=0.1)
         ax.grid(alpha=0.3)
-    if len(lines) > 1:
-        axes[0].legend(fontsize=7)
-    fig.suptitle("mean ± std over seeds")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    note = "; hollow: one seed (no spread)" if one_seed else ""
+    fig.suptitle(f"mean ± std over seeds (n = seeds per point{note})")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def plot(groups: list[Group], path: Path, key: str = "loss.lambda_lm") -> Path | None:
+    """:func:`plot_figure` saved to ``path`` (None, nothing written, when λ does not vary)."""
+    fig = plot_figure(groups, key)
+    if fig is None:
+        return None
+    from lmguide.viz.figures import pyplot
+
+    try:
+        fig.savefig(path, dpi=120)
+    finally:
+        pyplot().close(fig)
     return path
 
 

@@ -174,7 +174,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
                 metrics.update(split_statistics(scored, seed=int(cfg.seed)))
                 if scored:  # per face, for comparisons of two runs on the same faces (sweep_report)
                     write_predictions(out_dir / PREDICTIONS, scored)
-                log_test_curves(scored.get("test"), out_dir, loggers)
+                log_test_curves(scored.get("test"), out_dir, loggers, metrics.get("threshold_val"))
                 metrics.update(report_sources(scored, datamodule, metrics.get("threshold_val"), out_dir))
                 provenance = build_provenance(datamodule, metrics, trainer.global_step)
                 stamp_checkpoints([ckpt, out_dir / LAST], provenance)

@@ -170,6 +170,8 @@ def _explain_image(
             threshold=threshold,
         )
         verdict = "fake" if result.prob_fake >= threshold else "real"
+        for w in result.warnings:  # a flat Grad-CAM or attention map: drawn on the picture, said here
+            print(f"      warning: face {face.index}: {w}", flush=True)
         print(
             f"      face {face.index}: box ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}), score {face.score:.2f}, "
             f"P(fake) = {result.prob_fake:.4f} -> {verdict}",
@@ -279,9 +281,12 @@ def visualize_foreign(cfg: DictConfig, out_dir: Path) -> dict:
     print("[3/4] Detecting the face, running the model and Grad-CAM", flush=True)
     mean, std = cfg.backbone.get("mean"), cfg.backbone.get("std")
     norm = (list(mean), list(std)) if mean is not None and std is not None else None
+    ws: list[str] = []
     p, images, face = explain_foreign(
-        model, rgb, int(cfg.size), cfg.alpha, cfg.target_class, str(cfg.input), norm
+        model, rgb, int(cfg.size), cfg.alpha, cfg.target_class, str(cfg.input), norm, warnings=ws
     )
+    for w in ws:
+        print(f"      warning: {w}", flush=True)
     print(f"      P(fake) = {p:.4f}", flush=True)
     print(f"[4/4] Writing overlays to {out_dir}", flush=True)
     return {"prob_fake": p, "paths": _write(images, out_dir), "face": face, "report": report}
@@ -332,7 +337,10 @@ def visualize_clip(cfg: DictConfig, out_dir: Path, model=None, run_cfg=None) -> 
     pad = ", repeat-padded" if clip.padded else ""
     print(f"      {len(result.clips)} clip(s); clip {k}: frames {first}-{last}{pad}, P(fake) = {prob:.4f}")
     title = f"{path.name}: clip {k} of {len(result.clips)} (frames {first}-{last}{pad}), P(fake) {prob:.4f}"
-    strip = clip_strip(x, out.maps, clip.frames, title, int(cfg.size), cfg.alpha)
+    ws: list[str] = []
+    strip = clip_strip(x, out.maps, clip.frames, title, int(cfg.size), cfg.alpha, warnings=ws)
+    for w in ws:
+        print(f"      warning: {w}", flush=True)
     print(f"[3/3] Writing the strip to {out_dir}", flush=True)
     return {"prob_fake": prob, "clip": clip, "paths": _write({"clip_strip": strip}, out_dir)}
 

@@ -195,7 +195,9 @@ def test_page_scores_a_demo_face_shows_its_overlays_and_survives_bad_input(serve
         captions
     )
     assert "face 0: Grad-CAM (fake)" in captions and any(": head 0" in c for c in captions), captions
-    assert all(width == 256 for _, width in tiles)  # the overlays arrived as 256-px PNGs
+    # the overlays arrived as 256-px PNGs, the heat maps with their colour bars to the right
+    widths = dict(tiles)
+    assert widths["face 0: crop"] == 256 and widths["face 0: Grad-CAM (fake)"] > 256, widths
     shots = os.environ.get("LMGUIDE_APP_SHOTS")
     if shots:
         Path(shots).mkdir(parents=True, exist_ok=True)

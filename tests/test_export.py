@@ -153,8 +153,10 @@ def test_metadata_holds_the_crop_rule_and_the_verdict_threshold(fmt, request, mo
     assert meta["input"]["resample"] == "area" and meta["input"]["layout"] == "NCHW"
     assert meta["faces"]["detector"] == fs.detector and meta["faces"]["image_faces"] == fs.image_faces
     threshold, note = verdict_threshold(model)
-    fake_if, mean = "prob_fake >= threshold", "mean"
-    assert meta["verdict"] == {"threshold": threshold, "fake_if": fake_if, "note": note, "file_score": mean}
+    fake_if = "prob_fake >= threshold"
+    assert meta["verdict"] == {
+        "threshold": threshold, "fake_if": fake_if, "note": note, "file_rule": "any", "min_fake_frames": 2
+    }  # fmt: skip
 
 
 def test_metadata_threshold_is_the_one_training_calibrated(trained_ckpt, tmp_path):

@@ -70,6 +70,70 @@ def test_cli_and_missing_dir(sweep, tmp_path, capsys):
         report(tmp_path / "nope")
 
 
+# -- the plot against λ: chance level and single-seed points (issue 30) -------------------------------
+
+
+def test_plot_draws_the_chance_level_and_marks_single_seed_points(tmp_path):
+    from matplotlib.lines import Line2D
+
+    from lmguide.sweep_jobs import group_jobs
+    from lmguide.sweep_report import plot_figure
+
+    area = 0.23  # the landmark mask's share of the image: where evenly spread attention lands
+    seeds = {0.0: 3, 0.5: 1, 1.0: 2}  # λ = 0.5 rests on one seed
+    num = 0
+    for lam, n in seeds.items():
+        for seed in range(n):
+            metrics = {
+                "val/auc": 0.6 + lam / 10 + seed / 100,
+                "val/attn_in_lm": 0.3 + lam / 5 + seed / 100,
+                "val/mask_area": area,
+            }
+            _job(tmp_path, num, [f"loss.lambda_lm={lam:g}", f"seed={seed}"], metrics)
+            num += 1
+    fig = plot_figure(group_jobs(read_jobs(tmp_path)))
+    try:
+        auc_ax, attn_ax = fig.axes
+
+        def flat_lines(ax):
+            return [ln for ln in ax.get_lines() if len(set(ln.get_ydata())) == 1 and len(ln.get_ydata()) == 2]
+
+        (chance,) = flat_lines(attn_ax)  # axhline: one y over the whole axis
+        assert chance.get_ydata()[0] == pytest.approx(area) and chance.get_linestyle() == "--"
+        assert "chance" in chance.get_label() and f"{area:.3f}" in chance.get_label()
+        assert not flat_lines(auc_ax)  # AUC has its own chance (0.5), not the mask's share
+        for ax in (auc_ax, attn_ax):
+            hollow = [
+                ln for ln in ax.get_lines() if isinstance(ln, Line2D) and ln.get_markerfacecolor() == "none"
+            ]
+            assert [list(ln.get_xdata()) for ln in hollow] == [[0.5]]  # the single-seed point only
+            filled = [
+                ln for ln in ax.get_lines() if ln.get_marker() == "o" and ln.get_markerfacecolor() != "none"
+            ]
+            assert [list(ln.get_xdata()) for ln in filled] == [[0.0, 1.0]]
+            assert sorted(t.get_text() for t in ax.texts) == ["n=1", "n=2", "n=3"]
+        assert "hollow: one seed" in fig.get_suptitle()
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_plot_without_mask_area_has_no_chance_line(sweep):
+    from lmguide.sweep_jobs import group_jobs
+    from lmguide.sweep_report import plot_figure
+
+    root, _ = sweep  # older runs: metrics.json without val/mask_area
+    fig = plot_figure(group_jobs(read_jobs(root)))
+    try:
+        assert not [ln for ln in fig.axes[1].get_lines() if ln.get_linestyle() == "--"]
+        assert "hollow" not in fig.get_suptitle()  # three seeds everywhere
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
 # -- paired comparisons against λ = 0, undefined metrics, broken jobs (issue 15, issue 13 item 4) --------
 
 

@@ -218,7 +218,7 @@ def test_explain_adds_the_views_that_apply(swin, tmp_path):
     expl = explain(se, _face(), np.zeros((0, 3)), size=80, layers=[0, 4], channels=4)
     assert {"gradcam_stage0", "gradcam_stage4", "layers", "channel_gates", "channel_map"} <= set(expl.images)
     assert "window_attention" not in expl.images
-    assert expl.images["layers"].shape[1] == 2 * 80
+    assert expl.images["layers"].shape[1] > 2 * 80  # two stages, each with its colour bar
     # stage 4 is the stage the attention uses: the same Grad-CAM as the panel's
     assert np.array_equal(expl.images["gradcam_stage4"], expl.images["gradcam"])
     assert not np.array_equal(expl.images["gradcam_stage0"], expl.images["gradcam"])
@@ -243,7 +243,7 @@ def test_cli_layers_writes_the_row(trained_ckpt, media, tmp_path):
         res = visualize(cfg)
     assert {"layers", "gradcam_stage0", "gradcam_stage1", "gradcam_stage2"} <= set(res["paths"])
     row = cv2.imread(str(res["paths"]["layers"]))
-    assert row.shape[1] == 3 * 96 and row.shape[0] > 96  # three tiles under a title bar
+    assert row.shape[1] > 3 * 96 and row.shape[0] > 96  # three tiles, their colour bars, under a title
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         bad = compose("visualize", overrides=[f"ckpt_path={trained_ckpt}", "input=x.jpg", "layers=[a]"])
     with pytest.raises(ConfigError, match=r"layers must be a list of integers"):

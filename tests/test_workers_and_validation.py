@@ -285,13 +285,15 @@ def test_overlay_items_are_one_real_and_one_fake_whatever_the_layout(labels, dra
     assert overlay_items(labels) == drawn
 
 
-def test_the_overlay_draws_a_real_and_a_fake_of_a_layout_without_self_blends(tmp_path):
+def test_the_overlay_draws_a_real_and_a_fake_of_a_layout_without_self_blends(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     import cv2
     import hydra
 
+    import lmguide.callbacks
     from lmguide.callbacks import AttentionOverlay
+    from lmguide.viz.heat import render
 
     from .conftest import compose_cfg
 
@@ -318,6 +320,13 @@ def test_the_overlay_draws_a_real_and_a_fake_of_a_layout_without_self_blends(tmp
         loggers=[],
         datamodule=SimpleNamespace(datasets={"val": ds}),
     )
+    drawn = []  # the text of each figure drawn
+
+    def spy(fig):
+        drawn.append([" ".join(t.get_text().split()) for t in fig.texts])
+        return render(fig)
+
+    monkeypatch.setattr(lmguide.callbacks, "render", spy)
     cb = AttentionOverlay(str(tmp_path / "overlays"))
     cb.on_validation_epoch_end(trainer, model)
     assert ds.read == [0, 3]
@@ -325,4 +334,9 @@ def test_the_overlay_draws_a_real_and_a_fake_of_a_layout_without_self_blends(tmp
     one = AttentionOverlay(str(tmp_path / "one"))
     Folder.labels = [0, 0]
     one.on_validation_epoch_end(trainer, model)
-    assert panel.shape[0] == 2 * cv2.imread(str(one.last_path)).shape[0]  # two rows: real, then fake
+    assert panel.shape[0] > cv2.imread(str(one.last_path)).shape[0] + 64  # two rows: real, then fake
+    rows = [t.split()[0] for t in drawn[0] if "P(fake)=" in t]
+    assert rows == ["real", "fake"]
+    assert {"face", "mean of 2 maps", "map 0", "map 1"} <= set(drawn[0])  # the columns say what they are
+    assert any(t.startswith("validation at step 5: attention maps") for t in drawn[0])
+    assert all(w.startswith(("step 5, real face: ", "step 5, fake face: ")) for w in cb.last_warnings)

@@ -10,10 +10,25 @@ import torch
 CURVES = ("roc", "pr", "confusion")
 
 
+def confusion_title(title: str, threshold: float, threshold_note: str = "") -> str:
+    """The confusion matrix's title: the scored set (``title``, e.g. ``test (frames)``), the threshold
+    and where it comes from (``threshold_note``, e.g. ``calibrated on val``)."""
+    note = f"\n(threshold {threshold_note})" if threshold_note else ""
+    return f"{title}: fake at P(fake) >= {threshold:.3f}{note}"
+
+
 def plot_curves(
-    scores: torch.Tensor, labels: torch.Tensor, threshold: float, out_dir: Path, title: str
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    threshold: float,
+    out_dir: Path,
+    title: str,
+    threshold_note: str = "",
 ) -> list[Path]:
-    """``roc.png``, ``pr.png`` and ``confusion.png`` (at ``threshold``) in ``out_dir``; their paths."""
+    """``roc.png``, ``pr.png`` and ``confusion.png`` in ``out_dir``; their paths. ``title`` names the
+    scored split; the confusion matrix counts a face as fake at ``P(fake) >= threshold`` (the rule of
+    :func:`~lmguide.metrics.binary_report` and predict's verdicts) and its title says so, with where
+    the threshold comes from (``threshold_note``)."""
     from lmguide.viz.figures import pyplot
 
     plt = pyplot()
@@ -41,11 +56,12 @@ def plot_curves(
         fig.tight_layout()
         fig.savefig(out_dir / f"{name}.png")
         plt.close(fig)
-    cm = binary_confusion_matrix(scores, labels, threshold=threshold).numpy()
-    fig, ax = plt.subplots(figsize=(3.6, 3.2), dpi=100)
+    # torchmetrics thresholds float scores with ">": a face at the threshold counts as binary_report counts it
+    cm = binary_confusion_matrix((scores >= threshold).long(), labels.long()).numpy()
+    fig, ax = plt.subplots(figsize=(3.8, 3.6), dpi=100)
     ax.imshow(cm, cmap="Blues")
     for (i, j), v in zip([(0, 0), (0, 1), (1, 0), (1, 1)], cm.ravel(), strict=True):
-        ax.text(j, i, str(v), ha="center", va="center", color="black")
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
     ax.set(
         xticks=[0, 1],
         yticks=[0, 1],
@@ -53,8 +69,8 @@ def plot_curves(
         yticklabels=["real", "fake"],
         xlabel="predicted",
         ylabel="true",
-        title=f"threshold {threshold:.3f}",
     )
+    ax.set_title(confusion_title(title, threshold, threshold_note), fontsize=9)
     fig.tight_layout()
     fig.savefig(out_dir / "confusion.png")
     plt.close(fig)

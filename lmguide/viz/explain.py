@@ -1,10 +1,12 @@
 """One face explained: found, cropped and transformed exactly as training does (the run's
 :class:`~lmguide.data.faces.FacePipeline`), its landmark mask, and the overlays of the model's attention
 maps, Grad-CAM, (ViT backbones) the CLS attention and the extra views (per-stage Grad-CAM, SE/CBAM
-channel gates, Swin window attention), as RGB tiles by file stem."""
+channel gates, Swin window attention), as RGB tiles by file stem; every heat map with its colour bar,
+and a warning on it where the map is flat."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -18,13 +20,14 @@ from lmguide.data.channels import run_channels
 from lmguide.data.faces import FacePipeline, face_settings
 from lmguide.errors import ConfigError, VisualizeError
 from lmguide.viz.channels import channel_gates, gate_bar_chart, has_channel_gate
-from lmguide.viz.gradcam import grad_cam
+from lmguide.viz.gradcam import CLASS_NAMES, grad_cam_checked
+from lmguide.viz.heat import Heat, attention_warning, flat_warning, heat_tile, warnings_of
 from lmguide.viz.overlays import heat_map, heat_overlay, mask_outline
 from lmguide.viz.panels import mask_overlay, patch_grid_overlay, resize_rgb, side_by_side
 from lmguide.viz.stages import stage_label, swin_blocks, window_attention, window_grid_overlay
 from lmguide.viz.vit_attention import vit_cls_attention, vit_grid
 
-CLASS_NAMES = ("real", "fake")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Explanation:
     gradcam: np.ndarray  # (s, s) in [0, 1]
     target_class: int
     images: dict[str, np.ndarray] = field(default_factory=dict)  # file stem -> RGB uint8 tile
+    warnings: list[str] = field(default_factory=list)  # flat maps: what each picture warns of
 
 
 def prepare_face(rgb: np.ndarray, run_cfg: DictConfig, which: str = "largest", name: str = "") -> FaceInput:
@@ -142,6 +146,11 @@ def face_from_crop(
     return FaceInput(crop, landmarks, mask, out["image"], model_mask, box, score, n_faces)
 
 
+def attention_heat(tile: np.ndarray, values: np.ndarray, name: str, label: str = "attention") -> Heat:
+    """A heat tile of an attention map ``name``, with its warning when the map is flat."""
+    return Heat(tile, values, label, attention_warning(values), name)
+
+
 def explain(
     model: nn.Module,
     face: FaceInput,
@@ -154,8 +163,10 @@ def explain(
     window_block: Sequence[int] | None = None,
     threshold: float = 0.5,
 ) -> Explanation:
-    """Run ``model`` on the face and draw every overlay at ``size`` x ``size`` (file stem -> RGB);
-    the panel's verdict is P(fake) at ``threshold`` (give the checkpoint's, as every caller does).
+    """Run ``model`` on the face and draw every overlay at ``size`` x ``size`` (file stem -> RGB), each
+    heat map with its colour bar to the right; a flat map (one value everywhere) has its warning written
+    on it, listed in ``warnings`` and logged. The panel's verdict is P(fake) at ``threshold`` (give the
+    checkpoint's, as every caller does).
 
     Besides the attention maps and Grad-CAM: ``layers`` draws Grad-CAM of those backbone stages side
     by side (``layers``); an SE/CBAM attention adds its channel gate (``channel_gates``, the top
@@ -166,37 +177,42 @@ def explain(
         out = model(face.image[None])
     prob = float(out.logits.softmax(-1)[0, 1])
     maps = out.maps[0].float().cpu().numpy()
-    cam = grad_cam(model, face.image, target_class)
+    cam, cam_warning = grad_cam_checked(model, face.image, target_class)
 
     rgb = resize_rgb(face.crop, size)
     pts = mask_points[:, :2] * (size / face.crop.shape[1])
     mean = maps.mean(0)
-    images = {
-        "face": rgb,
-        "mask": mask_overlay(rgb, face.mask, pts),
-        "attention_mean": mask_outline(heat_overlay(rgb, mean, alpha), face.mask),
-        "gradcam": heat_overlay(rgb, cam, alpha),
+    mean_name = f"mean attention map ({len(maps)} maps)"
+    cam_label = f"Grad-CAM ({CLASS_NAMES[target_class]})"
+    heats: dict[str, np.ndarray | Heat] = {
+        "attention_mean": attention_heat(
+            mask_outline(heat_overlay(rgb, mean, alpha), face.mask), mean, mean_name
+        ),
+        "gradcam": Heat(heat_overlay(rgb, cam, alpha), cam, cam_label, cam_warning, cam_label),
         # the heat maps alone, beside their overlays
-        "attention_mean_heatmap": heat_map(mean, size, size),
-        "gradcam_heatmap": heat_map(cam, size, size),
+        "attention_mean_heatmap": attention_heat(heat_map(mean, size, size), mean, mean_name),
+        "gradcam_heatmap": Heat(heat_map(cam, size, size), cam, cam_label, cam_warning, cam_label),
     }
-    images.update({f"attention_head{i}": heat_overlay(rgb, m, alpha) for i, m in enumerate(maps)})
+    for i, m in enumerate(maps):
+        heats[f"attention_head{i}"] = attention_heat(heat_overlay(rgb, m, alpha), m, f"attention map {i}")
     if vit_grid(model.backbone.model) is not None:
-        images["patch_grid"] = patch_grid_overlay(rgb, mean, alpha)
-        images["vit_cls_attention"] = patch_grid_overlay(rgb, vit_cls_attention(model, face.image), alpha)
-    images.update(extra_views(model, face.image, rgb, target_class, alpha, layers, channels, window_block))
+        heats["patch_grid"] = attention_heat(patch_grid_overlay(rgb, mean, alpha), mean, mean_name)
+        cls = vit_cls_attention(model, face.image)
+        heats["vit_cls_attention"] = attention_heat(patch_grid_overlay(rgb, cls, alpha), cls, "CLS attention")
+    heats.update(extra_views(model, face.image, rgb, target_class, alpha, layers, channels, window_block))
+    warnings = warnings_of(list(heats.values()))
+    for w in warnings:
+        log.warning("%s", w)
     verdict = CLASS_NAMES[int(prob >= threshold)]
-    images["panel"] = side_by_side(
-        [images["face"], images["mask"], images["attention_mean"], images["gradcam"]],
-        [
-            "face crop",
-            "landmark mask",
-            f"mean attention ({len(maps)} maps)",
-            f"Grad-CAM ({CLASS_NAMES[target_class]})",
-        ],
+    images = {"face": rgb, "mask": mask_overlay(rgb, face.mask, pts)}
+    panel = side_by_side(
+        [rgb, images["mask"], heats["attention_mean"], heats["gradcam"]],
+        ["face crop", "landmark mask", f"mean attention ({len(maps)} maps)", cam_label],
         f"P(fake) = {prob:.3f}  ->  {verdict} (threshold {threshold:.3f})",
     )
-    return Explanation(prob, maps, cam, target_class, images)
+    images.update({k: heat_tile(v) if isinstance(v, Heat) else v for k, v in heats.items()})
+    images["panel"] = panel
+    return Explanation(prob, maps, cam, target_class, images, warnings)
 
 
 def extra_views(
@@ -208,23 +224,38 @@ def extra_views(
     layers: Sequence[int] = (),
     channels: int = 8,
     window_block: Sequence[int] | None = None,
-) -> dict[str, np.ndarray]:
-    """The per-stage Grad-CAM row, the channel gate and the Swin window attention (where they apply)."""
-    images: dict[str, np.ndarray] = {}
+) -> dict[str, np.ndarray | Heat]:
+    """The per-stage Grad-CAM row, the channel gate and the Swin window attention (where they apply):
+    heat maps as :class:`Heat` tiles, the rest (the stage row, the gate chart) drawn."""
+    views: dict[str, np.ndarray | Heat] = {}
+    cam_label = f"Grad-CAM ({CLASS_NAMES[target_class]})"
     if layers:
-        cams = {int(i): grad_cam(model, image, target_class, int(i)) for i in layers}
-        for i, cam in cams.items():
-            images[f"gradcam_stage{i}"] = heat_overlay(rgb, cam, alpha)
-        images["layers"] = side_by_side(
-            [images[f"gradcam_stage{i}"] for i in cams],
-            [stage_label(model.backbone, i) for i in cams],
-            f"Grad-CAM ({CLASS_NAMES[target_class]}) per backbone stage: low-level -> semantic",
+        for i in dict.fromkeys(int(i) for i in layers):
+            cam, warning = grad_cam_checked(model, image, target_class, i)
+            where = f"{cam_label}, stage {i}"
+            views[f"gradcam_stage{i}"] = Heat(heat_overlay(rgb, cam, alpha), cam, cam_label, warning, where)
+        stems = [k for k in views if k.startswith("gradcam_stage")]
+        views["layers"] = side_by_side(
+            [views[k] for k in stems],
+            [stage_label(model.backbone, int(k.removeprefix("gradcam_stage"))) for k in stems],
+            f"{cam_label} per backbone stage: low-level -> semantic",
         )
     if has_channel_gate(model):
         gates = channel_gates(model, image, channels)
-        images["channel_gates"] = gate_bar_chart(gates, rgb.shape[0])
-        images["channel_map"] = heat_overlay(rgb, gates.spatial, alpha)
+        views["channel_gates"] = gate_bar_chart(gates, rgb.shape[0])
+        views["channel_map"] = Heat(
+            heat_overlay(rgb, gates.spatial, alpha),
+            gates.spatial,
+            "gated channel energy",
+            flat_warning(gates.spatial, "channel map", "the top channels fire evenly everywhere"),
+            "channel map",
+        )
     if swin_blocks(model.backbone):
         wmap = window_attention(model, image, window_block)
-        images["window_attention"] = window_grid_overlay(rgb, wmap, heat_overlay(rgb, wmap.attention, alpha))
-    return images
+        views["window_attention"] = attention_heat(
+            window_grid_overlay(rgb, wmap, heat_overlay(rgb, wmap.attention, alpha)),
+            wmap.attention,
+            "window attention map",
+            "attention received",
+        )
+    return views

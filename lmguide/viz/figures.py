@@ -16,9 +16,11 @@ def pyplot():
 
 
 def figure_rgb(fig) -> np.ndarray:
-    """Draw ``fig``, close it (also on error) and return its pixels: (H, W, 3) RGB uint8."""
+    """Draw ``fig`` (an Agg canvas), close it if pyplot holds it (also on error) and return its pixels:
+    (H, W, 3) RGB uint8."""
     try:
         fig.canvas.draw()
         return np.ascontiguousarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
     finally:
-        pyplot().close(fig)
+        if getattr(fig.canvas, "manager", None) is not None:  # a pyplot figure
+            pyplot().close(fig)

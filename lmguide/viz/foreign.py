@@ -10,6 +10,7 @@ config does, at the model's input size and with its normalisation."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ import torch
 from torch import nn
 
 from lmguide.errors import LmguideError
+
+log = logging.getLogger(__name__)
 
 
 class ForeignCheckpointError(LmguideError, ValueError):
@@ -70,16 +73,26 @@ def prob_fake(logits: torch.Tensor) -> torch.Tensor:
 
 
 def explain_foreign(
-    model: nn.Module, rgb: np.ndarray, size: int, alpha: float, target_class: int, name: str, norm=None
+    model: nn.Module,
+    rgb: np.ndarray,
+    size: int,
+    alpha: float,
+    target_class: int,
+    name: str,
+    norm=None,
+    warnings: list[str] | None = None,
 ):
-    """(P(fake), {stem: RGB tile}, face) for the largest face of ``rgb``: crop, Grad-CAM and panel.
-    ``norm``: the (mean, std) the weights expect, else timm's for the model."""
+    """(P(fake), {stem: RGB tile}, face) for the largest face of ``rgb``: crop, Grad-CAM (with its
+    colour bar) and panel. ``norm``: the (mean, std) the weights expect, else timm's for the model. A
+    flat Grad-CAM has its warning written on it and logged, and appended to ``warnings`` when given."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
 
     from lmguide.config_guard import compose_train_config
     from lmguide.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from lmguide.viz.explain import CLASS_NAMES, prepare_face
+    from lmguide.viz.explain import prepare_face
+    from lmguide.viz.gradcam import CLASS_NAMES, flat_cam_reason
+    from lmguide.viz.heat import Heat, heat_tile, warnings_of
     from lmguide.viz.overlays import heat_map, heat_overlay
     from lmguide.viz.panels import resize_rgb, side_by_side
 
@@ -101,15 +114,21 @@ def explain_foreign(
     target = BinaryClassifierOutputTarget(target_class) if single else ClassifierOutputTarget(target_class)
     with torch.enable_grad(), GradCAM(model, [layer]) as cam:
         heat = np.nan_to_num(cam(input_tensor=x.clone(), targets=[target])[0].astype(np.float32))
+        kept = cam.activations_and_grads  # read before the context releases them
+        warning = flat_cam_reason(heat, kept.gradients, kept.activations, CLASS_NAMES[target_class])
     crop = resize_rgb(face.crop, size)
+    label = f"Grad-CAM ({CLASS_NAMES[target_class]})"
+    overlay = Heat(heat_overlay(crop, heat, alpha), heat, label, warning, label)
+    for w in warnings_of([overlay]):
+        log.warning("%s", w)
+        if warnings is not None:
+            warnings.append(w)
     images = {
         "face": crop,
-        "gradcam": heat_overlay(crop, heat, alpha),
-        "gradcam_heatmap": heat_map(heat, size, size),
+        "gradcam": heat_tile(overlay),
+        "gradcam_heatmap": heat_tile(Heat(heat_map(heat, size, size), heat, label, warning)),
     }
     images["panel"] = side_by_side(
-        [images["face"], images["gradcam"]],
-        ["face crop", f"Grad-CAM ({CLASS_NAMES[target_class]})"],
-        f"P(fake) = {p:.3f}  ->  {CLASS_NAMES[int(p >= 0.5)]}",
+        [crop, overlay], ["face crop", label], f"P(fake) = {p:.3f}  ->  {CLASS_NAMES[int(p >= 0.5)]}"
     )
     return p, images, face

@@ -1,7 +1,8 @@
 """Drawing helpers for ``lmguide.visualize``: mask fills, patch grids and labelled side-by-side panels.
 
-Heat maps and mask outlines come from :mod:`lmguide.viz.overlays`; this module only adds what the
-one-image explanation needs on top of them. Every function takes and returns RGB uint8 arrays.
+Heat maps and mask outlines come from :mod:`lmguide.viz.overlays`, colour bars and layout from
+:mod:`lmguide.viz.heat`; this module only adds what the one-image explanation needs on top of them.
+Every function returns RGB uint8 arrays.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from lmguide.viz.heat import Heat, render, tile_grid
 from lmguide.viz.overlays import grid_overlay, mask_outline
 
 MASK_COLOR = (0, 255, 120)
@@ -44,27 +46,9 @@ def patch_grid_overlay(rgb: np.ndarray, attn: np.ndarray, alpha: float = 0.45) -
     return grid_overlay(rgb, attn, alpha)
 
 
-def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, thickness: int = 1) -> None:
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
-
-
-def label_tile(rgb: np.ndarray, label: str) -> np.ndarray:
-    """A copy of ``rgb`` with ``label`` written (outlined, so it reads on any background) at the top left."""
-    out = rgb.copy()
-    scale = max(out.shape[0] / 512, 0.35)
-    _text(out, label, (4, int(4 + 22 * scale)), scale)
-    return out
-
-
-def side_by_side(tiles: list[np.ndarray], labels: list[str], title: str) -> np.ndarray:
-    """Labelled equal-size tiles in one row under a title bar; the width is ``len(tiles)`` tiles."""
+def side_by_side(tiles: list[np.ndarray | Heat], labels: list[str], title: str) -> np.ndarray:
+    """Equal-size tiles in one row under ``title``, each labelled above; a :class:`Heat` tile has its
+    colour bar to its right and its warning written across it."""
     if len(tiles) != len(labels):
         raise ValueError(f"{len(tiles)} tiles but {len(labels)} labels")
-    row = np.concatenate([label_tile(t, lab) for t, lab in zip(tiles, labels, strict=True)], axis=1)
-    side = tiles[0].shape[0]
-    scale = max(side / 400, 0.4)
-    bar = np.full((int(14 + 30 * scale), row.shape[1], 3), 32, np.uint8)
-    (tw, th), _ = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    _text(bar, title, (max((row.shape[1] - tw) // 2, 4), (bar.shape[0] + th) // 2), scale)
-    return np.concatenate([bar, row], axis=0)
+    return render(tile_grid([tiles], labels, title=title))

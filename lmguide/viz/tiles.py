@@ -16,7 +16,7 @@ from lmguide.viz.explain import explain, face_from_crop
 class FaceTiles:
     tiles: list[tuple[np.ndarray, str]] = field(default_factory=list)  # (RGB uint8, caption)
     explained_prob: float | None = None  # P(fake) of the explanation's own forward pass (same crop)
-    note: str = ""  # why a face has only its crop (FaceMesh found no landmarks in it)
+    note: str = ""  # why a face has only its crop (no landmarks), or why a map is flat
 
 
 def faces_to_draw(result, decision) -> list:
@@ -50,4 +50,4 @@ def face_tiles(
         (img["gradcam"], f"{tag}: Grad-CAM (fake)"),
         *[(img[k], f"{tag}: head {k.removeprefix('attention_head')}") for k in heads],
     ]
-    return FaceTiles(tiles, ex.prob_fake)
+    return FaceTiles(tiles, ex.prob_fake, "; ".join(ex.warnings))
