@@ -115,6 +115,26 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_is_refused(cache_dir
     assert not (run / "checkpoints").exists()  # nothing started
 
 
+def test_resume_with_another_run_dir_names_the_resumed_run_and_the_fix(cache_dir, tmp_path):
+    """``resume=A hydra.run.dir=B`` used to report B's missing last.ckpt, as if B were being resumed."""
+    run, other = tmp_path / "run", tmp_path / "other"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"never read: refused before")
+    proc = run_cli("lmguide.train", [f"resume={run}", f"hydra.run.dir={other}"], tmp_path, cache_dir)
+    line = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and line.startswith("error: "), proc.stderr[-3000:]
+    assert f"resume={run} continues the run in its own directory {run.resolve()}" in line
+    assert "drop hydra.run.dir" in line and f"ckpt_path={run.resolve() / 'checkpoints' / 'last.ckpt'}" in line
+    assert not other.exists()  # nothing written where the run is not
+    # a target without last.ckpt: the path named is the target's, not the other run dir's
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_cli("lmguide.train", [f"resume={empty}", f"hydra.run.dir={other}"], tmp_path, cache_dir)
+    line = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and f"{empty / 'checkpoints' / 'last.ckpt'} does not exist" in line
+    assert str(other) not in line and not other.exists()
+
+
 class _Payload:  # any class: a weights_only load must refuse to build it
     pass
 
