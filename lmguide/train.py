@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmguide.cli import check_argv, friendly_errors, stop_idle_pool_workers
 from lmguide.compile import compile_backend, compile_model, compile_stats
 from lmguide.errors import ConfigError, LmguideError
-from lmguide.loggers import finish_wandb, instantiate_group, wandb_offline_by_default
+from lmguide.loggers import finish_wandb, instantiate_group, log_scalars, wandb_offline_by_default
 from lmguide.predictions import NAME as PREDICTIONS
 from lmguide.predictions import write_predictions
 from lmguide.provenance import build_provenance, stamp_checkpoints
@@ -171,10 +171,13 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
                 metrics.update({k: float(v) for k, v in res.items()})
             if trainer.is_global_zero:
                 scored = score_splits(model, datamodule)
-                metrics.update(split_statistics(scored, seed=int(cfg.seed)))
+                stats = split_statistics(scored, seed=int(cfg.seed))  # swaps/*, xsource*/*, intervals, …
+                unlogged = {k: v for k, v in stats.items() if k not in metrics}
+                metrics.update(stats)
                 if scored:  # per face, for comparisons of two runs on the same faces (sweep_report)
                     write_predictions(out_dir / PREDICTIONS, scored)
                 log_test_curves(scored.get("test"), out_dir, loggers)
+                log_scalars(loggers, unlogged, trainer.global_step)  # and flush, the curves with them
                 metrics.update(report_sources(scored, datamodule, metrics.get("threshold_val"), out_dir))
                 provenance = build_provenance(datamodule, metrics, trainer.global_step)
                 stamp_checkpoints([ckpt, out_dir / LAST], provenance)
