@@ -39,6 +39,7 @@ from lmguide.run_report import (
     split_statistics,
 )
 from lmguide.runtime import CONF_DIR, hydra_overrides
+from lmguide.sweep_jobs import print_stopped_sweep
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,9 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
                 provenance = build_provenance(datamodule, metrics, trainer.global_step)
                 stamp_checkpoints([ckpt, out_dir / LAST], provenance)
     except SystemExit as stop:  # SIGTERM / Ctrl-C: exit 143 / 130, never 0, and say how to go on
-        raise interrupted_exit(stop, trainer, out_dir) from None
+        stop = interrupted_exit(stop, trainer, out_dir)
+        print_stopped_sweep(stop.code)  # in a multirun: which of its jobs did not run
+        raise stop from None
     finally:
         finish_wandb(loggers)
 
