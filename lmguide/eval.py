@@ -119,7 +119,7 @@ def evaluate(cfg: DictConfig) -> dict:
     note = "calibrated on val" + (" itself" if cfg.split == "val" else "")
     plots = plot_curves(res["prob"], res["label"], threshold, out_dir, f"{cfg.split} ({unit}s)", note)
     _send_to_loggers(cfg, metrics, plots)
-    _print(metrics, cfg.split, out_dir, unit)
+    _print(metrics, cfg.split, out_dir, unit, cfg.video_agg)
     return metrics
 
 
@@ -140,7 +140,7 @@ def _send_to_loggers(cfg: DictConfig, metrics: dict, plots: list[Path]) -> None:
         finish_wandb(loggers)
 
 
-def _print(metrics: dict, split: str, out_dir: Path, unit: str = "frame") -> None:
+def _print(metrics: dict, split: str, out_dir: Path, unit: str = "frame", video_agg: str = "mean") -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -154,7 +154,7 @@ def _print(metrics: dict, split: str, out_dir: Path, unit: str = "frame") -> Non
     t = Table(title=f"lmguide eval: {split} split (threshold {metrics['threshold_val']:.3f} from val)")
     t.add_column("metric")
     t.add_column(unit, justify="right")
-    t.add_column("video", justify="right")
+    t.add_column(f"video ({video_agg})", justify="right")  # a video's score: video_agg of its frames'
     for k in (
         "auc",
         "ap",

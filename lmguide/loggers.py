@@ -46,6 +46,27 @@ def finish_wandb(loggers: list) -> None:
         wandb.finish()
 
 
+def log_scalars(loggers: list, scalars: Mapping[str, object], step: int) -> int:
+    """Send the numbers among ``scalars`` (text, None and NaN left out) to every TensorBoard and W&B
+    logger at ``step``, and flush them; returns how many loggers got them. For what a run computes after
+    Lightning's fit and test (the swaps, the held-out sources, intervals): the trainer has finalized the
+    loggers by then, and a TensorBoard writer that was closed opens a new event file in the same folder."""
+    import math
+
+    numbers = {
+        k: float(v)
+        for k, v in scalars.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+    sent = 0
+    for lg in loggers:
+        if numbers and type(lg).__name__ in ("TensorBoardLogger", "WandbLogger"):
+            lg.log_metrics(numbers, step=step)
+            lg.finalize("success")  # TensorBoard: flush and close the event file
+            sent += 1
+    return sent
+
+
 def log_images(
     loggers: list,
     images: Mapping[str, Path | np.ndarray],

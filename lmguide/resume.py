@@ -62,6 +62,18 @@ def resume_dir(task: str | None, resume: str | None, ckpt_path: str | None, runs
     return run
 
 
+def check_same_run_dir(target: Path, run: str | Path, resume: str) -> None:
+    """Refuse ``resume=A hydra.run.dir=B``: a run is continued in its own directory ``A`` (``target``,
+    from :func:`resume_dir`), and a ``hydra.run.dir`` given on the command line replaces that."""
+    run = Path(run).expanduser().resolve()
+    if run != target:
+        raise ResumeError(
+            f"resume={resume} continues the run in its own directory {target}, but hydra.run.dir={run} "
+            f"names another: drop hydra.run.dir (the resumed run writes into {target}), or to start a new "
+            f"run in {run} from its weights give ckpt_path={target / LAST} instead of resume="
+        )
+
+
 def run_dir(task: str | None, resume: str | None, ckpt_path: str | None, runs_root: str, fresh: str) -> str:
     """``hydra.run.dir``: the resumed run's directory, else ``fresh`` (a new timestamped one)."""
     found = resume_dir(task, resume, ckpt_path, runs_root)

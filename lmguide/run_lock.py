@@ -85,6 +85,21 @@ class RunLock:
             self._fd = None
 
 
+def _check_resumed_dir(config, run: Path) -> None:
+    """``resume=A`` makes ``A`` the run dir (conf/hydra/default.yaml); a ``hydra.run.dir=B`` given as well
+    replaces that, and the run being resumed (``A``, or the newest for ``resume=last``) is named."""
+    from lmguide.errors import LmguideError
+    from lmguide.resume import check_same_run_dir, is_resume, resume_dir
+
+    task, resume, ckpt = config.get("task_name"), config.get("resume"), config.get("ckpt_path")
+    try:
+        if is_resume(task, resume, ckpt):
+            runs_root = Path(str(config.paths.log_dir)) / task / "runs"  # as the run.dir resolver is given
+            check_same_run_dir(resume_dir(task, resume, ckpt, str(runs_root)), run, resume)
+    except LmguideError as err:
+        fail(str(err))
+
+
 class RunDirGuard(Callback):
     """See the module docstring."""
 
@@ -95,6 +110,7 @@ class RunDirGuard(Callback):
         if config.get("task_name") != "train" or not _rank_zero():
             return
         run = Path(str(config.hydra.run.dir)).expanduser()
+        _check_resumed_dir(config, run)  # before anything is created in a run dir that is not the run's
         try:
             run.mkdir(parents=True, exist_ok=True)
             lock = RunLock(run)

@@ -1,15 +1,19 @@
 """The jobs of a Hydra multirun as the sweep report reads them: each job's overrides and metrics, and
-the groups of jobs that differ only in their seed."""
+the groups of jobs that differ only in their seed; the jobs the sweep planned (its ``multirun.yaml``)
+that never started, and the line a sweep stopped by a signal ends with."""
 
 from __future__ import annotations
 
 import json
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from lmguide.resume import INTERRUPTED, SIGNAL_EXIT
 
 METRICS = (
     ("val/auc", "val AUC"),
@@ -29,6 +33,8 @@ METRICS = (
     ("wall_time_s", "time/job (s)"),
 )
 SEED_KEYS = ("seed",)
+#: what Hydra saves in a sweep dir: the sweep's config, its planned jobs' overrides among it
+MULTIRUN = "multirun.yaml"
 LAMBDA_KEY = "loss.lambda_lm"
 #: the AUCs compared against λ = 0, paired by seed (val, and the held-out sources, choose settings;
 #: test only reports)
@@ -48,6 +54,8 @@ class Job:
     metrics: dict[str, float | None] | None  # None: no usable metrics.json; a value None: undefined
     config_seed: str = "?"  # the seed in the job's config when it was not overridden
     broken: str = ""  # why its metrics.json could not be read
+    stopped: str = ""  # its INTERRUPTED marker: stopped by a signal, and how to go on
+    num: int | None = None  # its job number, for a job that never started (no directory)
 
     @property
     def group(self) -> tuple[str, ...]:
@@ -135,10 +143,95 @@ def read_jobs(sweep_dir: str | Path) -> list[Job]:
                 seed = str((yaml.safe_load(cfg_file.read_text()) or {}).get("seed", "?"))
             except (yaml.YAMLError, AttributeError):
                 pass
-        jobs.append(Job(job_dir, overrides, metrics, seed, broken))
+        marker = job_dir / INTERRUPTED
+        stopped = marker.read_text(errors="replace").strip() if marker.is_file() else ""
+        jobs.append(Job(job_dir, overrides, metrics, seed, broken, stopped))
+    jobs += not_started(root, jobs)
     if not jobs:
         raise FileNotFoundError(f"no Hydra job directories (.hydra/overrides.yaml) under {root}")
     return jobs
+
+
+def planned_jobs(sweep_dir: str | Path) -> list[list[str]] | None:
+    """Every job's overrides, numbered as Hydra's basic sweeper numbers them, from the sweep's
+    ``multirun.yaml`` (its ``hydra.sweeper.params`` and command-line overrides); None when the sweep
+    dir has none, or its sweeper chooses jobs as it goes (Optuna)."""
+    from hydra.errors import HydraException
+
+    path = Path(sweep_dir).expanduser() / MULTIRUN
+    try:
+        hydra_cfg = (yaml.safe_load(path.read_text()) or {}).get("hydra") or {}
+        sweeper = hydra_cfg.get("sweeper") or {}
+        if not str(sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+            return None
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        args = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+        args += [str(o) for o in (hydra_cfg.get("overrides") or {}).get("task") or []]
+        parsed = OverridesParser.create().parse_overrides(args)
+        batches = BasicSweeper.split_arguments(parsed, sweeper.get("max_batch_size"))  # as Hydra splits
+    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError, HydraException):
+        return None
+    return [list(job) for batch in batches for job in batch]
+
+
+def not_started(sweep_dir: str | Path, jobs: list[Job]) -> list[Job]:
+    """The planned jobs (:func:`planned_jobs`) that no job directory holds (matched by overrides)."""
+    left = Counter(tuple(j.overrides) for j in jobs)
+    out = []
+    for num, overrides in enumerate(planned_jobs(sweep_dir) or []):
+        if left[tuple(overrides)] > 0:
+            left[tuple(overrides)] -= 1
+        else:
+            out.append(Job(Path(sweep_dir) / str(num), overrides, None, num=num))
+    return out
+
+
+def stopped_sweep_line(sweep_dir: str | Path, num: int, why: str) -> str:
+    """What a sweep stopped by ``why`` (SIGTERM, SIGINT) in job ``num`` says: the jobs that did not run,
+    by number and overrides, and how to run them into the directories the sweep would have used."""
+    root = Path(sweep_dir)
+    planned = planned_jobs(root)
+    report = f"`python -m lmguide.sweep_report {root}`"
+    if planned is None:
+        return (
+            f"sweep stopped by {why} at job {num}: its sweeper chooses jobs as it goes, so the ones after it "
+            f"were not run; {report} lists those that did"
+        )
+    jobs = read_jobs(root)
+    left = [j for j in jobs if j.num is not None]
+    head = f"sweep stopped by {why} at job {num} of {len(planned)}"
+    if not left:
+        return f"{head}: every other job had started; {report} summarises them"
+    import shlex
+
+    common = [o for o in planned[0] if all(o in job for job in planned[1:])]
+    own = [" ".join(shlex.quote(o) for o in j.overrides if o not in common) for j in left]
+    named = ", ".join(f"#{j.num} {text}".strip() for j, text in zip(left, own, strict=True))
+    run = " ".join(
+        ["python -m lmguide.train", *map(shlex.quote, common), "<its overrides>", "hydra.mode=RUN"]
+    )
+    return f"{head}; not run: {named} (run each with `{run} hydra.run.dir={root}/<#>`, then {report})"
+
+
+def print_stopped_sweep(code: int | str | None) -> None:
+    """In a job of a multirun that a signal stopped (exit ``code`` 143 or 130: the sweep stops with it),
+    print the :func:`stopped_sweep_line` after the job's own line."""
+    import sys
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    why = next((name for name, c in SIGNAL_EXIT.items() if c == code), None)
+    if why is None or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    hc = HydraConfig.get()
+    try:
+        line = stopped_sweep_line(hc.sweep.dir, int(hc.job.num), why)
+    except (OSError, ValueError) as err:  # the stop itself is reported either way
+        line = f"sweep stopped by {why} at job {hc.job.num}; its jobs could not be listed ({err})"
+    print(f"error: {line}", file=sys.stderr, flush=True)
 
 
 def _job_order(job_dir: Path, root: Path) -> tuple:

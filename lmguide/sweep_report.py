@@ -6,10 +6,11 @@ the mean ± sample std over its seeds of val/test AUC, EER, the attention-in-lan
 wall time. Writes ``sweep_report.md`` (a table), ``sweep_report.csv`` (one row per group, mean and std
 columns) and, when ``loss.lambda_lm`` varies, ``sweep_report.png`` (AUC and alignment against λ, one
 line per other setting, each point's seed count beside it, hollow where one seed makes it, and the
-alignment's chance level, ``mask_area``, as a dashed line). A job without ``metrics.json`` is listed
-as failed, one whose ``metrics.json`` cannot be read as broken (with the reason); neither is ever
-dropped. A metric a job reports as undefined (null: e.g. AUC on a split of one class) is counted as
-such, never averaged as a number.
+alignment's chance level, ``mask_area``, as a dashed line). A job without ``metrics.json`` is listed as
+failed (as stopped, with its ``INTERRUPTED`` line, when a signal stopped it), one whose ``metrics.json``
+cannot be read as broken (with the reason), and a job the sweep planned (its ``multirun.yaml``) that has
+no directory as never started; none is ever dropped. A metric a job reports as undefined (null: e.g.
+AUC on a split of one class) is counted as such, never averaged as a number.
 
 When ``loss.lambda_lm`` varies, every setting with λ > 0 is also compared with its λ = 0 baseline (the
 λ = 0 setting with the same other overrides, or the only one), paired by seed, on the test and the
@@ -71,16 +72,26 @@ def markdown(groups: list[Group], jobs: list[Job], faces: list[FaceComparison] |
         lines.append("| " + " | ".join([group_label(g.overrides), seeds, *cells]) + " |")
     failed = [j for j in jobs if j.metrics is None]
     n_done = len(jobs) - len(failed)
+    n_new = sum(1 for j in failed if j.num is not None)
     common = common_overrides(jobs)
     lines.append("")
     if common:
         lines.append(f"Every job also ran with: `{' '.join(common)}`.")
     lines.append(
-        f"{len(jobs)} jobs, {n_done} finished; mean ± sample std over seeds (undefined values, e.g. an AUC "
-        "on a split of one class, are counted, not averaged)."
+        f"{len(jobs)} jobs, {n_done} finished"
+        + (f", {n_new} never started" if n_new else "")
+        + "; mean ± sample std over seeds (undefined values, e.g. an AUC on a split of one class, are "
+        "counted, not averaged)."
     )
     for j in failed:
-        if j.broken:
+        if j.num is not None:
+            lines.append(
+                f"- never started (planned in multirun.yaml, no job dir): job #{j.num} "
+                f"({' '.join(j.overrides)})"
+            )
+        elif j.stopped:
+            lines.append(f"- stopped: `{j.path}` ({' '.join(j.overrides)}): {j.stopped}")
+        elif j.broken:
             lines.append(
                 f"- broken (unreadable metrics.json): `{j.path}` ({' '.join(j.overrides)}): {j.broken}"
             )

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmguide.cli import check_argv, friendly_errors, stop_idle_pool_workers
 from lmguide.compile import compile_backend, compile_model, compile_stats
 from lmguide.errors import ConfigError, LmguideError
-from lmguide.loggers import finish_wandb, instantiate_group, wandb_offline_by_default
+from lmguide.loggers import finish_wandb, instantiate_group, log_scalars, wandb_offline_by_default
 from lmguide.predictions import NAME as PREDICTIONS
 from lmguide.predictions import write_predictions
 from lmguide.provenance import build_provenance, stamp_checkpoints
@@ -39,6 +39,7 @@ from lmguide.run_report import (
     split_statistics,
 )
 from lmguide.runtime import CONF_DIR, hydra_overrides
+from lmguide.sweep_jobs import print_stopped_sweep
 
 log = logging.getLogger(__name__)
 
@@ -171,15 +172,20 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
                 metrics.update({k: float(v) for k, v in res.items()})
             if trainer.is_global_zero:
                 scored = score_splits(model, datamodule)
-                metrics.update(split_statistics(scored, seed=int(cfg.seed)))
+                stats = split_statistics(scored, seed=int(cfg.seed))  # swaps/*, xsource*/*, intervals, …
+                unlogged = {k: v for k, v in stats.items() if k not in metrics}
+                metrics.update(stats)
                 if scored:  # per face, for comparisons of two runs on the same faces (sweep_report)
                     write_predictions(out_dir / PREDICTIONS, scored)
                 log_test_curves(scored.get("test"), out_dir, loggers, metrics.get("threshold_val"))
+                log_scalars(loggers, unlogged, trainer.global_step)  # and flush, the curves with them
                 metrics.update(report_sources(scored, datamodule, metrics.get("threshold_val"), out_dir))
                 provenance = build_provenance(datamodule, metrics, trainer.global_step)
                 stamp_checkpoints([ckpt, out_dir / LAST], provenance)
     except SystemExit as stop:  # SIGTERM / Ctrl-C: exit 143 / 130, never 0, and say how to go on
-        raise interrupted_exit(stop, trainer, out_dir) from None
+        stop = interrupted_exit(stop, trainer, out_dir)
+        print_stopped_sweep(stop.code)  # in a multirun: which of its jobs did not run
+        raise stop from None
     finally:
         finish_wandb(loggers)
 

@@ -181,3 +181,43 @@ def test_eval_on_one_class_reports_undefined_not_numbers(trained_ckpt, tmp_path)
         assert saved[f"{level}/auc_ci95_lo"] is None
         assert "one class only" in saved[f"{level}/undefined"] and "0 fake" in saved[f"{level}/undefined"]
     assert saved["frame/acc"] is not None  # a threshold metric is still defined
+
+
+def _readme_eval_section() -> str:
+    from lmguide.runtime import ROOT_DIR
+
+    text = (ROOT_DIR / "README.md").read_text()
+    return text.split("## After training: evaluate", 1)[1].split("\n## ", 1)[0]
+
+
+def test_eval_table_names_video_agg_and_the_readme_shows_that_header(tmp_path, capsys):
+    """The video column is an aggregate of frame scores (``video_agg``): its header says which, and the
+    README quotes the header as eval prints it."""
+    from lmguide.eval import _print
+
+    keys = ("auc", "ap", "eer", "acc", "balanced_acc", "cal_acc", "cal_balanced_acc")
+    keys += ("precision", "recall", "f1", "cal_f1")
+    metrics = {f"{level}/{k}": 0.5 for level in ("frame", "video") for k in keys}
+    metrics |= {"threshold_val": 0.5, "frame/attn_in_lm": 0.3, "frame/pointing_game": 0.4}
+    metrics |= {"n_frames": 12, "n_videos": 4}
+    for agg in ("mean", "max"):
+        _print(metrics, "test", tmp_path, "frame", agg)
+        header = next(ln for ln in capsys.readouterr().out.splitlines() if " metric " in ln)
+        assert [c.strip() for c in header.strip("┃ ").split("┃")] == ["metric", "frame", f"video ({agg})"]
+    assert "`metric | frame | video (mean)`" in _readme_eval_section()  # the default video_agg
+
+
+def test_readme_eval_examples_change_something_and_point_at_evals_logs():
+    """No example passes a group's default (``data=demo`` is what eval uses anyway), and its TensorBoard
+    line points at eval's own log folder."""
+    import shlex
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        default_data = compose("train", return_hydra_config=True).hydra.runtime.choices.data
+    section = _readme_eval_section()
+    commands = [ln.split("  #")[0] for ln in section.splitlines() if ln.startswith("python -m lmguide.eval")]
+    assert len(commands) >= 3
+    for cmd in commands:
+        assert f"data={default_data}" not in shlex.split(cmd), cmd
+    logdirs = [ln.split()[2] for ln in section.splitlines() if ln.startswith("tensorboard --logdir")]
+    assert logdirs == ["logs/eval"]

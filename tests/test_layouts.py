@@ -626,6 +626,29 @@ def test_csv_refuses_bad_rows(tmp_path, touch, body, match):
         CSVSource(file=str(root / "list.csv")).items()
 
 
+def test_csv_with_many_missing_files_counts_them_and_names_the_first_few(tmp_path, touch):
+    """A list with thousands of rows used to stop at its first missing file: the user fixed one, ran
+    again, met the next. Now one line counts them all and shows the first five."""
+    root = tmp_path / "d"
+    touch(root, "a.png", "b.png")
+    rows = ["a.png,0", *(f"gone{i}.png,1" for i in range(8)), "b.png,0"]
+    (root / "list.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(LayoutError) as err:
+        CSVSource(file=str(root / "list.csv")).items()
+    line = str(err.value)
+    assert "\n" not in line and line.startswith(f"8 of 10 files listed in {root / 'list.csv'} do not exist: ")
+    assert (
+        "gone0.png (line 3), gone1.png (line 4)" in line and "gone4.png (line 7), … (first 5 shown)" in line
+    )
+    assert "gone5.png" not in line and f"relative to {root}" in line
+    # a few: every one is named, no "first shown"
+    (root / "list.csv").write_text("path,label\na.png,0\nx.png,1\ny.png,1\nz.png,0\n")
+    with pytest.raises(
+        LayoutError, match=r"^3 of 4 files .*: x.png \(line 3\), y.png \(line 4\), z.png \(line 5\);"
+    ):
+        CSVSource(file=str(root / "list.csv")).items()
+
+
 def test_csv_refuses_missing_file(tmp_path):
     with pytest.raises(LayoutError, match="nope.csv does not exist"):
         CSVSource(file=str(tmp_path / "nope.csv")).items()

@@ -115,6 +115,26 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_is_refused(cache_dir
     assert not (run / "checkpoints").exists()  # nothing started
 
 
+def test_resume_with_another_run_dir_names_the_resumed_run_and_the_fix(cache_dir, tmp_path):
+    """``resume=A hydra.run.dir=B`` used to report B's missing last.ckpt, as if B were being resumed."""
+    run, other = tmp_path / "run", tmp_path / "other"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"never read: refused before")
+    proc = run_cli("lmguide.train", [f"resume={run}", f"hydra.run.dir={other}"], tmp_path, cache_dir)
+    line = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and line.startswith("error: "), proc.stderr[-3000:]
+    assert f"resume={run} continues the run in its own directory {run.resolve()}" in line
+    assert "drop hydra.run.dir" in line and f"ckpt_path={run.resolve() / 'checkpoints' / 'last.ckpt'}" in line
+    assert not other.exists()  # nothing written where the run is not
+    # a target without last.ckpt: the path named is the target's, not the other run dir's
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_cli("lmguide.train", [f"resume={empty}", f"hydra.run.dir={other}"], tmp_path, cache_dir)
+    line = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and f"{empty / 'checkpoints' / 'last.ckpt'} does not exist" in line
+    assert str(other) not in line and not other.exists()
+
+
 class _Payload:  # any class: a weights_only load must refuse to build it
     pass
 
@@ -287,6 +307,47 @@ def test_sigterm_stops_the_run_non_zero_marks_it_and_resume_goes_on(cache_dir, t
     done = run_cli("lmguide.train", more, tmp_path, cache_dir)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not (run / "INTERRUPTED").exists() and (run / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_in_a_sweep_names_the_jobs_that_did_not_run(cache_dir, tmp_path):
+    """A multirun stopped by SIGTERM in its first job: exit 143, the job marked as any run, then one line
+    with the jobs that never ran and how to run them; the sweep report lists them too."""
+    import signal
+    import sys
+
+    from lmguide.runtime import ROOT_DIR
+    from lmguide.sweep_report import report
+
+    from .conftest import FAST_DATA, cli_env
+
+    sweep = tmp_path / "sweep"
+    args = ["-m", "seed=0,1,2", *FAST_DATA, "attention.num_maps=2", "trainer.max_steps=400"]
+    args += [
+        "trainer.val_check_interval=1",
+        "trainer.check_val_every_n_epoch=null",
+        "+trainer.limit_val_batches=1",
+    ]
+    cmd = [sys.executable, "-m", "lmguide.train", *args, f"hydra.sweep.dir={sweep}"]
+    env = cli_env(cache_dir, {"PYTHONPATH": str(ROOT_DIR)})  # this checkout's lmguide, whatever is installed
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    last = sweep / "0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-3000:]
+    assert (sweep / "0" / "INTERRUPTED").read_text().startswith("stopped by SIGTERM at step ")
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(
+        "error: sweep stopped by SIGTERM at job 0 of 3; not run: #1 seed=1, #2 seed=2 ("
+    ), line
+    assert f"hydra.mode=RUN hydra.run.dir={sweep}/<#>`" in line and not (sweep / "1").exists()
+    table = report(sweep)["markdown"].read_text()
+    assert "3 jobs, 0 finished, 2 never started" in table and "job #2 (seed=2 " in table
+    assert f"- stopped: `{sweep / '0'}` (seed=0 " in table
 
 
 def test_interrupted_exit_codes_and_marker(tmp_path, capsys):

@@ -531,3 +531,81 @@ def test_a_chosen_baseline_is_compared_with_every_setting_and_variants_with_thei
     assert got[("augment=b data.image_size=160", "augment=b", "val AUC")] == pytest.approx(0.03)
     with pytest.raises(ValueError, match="--baseline 'augment=c' is no setting of this sweep"):
         report(tmp_path, baseline="augment=c")
+
+
+# -- a sweep stopped by a signal: the jobs that never started (issue 30) --------------------------------
+
+BASIC = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def _multirun(root, task: list[str], params: dict | None = None, sweeper: str = BASIC) -> None:
+    """The sweep's multirun.yaml as Hydra saves it (the keys the planned job list comes from)."""
+    import yaml
+
+    hydra = {"sweeper": {"_target_": sweeper, "max_batch_size": None, "params": params}}
+    hydra["overrides"] = {"task": task, "hydra": []}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra, "seed": 0}))
+
+
+@pytest.fixture
+def stopped_sweep(tmp_path):
+    """``-m seed=0,1,2,3 trainer.max_steps=2`` stopped by SIGTERM in job 1: job 0 finished, 2 and 3 never
+    started."""
+    root = tmp_path / "sweep"
+    _multirun(root, ["seed=0,1,2,3", "trainer.max_steps=2"])
+    _job(root, 0, ["seed=0", "trainer.max_steps=2"], {"val/auc": 0.6, "wall_time_s": 5})
+    _job(root, 1, ["seed=1", "trainer.max_steps=2"], None)
+    (root / "1" / "INTERRUPTED").write_text("stopped by SIGTERM at step 1: no last.ckpt yet; go on with …\n")
+    return root
+
+
+def test_planned_jobs_are_numbered_as_hydras_basic_sweeper_numbers_them(tmp_path):
+    from lmguide.sweep_jobs import planned_jobs
+
+    _multirun(tmp_path, ["sweep=lambda", "seed=5"], {"loss.lambda_lm": "0,1", "seed": "0,1"})
+    # the sweeper's params first, then the command line; a key given twice keeps its first place
+    assert planned_jobs(tmp_path) == [
+        ["loss.lambda_lm=0", "seed=5", "sweep=lambda"],
+        ["loss.lambda_lm=1", "seed=5", "sweep=lambda"],
+    ]
+    _multirun(tmp_path, ["a=1,2", "b=x,y"])
+    assert planned_jobs(tmp_path) == [["a=1", "b=x"], ["a=1", "b=y"], ["a=2", "b=x"], ["a=2", "b=y"]]
+    _multirun(tmp_path, ["a=1,2"], sweeper="hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper")
+    assert planned_jobs(tmp_path) is None  # Optuna picks its jobs as it goes
+    assert planned_jobs(tmp_path / "nowhere") is None
+
+
+def test_the_report_lists_the_jobs_that_never_started_and_the_stopped_one(stopped_sweep):
+    table = report(stopped_sweep)["markdown"].read_text()
+    assert "4 jobs, 1 finished, 2 never started" in table
+    for num in (2, 3):
+        line = f"no job dir): job #{num} (seed={num} trainer.max_steps=2)"
+        assert f"- never started (planned in multirun.yaml, {line}" in table
+    assert (
+        f"- stopped: `{stopped_sweep / '1'}` (seed=1 trainer.max_steps=2): stopped by SIGTERM at step 1"
+        in table
+    )
+    assert "job #0" not in table and "job #1" not in table  # those have their directories
+
+
+def test_a_stopped_sweep_names_the_jobs_that_did_not_run_in_one_line(stopped_sweep):
+    from lmguide.sweep_jobs import stopped_sweep_line
+
+    assert stopped_sweep_line(stopped_sweep, 1, "SIGTERM") == (
+        "sweep stopped by SIGTERM at job 1 of 4; not run: #2 seed=2, #3 seed=3 (run each with "
+        "`python -m lmguide.train trainer.max_steps=2 <its overrides> hydra.mode=RUN "
+        f"hydra.run.dir={stopped_sweep}/<#>`, then `python -m lmguide.sweep_report {stopped_sweep}`)"
+    )
+    _job(stopped_sweep, 2, ["seed=2", "trainer.max_steps=2"], {"val/auc": 0.7})
+    _job(stopped_sweep, 3, ["seed=3", "trainer.max_steps=2"], None)
+    assert stopped_sweep_line(stopped_sweep, 3, "SIGINT") == (
+        "sweep stopped by SIGINT at job 3 of 4: every other job had started; "
+        f"`python -m lmguide.sweep_report {stopped_sweep}` summarises them"
+    )
+    _multirun(
+        stopped_sweep, ["a=1,2"], sweeper="hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    )
+    assert stopped_sweep_line(stopped_sweep, 3, "SIGTERM").startswith(
+        "sweep stopped by SIGTERM at job 3: its sweeper chooses jobs as it goes"
+    )

@@ -127,6 +127,55 @@ def test_metrics_json_has_the_attention_per_region_and_the_map_diversity_of_ever
         assert -1 <= metrics[f"{split}/map_corr"] <= 1  # the fixture's run has two maps
 
 
+def test_swaps_and_the_other_post_test_metrics_reach_tensorboard(trained_ckpt):
+    """What the run computes after Lightning's test (the swap set, calibrated accuracy, intervals, the
+    attention per region) used to reach metrics.json only: TensorBoard now has every number of it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = trained_ckpt.parent.parent
+    saved = json.loads((run / "metrics.json").read_text())
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()  # every event file of the folder
+    tags = set(acc.Tags()["scalars"])
+    swaps = {k for k, v in saved.items() if k.startswith("swaps/") and isinstance(v, int | float)}
+    assert {"swaps/auc", "swaps/eer", "swaps/attn_in_lm"} <= swaps <= tags, sorted(swaps - tags)
+    (last,) = acc.Scalars("swaps/auc")
+    assert (
+        last.value == pytest.approx(saved["swaps/auc"])
+        and last.step == torch.load(trained_ckpt, weights_only=True)["global_step"]
+    )
+    assert {"val/cal_acc", "test/auc_ci95_lo", "threshold_val"} <= tags
+    assert len(acc.Scalars("test/auc")) == 1  # what the module logged is not sent twice
+
+
+def test_log_scalars_sends_numbers_to_tensorboard_and_wandb_only():
+    from lmguide.loggers import log_scalars
+
+    calls = []
+
+    def stub(name):
+        def log_metrics(self, metrics, step):
+            calls.append((name, "log", metrics, step))
+
+        def finalize(self, status):
+            calls.append((name, "finalize", status))
+
+        return type(name, (), {"log_metrics": log_metrics, "finalize": finalize})()
+
+    loggers = [stub("TensorBoardLogger"), stub("WandbLogger"), stub("CSVLogger")]
+    stats = {"swaps/auc": 0.75, "swaps/people": 12, "swaps/undefined": "one class", "x/auc": None}
+    stats |= {"y/auc": float("nan"), "flag": True}
+    assert log_scalars(loggers, stats, step=9) == 2
+    sent = {"swaps/auc": 0.75, "swaps/people": 12.0}
+    assert calls == [
+        ("TensorBoardLogger", "log", sent, 9),
+        ("TensorBoardLogger", "finalize", "success"),
+        ("WandbLogger", "log", sent, 9),
+        ("WandbLogger", "finalize", "success"),
+    ]
+    assert log_scalars(loggers, {"x/undefined": "text only"}, step=9) == 0
+
+
 @pytest.mark.slow
 def test_wandb_logger_is_offline_without_a_key(cache_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
@@ -166,7 +215,9 @@ def test_wandb_run_gets_curves_overlays_and_the_checkpoint(cache_dir, tmp_path, 
         "sources.png",
         "sources.json",
     }
-    assert b"best.ckpt" in next(run.glob("*.wandb")).read_bytes()  # the checkpoint artifact
+    records = next(run.glob("*.wandb")).read_bytes()
+    assert b"best.ckpt" in records  # the checkpoint artifact
+    assert b"swaps/auc" in records and b"val/cal_acc" in records  # computed after the test, logged too
     assert list((tmp_path / "tensorboard").glob("events.*")) and (tmp_path / "csv" / "metrics.csv").exists()
     leaked = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert not leaked, leaked

@@ -2,7 +2,7 @@
 
 ``path`` is relative to ``root`` (or to the CSV's folder when root is null); ``label`` is 0/1 or
 real/fake; an empty or absent ``split`` is filled by a stable hash of the clip (``video_id``, else
-the path).
+the path). Listed files that do not exist are reported together: how many, and the first few.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from lmguide.data.layouts.base import (
 )
 
 REQUIRED = ("path", "label")
+#: listed files that do not exist: how many the error names (it counts them all)
+MISSING_SHOWN = 5
 
 
 @dataclass
@@ -54,6 +56,7 @@ class CSVSource:
         fractions = check_fractions(self.split_fractions, "csv split_fractions")
         out: list[SourceItem] = []
         clips: dict[str, tuple[int, str, str]] = {}  # video_id -> (label, split, where) of its first row
+        missing: list[tuple[str, str, Path]] = []  # (where, path as listed, full path): reported together
         try:
             with csv_path.open(newline="", encoding="utf-8-sig") as fh:
                 reader = csv.DictReader(fh, skipinitialspace=True)
@@ -66,9 +69,14 @@ class CSVSource:
                     )
                 reader.fieldnames = found
                 for row in reader:
-                    out.append(self._item(row, f"{csv_path}:{reader.line_num}", root, fractions, clips))
+                    where = f"{csv_path}:{reader.line_num}"
+                    item = self._item(row, where, root, fractions, clips, missing)
+                    if item is not None:
+                        out.append(item)
         except (OSError, UnicodeDecodeError, csv.Error) as err:
             raise LayoutError(f"{csv_path}: cannot read the CSV ({err})") from None
+        if missing:
+            raise LayoutError(missing_message(csv_path, root, missing, len(out) + len(missing)))
         return require_items(out, "csv", root)
 
     def _item(
@@ -78,7 +86,8 @@ class CSVSource:
         root: Path,
         fractions: dict[str, float],
         clips: dict[str, tuple[int, str, str]],
-    ) -> SourceItem:
+        missing: list[tuple[str, str, Path]],
+    ) -> SourceItem | None:
         def cell(name: str) -> str:
             value = row.get(name)
             return value.strip() if isinstance(value, str) else ""
@@ -90,7 +99,8 @@ class CSVSource:
         if path.is_dir():
             raise LayoutError(f"{where}: path {rel} is a folder, not a file ({path})")
         if not path.is_file():
-            raise LayoutError(f"{where}: file {rel} does not exist ({path})")
+            missing.append((where, rel, path))  # the rest of the list is still checked, then all named
+            return None
         key = (
             path.relative_to(root).as_posix() if path.is_relative_to(root) else "external/" + path.as_posix()
         )
@@ -108,3 +118,16 @@ class CSVSource:
                     f"{first[0]}, split {first[1]} at {first[2]}; a clip needs one label and one split"
                 )
         return SourceItem(path, label, split, key=key, video_id=video_id)
+
+
+def missing_message(csv_path: Path, root: Path, missing: list[tuple[str, str, Path]], listed: int) -> str:
+    """One line for the listed files that do not exist: the one, or how many and the first few."""
+    if len(missing) == 1:
+        where, rel, path = missing[0]
+        return f"{where}: file {rel} does not exist ({path})"
+    shown = ", ".join(f"{rel} (line {where.rsplit(':', 1)[1]})" for where, rel, _ in missing[:MISSING_SHOWN])
+    more = f", … (first {MISSING_SHOWN} shown)" if len(missing) > MISSING_SHOWN else ""
+    return (
+        f"{len(missing)} of {listed} files listed in {csv_path} do not exist: {shown}{more}; paths are "
+        f"relative to {root} (data.source.root, else the CSV's folder): fix them or remove those rows"
+    )
