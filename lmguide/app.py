@@ -18,10 +18,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lmguide.app_core import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Analysis, Analyzer, AppInputError, score_plot
+from lmguide.app_core import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Analysis, Analyzer, AppInputError
 from lmguide.cli import check_argv, friendly_errors
 from lmguide.errors import ConfigError
 from lmguide.runtime import CONF_DIR
+from lmguide.viz.timeline import score_plot
 
 log = logging.getLogger(__name__)
 

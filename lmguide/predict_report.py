@@ -15,6 +15,7 @@ from lmguide.errors import ConfigError
 from lmguide.predict_results import FileResult
 from lmguide.report_html import Checkpoint, render, report_name, write_report
 from lmguide.viz.tiles import face_tiles, faces_to_draw
+from lmguide.viz.timeline import score_plot
 
 #: faces of one file drawn in its report (every face is scored and listed)
 MAX_FACES = 8
@@ -52,8 +53,6 @@ class Reporter:
         )
 
     def write(self, path: Path, result: FileResult, crops: dict | None) -> Path:
-        from lmguide.app_core import score_plot
-
         tiles, notes = [], []
         shown = [] if result.clips else faces_to_draw(result, result.decision)
         if len(shown) > MAX_FACES:

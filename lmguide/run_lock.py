@@ -94,7 +94,10 @@ def _check_resumed_dir(config, run: Path) -> None:
     task, resume, ckpt = config.get("task_name"), config.get("resume"), config.get("ckpt_path")
     try:
         if is_resume(task, resume, ckpt):
-            runs_root = Path(str(config.paths.log_dir)) / task / "runs"  # as the run.dir resolver is given
+            from omegaconf import OmegaConf
+
+            log_dir = OmegaConf.select(config, "paths.log_dir", default="logs")  # only resume=last needs it
+            runs_root = Path(str(log_dir)) / task / "runs"  # as the run.dir resolver is given
             check_same_run_dir(resume_dir(task, resume, ckpt, str(runs_root)), run, resume)
     except LmguideError as err:
         fail(str(err))

@@ -64,7 +64,7 @@ def test_bad_report_values_and_existing_pages_are_refused_before_scoring(reports
     _, out, tmp, src = reports
     with pytest.raises(ConfigError, match="report must be null or html, got 'pdf'"):
         predict(predict_cfg(trained_ckpt, src, tmp, "report=pdf"))
-    with pytest.raises(ConfigError, match=r"group.jpg.html .*overwrite=true"):
+    with pytest.raises(ConfigError, match=r"(group.jpg|clips__talk.mp4).html exists: give overwrite=true"):
         predict(predict_cfg(tmp / "not-loaded.ckpt", src, tmp, "report=html", f"report_dir={out}"))
 
 
