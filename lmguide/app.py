@@ -249,10 +249,8 @@ def upload_folder(on_sigterm: bool = True) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="lmguide-app-uploads-"))
     os.environ["GRADIO_TEMP_DIR"] = str(folder)
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    if on_sigterm and signal.getsignal(signal.SIGTERM) in (
-        signal.SIG_DFL,
-        None,
-    ):  # SIGTERM then runs the atexit hooks
+    untouched = signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)
+    if on_sigterm and untouched:  # SIGTERM then exits through the atexit hooks
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return folder
 
