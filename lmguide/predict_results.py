@@ -214,10 +214,10 @@ def print_table(console, results: list[FileResult]) -> None:
         note = r.reason if r.status == "ok" else f"{r.status.replace('_', ' ')}: {r.reason}"
         faces = r.face_scores
         per_face = "  ".join(f"{k}: {_fmt(v)}" for k, v in faces.items()) if len(faces) > 1 else ""
-        verdict = r.verdict or "-"
+        d = r.decision
         table.add_row(
-            r.file, r.kind, _fmt(r.prob_fake), verdict, per_face, str(r.frames_scored), str(r.frames_no_face),
-            note,
+            r.file, r.kind, _fmt(d.score), d.label or "-", per_face, str(r.frames_scored),
+            str(r.frames_no_face), note,
         )  # fmt: skip
     console.print(table)
     no_face = [r.file for r in results if r.status == "no_face"]
@@ -248,14 +248,15 @@ def write_output(path: Path, results: list[FileResult]) -> None:
     w = _InertWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
     w.writeheader()
     for r in results:
+        s = r.summary()  # the verdict rule runs once per file, not once per column
         w.writerow(
             {
-                **r.summary(),
+                **s,
                 "level": "file",
-                "prob_fake": _csv_num(r.prob_fake),
-                "verdict": r.verdict or "",
+                "prob_fake": _csv_num(s["prob_fake"]),
+                "verdict": s["verdict"] or "",
                 "threshold": _csv_num(r.threshold),
-                "fake_frames": " ".join(map(str, r.decision.fake_frames)),
+                "fake_frames": " ".join(map(str, s["fake_frames"])),
             }
         )
         for fr in r.frames:
