@@ -50,6 +50,7 @@ from lmguide.sweep_jobs import (
     read_jobs,
 )
 from lmguide.sweep_paired import paired_comparisons, paired_csv, paired_markdown
+from lmguide.sweep_sources import sources_markdown
 
 
 def _fmt(mean: float, std: float, n: int, digits: int = 3, undefined: int = 0) -> str:
@@ -103,6 +104,9 @@ def markdown(groups: list[Group], jobs: list[Job], faces: list[FaceComparison] |
     faces = face_comparisons(groups) if faces is None else faces
     if faces:
         lines += ["", faces_markdown(faces)]
+    by_source = sources_markdown(groups)
+    if by_source:
+        lines += ["", by_source]
     return "\n".join(lines) + "\n"
 
 
