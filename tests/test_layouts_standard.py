@@ -3,12 +3,15 @@ fake trees with each data set's published structure, filled with demo media."""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from lmguide.data.layouts.base import LayoutError, hash_split
 from lmguide.data.layouts.celebdf import CelebDFv1Source
+from lmguide.data.layouts.dfdcp import DFDCPSource
 from lmguide.data.layouts.uadfv import UADFVSource
 from tests.conftest import table
 
@@ -113,6 +116,142 @@ def test_uadfv_refuses_missing_folders_odd_fakes_and_videos_without_a_label(tmp_
         UADFVSource(root=str(root)).items()
 
 
+# --------------------------------------------------------------------------- DFDC preview
+
+DFDCP_META = {
+    "original_videos/1061268/1061268_A_001.mp4": {"label": "real", "set": "train", "target_id": "1061268"},
+    "original_videos/1061268/1061268_B_002.mp4": {"label": "real", "set": "train", "target_id": "1061268"},
+    "method_A/1061268/1061268_A/1255229_1061268_A_001.mp4": {
+        "label": "fake",
+        "set": "train",
+        "target_id": "1061268",
+    },
+    "original_videos/2000001/2000001_A_001.mp4": {"label": "real", "set": "test", "target_id": "2000001"},
+    "method_B/2000001/2000001_A/1061268_2000001_A_001.mp4": {"label": "fake", "set": "test"},
+}
+
+
+def make_dfdcp(root: Path, touch, meta: dict | None = None) -> Path:
+    meta = DFDCP_META if meta is None else meta
+    touch(root, *meta)
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def _edit_dfdcp(root: Path, fn) -> Path:
+    path = root / "dataset.json"
+    meta = json.loads(path.read_text())
+    fn(meta)
+    path.write_text(json.dumps(meta))
+    return path
+
+
+def test_dfdcp_uses_the_set_field_and_holds_out_identities_for_val(tmp_path, touch):
+    root = make_dfdcp(tmp_path / "DFDCP", touch)
+    items = DFDCPSource(root=str(root), val_fraction=0.5).items()
+    got = table(items)
+    train_split = hash_split("id:1061268", {"val": 0.5})
+    assert got == {
+        "method_A/1061268/1061268_A/1255229_1061268_A_001.mp4": (
+            1,
+            train_split,
+            "method_A/1061268/1061268_A/1255229_1061268_A_001",
+        ),
+        "method_B/2000001/2000001_A/1061268_2000001_A_001.mp4": (
+            1,
+            "test",
+            "method_B/2000001/2000001_A/1061268_2000001_A_001",
+        ),
+        "original_videos/1061268/1061268_A_001.mp4": (
+            0,
+            train_split,
+            "original_videos/1061268/1061268_A_001",
+        ),
+        "original_videos/1061268/1061268_B_002.mp4": (
+            0,
+            train_split,
+            "original_videos/1061268/1061268_B_002",
+        ),
+        "original_videos/2000001/2000001_A_001.mp4": (0, "test", "original_videos/2000001/2000001_A_001"),
+    }
+    assert {it.key.split("/")[0]: it.origin for it in items} == {
+        "original_videos": "original_videos",
+        "method_A": "method_A",
+        "method_B": "method_B",
+    }
+
+
+def test_dfdcp_identity_falls_back_to_the_folder_and_splits_many_identities(tmp_path, touch):
+    meta = {
+        f"original_videos/{i:07d}/{i:07d}_A_001.mp4": {"label": "real", "set": "train"} for i in range(60)
+    } | {
+        f"method_A/{i:07d}/{i:07d}_A/9_{i:07d}_A_001.mp4": {"label": "FAKE", "set": "train"}
+        for i in range(60)
+    }
+    root = make_dfdcp(tmp_path / "DFDCP", touch, meta)
+    got = table(DFDCPSource(root=str(root), val_fraction=0.3).items())
+    for i in range(60):
+        want = hash_split(f"id:{i:07d}", {"val": 0.3})
+        assert got[f"original_videos/{i:07d}/{i:07d}_A_001.mp4"][1] == want
+        assert got[f"method_A/{i:07d}/{i:07d}_A/9_{i:07d}_A_001.mp4"][1] == want
+    assert {v[1] for v in got.values()} == {"train", "val"}
+
+
+@pytest.mark.parametrize(
+    "record,shown",
+    [
+        ({"label": "REAL-ish", "set": "train"}, "label 'REAL-ish' is not real or fake"),
+        ({"label": 1, "set": "train"}, "label 1 is not real or fake"),
+        ({"set": "train"}, "label None is not real or fake"),
+        ({"label": "real", "set": "validation"}, "set 'validation' is not one of \\('train', 'test'\\)"),
+        ({"label": "real", "set": "train", "target_id": [1]}, "target_id must be a string or a number"),
+        ("real", "expected an object with label and set"),
+    ],
+)
+def test_dfdcp_refuses_labels_and_sets_of_other_kinds(tmp_path, touch, record, shown):
+    root = make_dfdcp(tmp_path / "DFDCP", touch)
+    rel = "original_videos/1061268/1061268_A_001.mp4"
+    meta = _edit_dfdcp(root, lambda m: m.update({rel: record}))
+    with pytest.raises(LayoutError, match=f"^{meta}: entry '{rel}': {shown}"):
+        DFDCPSource(root=str(root)).items()
+
+
+def test_dfdcp_refuses_missing_metadata_escapes_and_unlisted_videos(tmp_path, touch, caplog):
+    root = make_dfdcp(tmp_path / "DFDCP", touch)
+    meta = root / "dataset.json"
+    _edit_dfdcp(root, lambda m: m.update({"../elsewhere/x.mp4": {"label": "fake", "set": "test"}}))
+    with pytest.raises(LayoutError, match="entry '../elsewhere/x.mp4': path ../elsewhere/x.mp4 escapes"):
+        DFDCPSource(root=str(root)).items()
+    _edit_dfdcp(root, lambda m: m.pop("../elsewhere/x.mp4"))
+    _edit_dfdcp(root, lambda m: m.update({"/abs/x.mp4": {"label": "fake", "set": "test"}}))
+    with pytest.raises(LayoutError, match="path /abs/x.mp4 is absolute"):
+        DFDCPSource(root=str(root)).items()
+    _edit_dfdcp(root, lambda m: m.pop("/abs/x.mp4"))
+    gone = [f"method_B/3/3_A/{i}_3_A_001.mp4" for i in range(7)]
+    _edit_dfdcp(root, lambda m: m.update({g: {"label": "fake", "set": "test"} for g in gone}))
+    with pytest.raises(LayoutError) as err:
+        DFDCPSource(root=str(root)).items()
+    assert str(err.value) == (
+        f"7 of 12 files listed in {meta} do not exist: {', '.join(gone[:5])}, … (first 5 shown); restore "
+        "them, or set data.source.allow_missing=true"
+    )
+    with caplog.at_level(logging.WARNING, logger="lmguide.data.layouts.dfdcp"):
+        assert len(DFDCPSource(root=str(root), allow_missing=True).items()) == 5
+    assert "7 of 12 files listed" in caplog.text and "left out" in caplog.text
+    _edit_dfdcp(root, lambda m: [m.pop(g) for g in gone])
+    touch(root, "method_A/1061268/1061268_A/7_1061268_A_009.mp4")
+    with pytest.raises(
+        LayoutError, match="7_1061268_A_009.mp4 is not listed in .*dataset.json, so it has no"
+    ):
+        DFDCPSource(root=str(root)).items()
+    meta.unlink()
+    with pytest.raises(LayoutError, match="metadata file .*dataset.json is missing; data.root must be"):
+        DFDCPSource(root=str(root)).items()
+    meta.write_text("{not json")
+    with pytest.raises(LayoutError, match="dataset.json: cannot read JSON"):
+        DFDCPSource(root=str(root)).items()
+
+
 # --------------------------------------------------------------------------- the Hydra configs
 
 
@@ -126,9 +265,15 @@ def _uadfv_tree(root: Path, touch) -> list[str]:
     return []
 
 
+def _dfdcp_tree(root: Path, touch) -> list[str]:
+    make_dfdcp(root, touch)
+    return []
+
+
 #: conf/data/<name>.yaml → builds its fake tree under root and returns extra overrides; the test in
 #: tests/test_layouts.py composes every conf/data/*.yaml and indexes the tree
 STANDARD_TREES = {
     "celebdf_v1": _celebdf_v1_tree,
     "uadfv": _uadfv_tree,
+    "dfdcp": _dfdcp_tree,
 }
