@@ -11,6 +11,7 @@ import pytest
 
 from lmguide.data.layouts.base import LayoutError, hash_split
 from lmguide.data.layouts.celebdf import CelebDFv1Source
+from lmguide.data.layouts.df40 import DF40Source
 from lmguide.data.layouts.dfdcp import DFDCPSource
 from lmguide.data.layouts.uadfv import UADFVSource
 from tests.conftest import table
@@ -252,6 +253,145 @@ def test_dfdcp_refuses_missing_metadata_escapes_and_unlisted_videos(tmp_path, to
         DFDCPSource(root=str(root)).items()
 
 
+# --------------------------------------------------------------------------- DF40
+
+
+def make_df40(root: Path, touch) -> Path:
+    touch(
+        root,
+        "fsgan/ff/frames/000_003/000.png",
+        "fsgan/ff/frames/000_003/001.png",
+        "fsgan/ff/frames/071_054/000.png",
+        "fsgan/ff/masks/000_003/000.png",  # derived beside frames/: not read
+        "fsgan/cdf/frames/id0_id16_0000/000.png",
+        "simswap/ff/frames/000_003/000.png",
+        "heygen/ff/videos/clip1.mp4",  # no frames/: the videos are read
+        "heygen/ff/frames_wocropface/clip1/000.png",  # derived: never read
+        "MidJourney/fake/0001.png",
+        "MidJourney/real/0001.png",
+    )
+    (root / "fsgan/ff/landmarks/000_003").mkdir(parents=True)
+    (root / "fsgan/ff/landmarks/000_003/000.npy").write_bytes(b"\0")
+    return root
+
+
+def make_df40_reals(base: Path, touch) -> dict[str, str]:
+    ff = base / "FaceForensics++/original_sequences/youtube/c23"
+    cdf = base / "Celeb-DF-v2/Celeb-real"
+    touch(ff, "frames/000/000.png", "frames/000/001.png", "frames/071/000.png", "videos/000.mp4")
+    touch(cdf, "frames/id0_0000/000.png")
+    return {"ff": str(ff), "cdf": str(cdf)}
+
+
+def test_df40_reads_methods_domains_and_reals(tmp_path, touch):
+    root = make_df40(tmp_path / "DF40", touch)
+    real = make_df40_reals(tmp_path, touch)
+    items = DF40Source(root=str(root), real=real).items()
+    got = {it.key: (it.label, it.split, it.video_id, it.origin.split(" ")[0]) for it in items}
+    assert got == {
+        "fsgan/ff/frames/000_003/000.png": (1, "test", "fsgan/ff/000_003", "fsgan"),
+        "fsgan/ff/frames/000_003/001.png": (1, "test", "fsgan/ff/000_003", "fsgan"),
+        "fsgan/ff/frames/071_054/000.png": (1, "test", "fsgan/ff/071_054", "fsgan"),
+        "fsgan/cdf/frames/id0_id16_0000/000.png": (1, "test", "fsgan/cdf/id0_id16_0000", "fsgan"),
+        "simswap/ff/frames/000_003/000.png": (1, "test", "simswap/ff/000_003", "simswap"),
+        "heygen/ff/videos/clip1.mp4": (1, "test", "heygen/ff/videos/clip1", "heygen"),
+        "MidJourney/fake/0001.png": (1, "test", None, "MidJourney"),
+        "MidJourney/real/0001.png": (0, "test", None, "MidJourney"),
+        "real_ff/frames/000/000.png": (0, "test", "real/ff/000", "real-ff"),
+        "real_ff/frames/000/001.png": (0, "test", "real/ff/000", "real-ff"),
+        "real_ff/frames/071/000.png": (0, "test", "real/ff/071", "real-ff"),
+        "real_cdf/frames/id0_0000/000.png": (0, "test", "real/cdf/id0_0000", "real-cdf"),
+    }
+    assert all(it.path.is_file() for it in items)
+
+
+def test_df40_selects_methods_and_domains_and_hashes_video_names(tmp_path, touch, caplog):
+    root = make_df40(tmp_path / "DF40", touch)
+    real = make_df40_reals(tmp_path, touch)
+    only = DF40Source(root=str(root), methods=["fsgan"], domains=["cdf"], real=real).items()
+    assert sorted(it.video_id for it in only) == ["fsgan/cdf/id0_id16_0000", "real/cdf/id0_0000"]
+    fr = {"val": 0.3, "test": 0.3}
+    src = DF40Source(
+        root=str(root), methods=["fsgan", "simswap"], domains=["ff"], split=None, split_fractions=fr
+    )
+    with caplog.at_level(logging.WARNING, logger="lmguide.data.layouts.df40"):
+        got = table(src.items())
+    assert "no reals for the ff domain (data.source.real.ff is null)" in caplog.text
+    want = hash_split("df40:000_003", fr)
+    assert got["fsgan/ff/frames/000_003/000.png"][1] == got["simswap/ff/frames/000_003/000.png"][1] == want
+    assert {v[0] for v in got.values()} == {1}
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (
+            {"methods": ["fsgann"]},
+            "methods \\['fsgann'\\] are not method folders of .*; choose from \\['MidJ",
+        ),
+        ({"methods": ["../DF40/fsgan"]}, "methods \\['../DF40/fsgan'\\] are not method folders"),
+        (
+            {"domains": ["ff", "dfdc"]},
+            "domains \\['ff', 'dfdc'\\] must be a non-empty list of \\['ff', 'cdf'\\]",
+        ),
+        (
+            {"real": {"ff": "../FaceForensics++/original_sequences/youtube/c23"}},
+            "real.ff .* escapes data.root",
+        ),
+        ({"real": {"ff": "ff_real"}}, "real.ff .*DF40/ff_real is not a folder"),
+        ({"real": {"dfd": "x"}}, "real has unknown domain\\(s\\) \\['dfd'\\]"),
+        ({"split": "testing"}, "split 'testing' is not one of"),
+        (
+            {"methods": ["MidJourney"], "domains": ["ff"], "split": None, "split_fractions": {"val": 1}},
+            "val \\+ test < 1",
+        ),
+    ],
+)
+def test_df40_refuses_bad_options(tmp_path, touch, kwargs, match):
+    root = make_df40(tmp_path / "DF40", touch)
+    with pytest.raises(LayoutError, match=match):
+        DF40Source(root=str(root), **kwargs).items()
+
+
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (
+            "fsgan/ff2/frames/000_003/000.png",
+            "fsgan/ff2/frames/000_003/000.png is not under one of \\['ff', 'cdf'\\]",
+        ),
+        ("MidJourney/fakes/0002.png", "MidJourney/fakes/0002.png is not under one of \\['fake', 'real'\\]"),
+        ("stargan/0001.png", "stargan must hold ff/ and/or cdf/ .* it holds neither"),
+        ("stray.mp4", "DF40/stray.mp4 is not under one of"),
+        ("e4e/ff/frames/x/000.png", None),  # with fake/ too: both kinds
+    ],
+)
+def test_df40_refuses_media_without_a_label(tmp_path, touch, extra, match):
+    root = make_df40(tmp_path / "DF40", touch)
+    touch(root, extra)
+    if match is None:
+        touch(root, "e4e/fake/0001.png")
+        match = "e4e must hold ff/ and/or cdf/ .* it holds \\['ff', 'fake'\\]"
+    with pytest.raises(LayoutError, match=match) as err:
+        DF40Source(root=str(root)).items()
+    assert "\n" not in str(err.value)
+
+
+def test_df40_refuses_a_method_folder_of_no_known_kind_and_an_empty_one(tmp_path, touch):
+    root = make_df40(tmp_path / "DF40", touch)
+    (root / "VQGAN/test").mkdir(parents=True)
+    with pytest.raises(LayoutError, match="VQGAN must hold ff/ and/or cdf/ .* it holds neither"):
+        DF40Source(root=str(root)).items()
+    (root / "VQGAN/test").rmdir()
+    (root / "VQGAN/ff/frames").mkdir(parents=True)
+    with pytest.raises(LayoutError, match="method folder .*VQGAN holds no images or videos"):
+        DF40Source(root=str(root)).items()
+    with pytest.raises(
+        LayoutError, match="method heygen has none of domains \\['cdf'\\] \\(it has \\['ff'\\]\\)"
+    ):
+        DF40Source(root=str(root), methods=["fsgan", "heygen"], domains=["cdf"]).items()
+
+
 # --------------------------------------------------------------------------- the Hydra configs
 
 
@@ -270,10 +410,16 @@ def _dfdcp_tree(root: Path, touch) -> list[str]:
     return []
 
 
+def _df40_tree(root: Path, touch) -> list[str]:
+    make_df40(root, touch)
+    return []
+
+
 #: conf/data/<name>.yaml → builds its fake tree under root and returns extra overrides; the test in
 #: tests/test_layouts.py composes every conf/data/*.yaml and indexes the tree
 STANDARD_TREES = {
     "celebdf_v1": _celebdf_v1_tree,
     "uadfv": _uadfv_tree,
     "dfdcp": _dfdcp_tree,
+    "df40": _df40_tree,
 }
