@@ -8,12 +8,16 @@ import logging
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from lmguide.data.layouts.base import LayoutError, hash_split
 from lmguide.data.layouts.celebdf import CelebDFv1Source
+from lmguide.data.layouts.deepfakebench import DeepfakeBenchSource
 from lmguide.data.layouts.df40 import DF40Source
 from lmguide.data.layouts.dfdcp import DFDCPSource
 from lmguide.data.layouts.uadfv import UADFVSource
+from lmguide.runtime import CONF_DIR
 from tests.conftest import table
 
 # --------------------------------------------------------------------------- Celeb-DF v1
@@ -392,6 +396,236 @@ def test_df40_refuses_a_method_folder_of_no_known_kind_and_an_empty_one(tmp_path
         DF40Source(root=str(root), methods=["fsgan", "heygen"], domains=["cdf"]).items()
 
 
+# --------------------------------------------------------------------------- DeepfakeBench's JSON
+
+
+def _video(label: str, folder: str, video: str, n: int = 2, sep: str = "/") -> dict:
+    return {
+        "label": label,
+        "frames": [sep.join([*folder.split("/"), "frames", video, f"{i:03d}.png"]) for i in range(n)],
+    }
+
+
+def make_dfb_celebdf(rgb: Path, touch) -> Path:
+    """DeepfakeBench's Celeb-DF-v2.json as rearrange.py writes it: every video in train, the test list's
+    in test and val too; frames under rgb/ (the released files use '\\' separators)."""
+    real = {v: _video("CelebDFv2_real", "Celeb-DF-v2/Celeb-real", v) for v in ("id0_0000", "id1_0001")}
+    real["00170"] = _video("CelebDFv2_real", "Celeb-DF-v2/YouTube-real", "00170", sep="\\")
+    fake = {
+        v: _video("CelebDFv2_fake", "Celeb-DF-v2/Celeb-synthesis", v)
+        for v in ("id0_id1_0000", "id1_id0_0001")
+    }
+    test = {"real": {"00170": real["00170"]}, "fake": {"id1_id0_0001": fake["id1_id0_0001"]}}
+    data = {
+        "Celeb-DF-v2": {
+            "CelebDFv2_real": {"train": real, "val": test["real"], "test": test["real"]},
+            "CelebDFv2_fake": {"train": fake, "val": test["fake"], "test": test["fake"]},
+        }
+    }
+    for group in data["Celeb-DF-v2"].values():
+        for rec in group["train"].values():
+            touch(rgb, *(f.replace("\\", "/") for f in rec["frames"]))
+    path = rgb.parent / "dataset_json/Celeb-DF-v2.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _rewrite(path: Path, fn) -> None:
+    data = json.loads(path.read_text())
+    fn(data)
+    path.write_text(json.dumps(data))
+
+
+def test_deepfakebench_json_test_first_val_from_train_frames_grouped_by_video(tmp_path, touch, caplog):
+    rgb = tmp_path / "DeepfakeBench/datasets/rgb"
+    file = make_dfb_celebdf(rgb, touch)
+    with caplog.at_level(logging.WARNING, logger="lmguide.data.layouts.deepfakebench"):
+        items = DeepfakeBenchSource(file=str(file), root=str(rgb), val_fraction=0.5).items()
+    assert (
+        "2 videos are listed in more than one of the JSON splits read; each is used once, in the first of "
+        "test, train" in caplog.text
+    )
+    got = table(items)
+    assert len(got) == 10
+    fr = {"val": 0.5}
+    assert got["Celeb-DF-v2/YouTube-real/frames/00170/001.png"] == (0, "test", "CelebDFv2_real/00170")
+    assert got["Celeb-DF-v2/Celeb-synthesis/frames/id1_id0_0001/000.png"] == (
+        1,
+        "test",
+        "CelebDFv2_fake/id1_id0_0001",
+    )
+    assert got["Celeb-DF-v2/Celeb-real/frames/id0_0000/001.png"] == (
+        0,
+        hash_split("dfb:id0_0000", fr),
+        "CelebDFv2_real/id0_0000",
+    )
+    assert got["Celeb-DF-v2/Celeb-synthesis/frames/id0_id1_0000/000.png"][1] == hash_split(
+        "dfb:id0_id1_0000", fr
+    )
+    assert {it.origin for it in items} == {"CelebDFv2_real", "CelebDFv2_fake"}
+    # the JSON's own val: Celeb-DF's copies test, so test keeps those videos and val has none left
+    with_val = DeepfakeBenchSource(
+        file=str(file), root=str(rgb), splits={"train": "train", "val": "val", "test": "test"}
+    )
+    assert {it.split for it in with_val.items()} == {"train", "test"}
+    only_test = DeepfakeBenchSource(
+        file="../../dataset_json/Celeb-DF-v2.json", root=str(rgb), splits={"test": "test"}
+    )
+    with pytest.raises(LayoutError, match="file ../../dataset_json/Celeb-DF-v2.json escapes data.root"):
+        only_test.items()
+    only_test.file = str(file)
+    assert {it.split for it in only_test.items()} == {"test"} and len(only_test.items()) == 4
+
+
+def test_deepfakebench_compression_level_and_repeated_reals(tmp_path, touch, caplog):
+    rgb = tmp_path / "rgb"
+    base = "FaceForensics++/original_sequences/youtube"
+    fake = "FaceForensics++/manipulated_sequences/Deepfakes"
+    data = {
+        "FF-DF": {
+            "FF-real": {
+                "train": {
+                    c: {"000": _video("FF-real", f"{base}/{c}", "000", sep="\\")} for c in ("c23", "c40")
+                },
+                "test": {c: {"071": _video("FF-real", f"{base}/{c}", "071")} for c in ("c23", "c40")},
+            },
+            "FF-DF": {
+                "train": {c: {"000_003": _video("FF-DF", f"{fake}/{c}", "000_003")} for c in ("c23", "c40")},
+                "test": {c: {} for c in ("c23", "c40")},
+            },
+            "FF-real-again": {"train": {"c40": {"000": _video("FF-real", f"{base}/c40", "000")}}, "test": {}},
+        }
+    }
+    for c in ("c23", "c40"):
+        touch(rgb, *(f"{base}/{c}/frames/{v}/{i:03d}.png" for v in ("000", "071") for i in range(2)))
+        touch(rgb, *(f"{fake}/{c}/frames/000_003/{i:03d}.png" for i in range(2)))
+    file = rgb / "FF-DF.json"
+    file.write_text(json.dumps(data))
+    with pytest.raises(
+        LayoutError, match="FF-DF/FF-real-again/train: no 'c23' videos \\(it has \\['c40'\\]\\); set"
+    ):
+        DeepfakeBenchSource(file="FF-DF.json", root=str(rgb)).items()
+    with caplog.at_level(logging.WARNING, logger="lmguide.data.layouts.deepfakebench"):
+        items = DeepfakeBenchSource(file="FF-DF.json", root=str(rgb), compression="c40").items()
+    assert "2 frames are listed under more than one video; each is used once" in caplog.text
+    assert all("/c40/" in it.key for it in items) and len(items) == 6
+    assert {it.video_id for it in items} == {"FF-DF/000_003", "FF-real/000", "FF-real/071"}
+
+
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (
+            lambda d: d["Celeb-DF-v2"]["CelebDFv2_real"]["train"]["id0_0000"].update(label="CelebDFv2_maybe"),
+            "train: video 'id0_0000': label 'CelebDFv2_maybe' is neither one of DeepfakeBench's nor named "
+            "\\*_real/\\*_fake; map it with data.source.labels=\\{CelebDFv2_maybe: 0\\} \\(real\\) or 1",
+        ),
+        (
+            lambda d: d["Celeb-DF-v2"]["CelebDFv2_real"]["train"]["id0_0000"].pop("label"),
+            "label None is not a label",
+        ),
+        (
+            lambda d: d["Celeb-DF-v2"]["CelebDFv2_real"]["train"]["id0_0000"]["frames"].append(
+                "../../x/000.png"
+            ),
+            "CelebDFv2_real/train: video 'id0_0000': frame ../../x/000.png escapes data.root",
+        ),
+        (
+            lambda d: d["Celeb-DF-v2"]["CelebDFv2_real"]["train"]["id0_0000"]["frames"].append(
+                "/data/x/000.png"
+            ),
+            "video 'id0_0000': frame /data/x/000.png is absolute; .* \\(allow_absolute=true\\)",
+        ),
+        (
+            lambda d: d["Celeb-DF-v2"]["CelebDFv2_real"]["train"]["id0_0000"]["frames"].append("a/b.mp4"),
+            "frame 'a/b.mp4' is not an image",
+        ),
+        (
+            lambda d: d["Celeb-DF-v2"]["CelebDFv2_real"]["train"]["id0_0000"].update(frames="000.png"),
+            "'frames' must be a list of frame paths",
+        ),
+        (
+            lambda d: d["Celeb-DF-v2"]["CelebDFv2_fake"].pop("test"),
+            "CelebDFv2_fake has no 'test' split \\(it has",
+        ),
+        (
+            lambda d: d.update({"UADFV": {}}),
+            "holds several data sets; set data.source.dataset to one of \\['Cel",
+        ),
+        (
+            lambda d: d["Celeb-DF-v2"]["CelebDFv2_fake"]["train"]["id0_id1_0000"].update(
+                frames=["Celeb-DF-v2/Celeb-real/frames/id0_0000/000.png"]
+            ),
+            "CelebDFv2_real/train: video 'id0_0000': frame 'Celeb-DF-v2/Celeb-real/frames/id0_0000/000.png' "
+            "is labelled 0 here but 1 in .*CelebDFv2_fake/train: video 'id0_id1_0000'; a frame needs one",
+        ),
+    ],
+)
+def test_deepfakebench_refuses_bad_records(tmp_path, touch, edit, match):
+    rgb = tmp_path / "rgb"
+    file = make_dfb_celebdf(rgb, touch)
+    _rewrite(file, edit)
+    with pytest.raises(LayoutError, match=match) as err:
+        DeepfakeBenchSource(file=str(file), root=str(rgb)).items()
+    assert str(file) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_deepfakebench_refuses_missing_json_frames_and_bad_options(tmp_path, touch, caplog):
+    rgb = tmp_path / "rgb"
+    file = make_dfb_celebdf(rgb, touch)
+    with pytest.raises(LayoutError, match="data.source.file is not set"):
+        DeepfakeBenchSource(file="???", root=str(rgb)).items()
+    with pytest.raises(LayoutError, match="JSON file .*UADFV.json does not exist"):
+        DeepfakeBenchSource(file="UADFV.json", root=str(rgb)).items()
+    with pytest.raises(LayoutError, match="has no data set 'Celeb-DF-v1'; set data.source.dataset"):
+        DeepfakeBenchSource(file=str(file), root=str(rgb), dataset="Celeb-DF-v1").items()
+    for kwargs, match in [
+        ({"splits": {"training": "train"}}, "must map some of"),
+        ({"labels": {"X": 2}}, "labels.X must be 0 \\(real\\) or 1 \\(fake\\), got 2"),
+        ({"compression": "c30"}, "compression 'c30'"),
+    ]:
+        with pytest.raises(LayoutError, match=match):
+            DeepfakeBenchSource(file=str(file), root=str(rgb), **kwargs).items()
+    # a name of its own, mapped
+    _rewrite(file, lambda d: d["Celeb-DF-v2"]["CelebDFv2_real"]["train"]["id0_0000"].update(label="pristine"))
+    mapped = DeepfakeBenchSource(file=str(file), root=str(rgb), labels={"pristine": 0}).items()
+    assert {it.label for it in mapped if it.video_id == "CelebDFv2_real/id0_0000"} == {0}
+    for f in (rgb / "Celeb-DF-v2/Celeb-real/frames/id0_0000").iterdir():
+        f.unlink()
+    with pytest.raises(LayoutError) as err:
+        DeepfakeBenchSource(file=str(file), root=str(rgb), labels={"pristine": 0}).items()
+    assert str(err.value) == (
+        f"2 of 10 files listed in {file} do not exist: Celeb-DF-v2/Celeb-real/frames/id0_0000/000.png, "
+        "Celeb-DF-v2/Celeb-real/frames/id0_0000/001.png; restore them, or set data.source.allow_missing=true"
+    )
+    with caplog.at_level(logging.WARNING, logger="lmguide.data.layouts.deepfakebench"):
+        kept = DeepfakeBenchSource(file=str(file), root=str(rgb), labels={"pristine": 0}, allow_missing=True)
+        assert len(kept.items()) == 8
+    assert "2 of 10 files listed" in caplog.text
+    file.write_text("{")
+    with pytest.raises(LayoutError, match="Celeb-DF-v2.json: cannot read JSON"):
+        DeepfakeBenchSource(file=str(file), root=str(rgb)).items()
+
+
+def test_deepfakebench_config_maps_label_names_and_reads_one_split(tmp_path, touch):
+    """The overrides the docs give: a label name of one's own, and the test split alone."""
+    rgb = tmp_path / "rgb"
+    file = make_dfb_celebdf(rgb, touch)
+    _rewrite(file, lambda d: d["Celeb-DF-v2"]["CelebDFv2_real"]["test"]["00170"].update(label="pristine"))
+    overrides = ["data.source.labels={pristine:0}", "data.source.splits.train=null"]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["data=deepfakebench", f"data.root={rgb}", f"data.source.file={file}", *overrides],
+        )
+    items = instantiate(cfg.data.source).items()
+    assert {(it.video_id, it.label, it.split) for it in items} == {
+        ("CelebDFv2_real/00170", 0, "test"),
+        ("CelebDFv2_fake/id1_id0_0001", 1, "test"),
+    }
+
+
 # --------------------------------------------------------------------------- the Hydra configs
 
 
@@ -415,6 +649,10 @@ def _df40_tree(root: Path, touch) -> list[str]:
     return []
 
 
+def _deepfakebench_tree(root: Path, touch) -> list[str]:
+    return [f"data.source.file={make_dfb_celebdf(root, touch)}"]
+
+
 #: conf/data/<name>.yaml → builds its fake tree under root and returns extra overrides; the test in
 #: tests/test_layouts.py composes every conf/data/*.yaml and indexes the tree
 STANDARD_TREES = {
@@ -422,4 +660,5 @@ STANDARD_TREES = {
     "uadfv": _uadfv_tree,
     "dfdcp": _dfdcp_tree,
     "df40": _df40_tree,
+    "deepfakebench": _deepfakebench_tree,
 }
