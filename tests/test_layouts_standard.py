@@ -309,6 +309,15 @@ def test_df40_reads_methods_domains_and_reals(tmp_path, touch):
     assert all(it.path.is_file() for it in items)
 
 
+def test_df40_reals_inside_its_folder_are_no_method(tmp_path, touch):
+    root = make_df40(tmp_path / "DF40", touch)
+    touch(root, "reals/ff/frames/000/000.png")
+    got = table(DF40Source(root=str(root), real={"ff": "reals/ff"}, domains=["ff"]).items())
+    assert got["reals/ff/frames/000/000.png"] == (0, "test", "real/ff/000")
+    # without real.ff the folder is one more method: its files are fakes
+    assert table(DF40Source(root=str(root), domains=["ff"]).items())["reals/ff/frames/000/000.png"][0] == 1
+
+
 def test_df40_selects_methods_and_domains_and_hashes_video_names(tmp_path, touch, caplog):
     root = make_df40(tmp_path / "DF40", touch)
     real = make_df40_reals(tmp_path, touch)
@@ -662,3 +671,9 @@ STANDARD_TREES = {
     "df40": _df40_tree,
     "deepfakebench": _deepfakebench_tree,
 }
+
+
+def test_every_standard_layout_has_a_config_and_a_tree():
+    names = {"celebdf_v1", "dfdcp", "uadfv", "df40", "deepfakebench"}
+    assert set(STANDARD_TREES) == names
+    assert all((CONF_DIR / "data" / f"{n}.yaml").is_file() for n in names)

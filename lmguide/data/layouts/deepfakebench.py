@@ -127,7 +127,7 @@ class DeepfakeBenchSource:
                 ", ".join(s for s in PRECEDENCE if s in splits),
             )
         out: dict[str, SourceItem] = {}
-        first: dict[str, str] = {}  # key -> where it was listed first
+        first: dict[str, tuple[int, str]] = {}  # key -> (label, where) of its first listing
         missing: list[str] = []
         listed = repeats = empty = 0
         for split, group, video, rec, where in videos:
@@ -140,23 +140,23 @@ class DeepfakeBenchSource:
             if split == "train" and "val" not in splits:
                 split = hash_split(f"dfb:{video}", fractions)
             for raw in frames:
-                listed += 1
                 file = resolve_under(root, raw.replace("\\", "/"), self.allow_absolute, f"{at}: frame")
                 if file.suffix.lower() not in IMAGE_SUFFIXES:
                     raise LayoutError(f"{at}: frame {raw!r} is not an image")
                 key = file.relative_to(root).as_posix() if file.is_relative_to(root) else f"external{file}"
-                if key in out:
-                    if out[key].label != label:
+                if key in first:
+                    if first[key][0] != label:
                         raise LayoutError(
                             f"{at}: frame {raw!r} is labelled {label} here but "
-                            f"{out[key].label} in {first[key]}; a frame needs one label"
+                            f"{first[key][0]} in {first[key][1]}; a frame needs one label"
                         )
                     repeats += 1
                     continue
+                first[key] = (label, at)
+                listed += 1
                 if not file.is_file():
                     missing.append(raw)
                     continue
-                first[key] = at
                 vid = f"{group}/{video}"
                 out[key] = SourceItem(file, label, split, key=key, video_id=vid, origin=group)
         if repeats:

@@ -121,10 +121,11 @@ class DF40Source:
         _refuse_unlabelled(root, [p.name for p in root.iterdir() if p.is_dir()], layout)
         out: list[SourceItem] = []
         used: set[str] = set()  # the domains whose fakes were read
-        for method in self._methods(root):
+        reals = {d: resolve_under(root, str(v), True, f"{layout} real.{d}") for d, v in real.items() if v}
+        for method in self._methods(root, list(reals.values())):
             out += self._method(root, method, domains, used, fractions)
         for domain in sorted(used):
-            if real.get(domain) in (None, ""):
+            if domain not in reals:
                 log.warning(
                     "%s: no reals for the %s domain (data.source.real.%s is null): its fakes have nothing "
                     "to be told from; point it at the real frames (FF++ for ff, Celeb-DF for cdf)",
@@ -133,7 +134,7 @@ class DF40Source:
                     domain,
                 )
                 continue
-            folder = resolve_under(root, str(real[domain]), True, f"{layout} real.{domain}")
+            folder = reals[domain]
             if not folder.is_dir():
                 raise LayoutError(f"{layout}: real.{domain} {folder} is not a folder")
             files = clip_media(folder)
@@ -145,8 +146,16 @@ class DF40Source:
                 out.append(self._item(path, 0, key, f"real/{domain}", clip, f"real-{domain}", fractions))
         return require_items(out, layout, root)
 
-    def _methods(self, root: Path) -> list[str]:
-        present = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    def _methods(self, root: Path, reals: list[Path]) -> list[str]:
+        """The method folders to read: ``methods``, else every folder under ``root`` that does not
+        hold the reals (``real.ff`` may point inside the DF40 folder)."""
+        present = sorted(
+            p.name
+            for p in root.iterdir()
+            if p.is_dir()
+            and not p.name.startswith(".")
+            and not any(r.is_relative_to(p.resolve()) for r in reals)
+        )
         if self.methods is None:
             return present
         chosen = [str(m) for m in self.methods]
