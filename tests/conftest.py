@@ -286,3 +286,40 @@ def kill_during_training(
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     return step()
+
+
+# --------------------------------------------------------------------------- fake data set trees
+
+
+@pytest.fixture(scope="module")
+def media_bytes(tmp_path_factory) -> dict[str, bytes]:
+    """A tiny 3-frame mp4 and a tiny png, encoded once; the layout tests' fake trees copy the bytes."""
+    import cv2
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("media") / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5, (16, 16))
+    for i in range(3):
+        writer.write(np.full((16, 16, 3), 40 * i, np.uint8))
+    writer.release()
+    ok, png = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8))
+    assert ok and path.stat().st_size > 0
+    return {"video": path.read_bytes(), "image": png.tobytes()}
+
+
+@pytest.fixture
+def touch(media_bytes):
+    """``touch(root, "a/b.mp4", "c/d.png", ...)`` writes media files (video or image by suffix)."""
+
+    def write(root: Path, *rels: str) -> None:
+        for rel in rels:
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(media_bytes["image" if path.suffix == ".png" else "video"])
+
+    return write
+
+
+def table(items) -> dict[str, tuple[int, str, str | None]]:
+    """Indexed items as ``{key: (label, split, video_id)}``, the layout tests' expected tables."""
+    return {it.key: (it.label, it.split, it.video_id) for it in items}

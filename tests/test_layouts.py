@@ -8,8 +8,6 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -21,37 +19,7 @@ from lmguide.data.layouts.dfdc import DFDCSource
 from lmguide.data.layouts.ffpp import FFPPSource
 from lmguide.data.layouts.folder import FolderSource
 from lmguide.runtime import CONF_DIR
-
-
-@pytest.fixture(scope="module")
-def media_bytes(tmp_path_factory) -> dict[str, bytes]:
-    """A tiny 3-frame mp4 and a tiny png, encoded once; trees copy the bytes."""
-    path = tmp_path_factory.mktemp("media") / "clip.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5, (16, 16))
-    for i in range(3):
-        writer.write(np.full((16, 16, 3), 40 * i, np.uint8))
-    writer.release()
-    ok, png = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8))
-    assert ok and path.stat().st_size > 0
-    return {"video": path.read_bytes(), "image": png.tobytes()}
-
-
-@pytest.fixture
-def touch(media_bytes):
-    """``touch(root, "a/b.mp4", "c/d.png", ...)`` writes media files (video or image by suffix)."""
-
-    def write(root: Path, *rels: str) -> None:
-        for rel in rels:
-            path = root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(media_bytes["image" if path.suffix == ".png" else "video"])
-
-    return write
-
-
-def table(items: list[SourceItem]) -> dict[str, tuple[int, str, str | None]]:
-    return {it.key: (it.label, it.split, it.video_id) for it in items}
-
+from tests.conftest import table
 
 # --------------------------------------------------------------------------- hash_split
 
@@ -692,8 +660,12 @@ def _tree_for(name: str, root: Path, touch) -> list[str]:
         touch(root, "a.png", "b.png")
         (root / "list.csv").write_text("path,label\na.png,real\nb.png,fake\n")
         return [f"data.source.file={root / 'list.csv'}"]
-    else:
-        raise AssertionError(f"conf/data/{name}.yaml has no fake tree in tests/test_layouts.py")
+    else:  # the standard test sets' layouts build their trees in their own test file
+        from tests.test_layouts_standard import STANDARD_TREES
+
+        if name not in STANDARD_TREES:
+            raise AssertionError(f"conf/data/{name}.yaml has no fake tree in tests/test_layouts*.py")
+        return STANDARD_TREES[name](root, touch)
     return []
 
 

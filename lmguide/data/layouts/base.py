@@ -189,3 +189,15 @@ def require_items(items: list[SourceItem], layout: str, root: Path) -> list[Sour
             raise LayoutError(f"{layout}: {it.path} and {seen[it.key]} share the sample key {it.key!r}")
         seen[it.key] = it.path
     return items
+
+
+def unlisted_media(root: Path, keys: set[str], suffixes: Iterable[str] = MEDIA_SUFFIXES) -> list[Path]:
+    """Media files under ``root`` whose key (path relative to ``root``) is not in ``keys``: files a
+    layout would leave out for want of a label, which it refuses rather than skips."""
+    return [p for p in media_files(root, suffixes) if rel_key(p, root) not in keys]
+
+
+def missing_listed(listing: Path, missing: list[str], listed: int, fix: str, shown: int = 5) -> str:
+    """One line for the files ``listing`` names that do not exist: how many, the first few, the fix."""
+    names = ", ".join(missing[:shown]) + (f", … (first {shown} shown)" if len(missing) > shown else "")
+    return f"{len(missing)} of {listed} files listed in {listing} do not exist: {names}; {fix}"

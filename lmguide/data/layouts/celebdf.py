@@ -1,4 +1,5 @@
-"""Celeb-DF (v2): celebrity interviews, YouTube videos and their face-swapped versions.
+"""Celeb-DF (v2, and v1 with the same structure): celebrity interviews, YouTube videos and their
+face-swapped versions.
 
 Folders::
 
@@ -45,7 +46,7 @@ def identity_group(folder: str, stem: str) -> str:
     return f"celeb:{stem.split('_')[0]}"
 
 
-def read_test_list(path: Path, root: Path) -> set[str]:
+def read_test_list(path: Path, root: Path, layout: str = "celebdf") -> set[str]:
     """The keys (paths relative to ``root``) of the official test videos.
 
     The file's own convention is label 1 = real, 0 = fake; a label that disagrees with the video's
@@ -53,7 +54,7 @@ def read_test_list(path: Path, root: Path) -> set[str]:
     """
     if not path.is_file():
         raise LayoutError(
-            f"celebdf: test list {path} is missing (set data.source.test_list=null to split by hash instead)"
+            f"{layout}: test list {path} is missing (set data.source.test_list=null to split by hash instead)"
         )
     keys: set[str] = set()
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -79,24 +80,24 @@ def read_test_list(path: Path, root: Path) -> set[str]:
             raise LayoutError(f"{where}: listed video {full} does not exist")
         keys.add(key)
     if not keys:
-        raise LayoutError(f"celebdf: test list {path} lists no videos")
+        raise LayoutError(f"{layout}: test list {path} lists no videos")
     return keys
 
 
-def _refuse_stray_videos(root: Path, keys: set[str]) -> None:
+def _refuse_stray_videos(root: Path, keys: set[str], layout: str) -> None:
     """A video under ``root`` outside the three folders has no label and would be left out: refuse it."""
     stray = [p for p in media_files(root, VIDEO_SUFFIXES) if rel_key(p, root) not in keys]
     if stray:
         more = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
         raise LayoutError(
-            f"celebdf: video {stray[0]}{more} is not directly in one of {sorted(FOLDERS)}, so it has no "
+            f"{layout}: video {stray[0]}{more} is not directly in one of {sorted(FOLDERS)}, so it has no "
             "label; move it or remove it"
         )
 
 
 @dataclass
 class CelebDFSource:
-    """Celeb-DF v2 videos.
+    """Celeb-DF v2 videos (v1: :class:`CelebDFv1Source`).
 
     root: the folder holding ``Celeb-real/``, ``YouTube-real/``, ``Celeb-synthesis/``.
     test_list: the official test list, relative to ``root`` (or absolute). None: no official test
@@ -112,20 +113,22 @@ class CelebDFSource:
     name: str = "celebdf"
 
     def items(self) -> list[SourceItem]:
-        root = check_root(self.root, "celebdf")
+        layout = self.name
+        root = check_root(self.root, layout)
         test_keys: set[str] | None = None
         if self.test_list:
-            test_keys = read_test_list(resolve_under(root, self.test_list, True, "celebdf test_list"), root)
-            fractions = check_fractions({"val": self.val_fraction}, "celebdf val_fraction")
+            test_list = resolve_under(root, self.test_list, True, f"{layout} test_list")
+            test_keys = read_test_list(test_list, root, layout)
+            fractions = check_fractions({"val": self.val_fraction}, f"{layout} val_fraction")
         else:
             fractions = check_fractions(
-                {"val": self.val_fraction, "test": self.test_fraction}, "celebdf val/test_fraction"
+                {"val": self.val_fraction, "test": self.test_fraction}, f"{layout} val/test_fraction"
             )
         out = []
         for folder, label in FOLDERS.items():
             path = root / folder
             if not path.is_dir():
-                raise LayoutError(f"celebdf: expected folder {path} is missing")
+                raise LayoutError(f"{layout}: expected folder {path} is missing")
             for video in sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES):
                 key = rel_key(video, root)
                 if test_keys is not None and key in test_keys:
@@ -133,5 +136,13 @@ class CelebDFSource:
                 else:
                     split = hash_split(identity_group(folder, video.stem), fractions)
                 out.append(SourceItem(video, label, split, key=key, video_id=f"{folder}/{video.stem}"))
-        _refuse_stray_videos(root, {it.key for it in out})
-        return require_items(out, "celebdf", root)
+        _refuse_stray_videos(root, {it.key for it in out}, layout)
+        return require_items(out, layout, root)
+
+
+@dataclass
+class CelebDFv1Source(CelebDFSource):
+    """Celeb-DF v1 (408 real, 795 fake videos): the folders, file names and test list of v2, so the
+    v2 indexer under its own name (its cache folder and its messages)."""
+
+    name: str = "celebdf_v1"
