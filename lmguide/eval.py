@@ -69,7 +69,7 @@ def evaluate(cfg: DictConfig) -> dict:
     data = data_choice(cfg)
     overrides = ([f"data={data}"] if data else []) + list(cfg.overrides)
     model, run_cfg = load_model(cfg.ckpt_path, overrides, output_dir=out_dir)
-    dm = build_datamodule(run_cfg)
+    dm = build_datamodule(run_cfg, dict.fromkeys(["val", cfg.split]))  # a test set may have no train split
     unit = unit_of(model)  # what one scored sample is
 
     val = score_split(model, dm.datasets["val"], dm.eval_batch_size)

@@ -19,13 +19,17 @@ from collections import Counter
 THRESHOLD_FREE = ("auc", "ap", "eer", "undefined")
 
 
-def build_datamodule(run_cfg, stage: str = "test"):
-    """``run_cfg.data`` instantiated, its cache prepared (built, resumed or reused) and set up."""
+def build_datamodule(run_cfg, splits=None):
+    """``run_cfg.data`` instantiated, its cache prepared (built, resumed or reused) and set up: every
+    split, or only ``splits`` (a cross-dataset test set may have no train or val split)."""
     import hydra
 
     dm = hydra.utils.instantiate(run_cfg.data)
     dm.prepare_data()
-    dm.setup(stage)
+    if splits is None:
+        dm.setup("test")
+    else:
+        dm.setup_scoring(splits)
     return dm
 
 
