@@ -62,7 +62,7 @@ def markdown(table: dict) -> str:
         "# Cross-dataset evaluation",
         "",
         f"Checkpoint `{table['ckpt_path']}`, the `{table['split']}` split of each set. ACC at the "
-        f"checkpoint's stored threshold {thr:.3f} ({table['threshold_note']}); never calibrated on a set "
+        f"checkpoint's stored threshold, {thr:.3f}: {table['threshold_note']}; never calibrated on a set "
         "scored here.",
         "",
         f"| set | videos | {unit}s | no face | unusable | {unit} AUC [95 % CI] | video AUC [95 % CI] | "
@@ -87,8 +87,8 @@ def markdown(table: dict) -> str:
         "landmarks, undecodable); neither is scored, both are counted.",
     ]
     for r in table["rows"]:
-        if r["n_videos_without_face"]:
-            lines.append(f"- {r['set']}: {r['n_videos_without_face']} videos/images without one usable face")
+        if n := r["n_videos_without_face"]:
+            lines.append(f"- {r['set']}: {n} video(s) or image(s) without a usable face, not in the AUCs")
         if r["undefined"]:
             lines.append(f"- {r['set']}: {r['undefined']}")
     return "\n".join(lines) + "\n"
