@@ -103,7 +103,8 @@ def plan_sets(cfg: DictConfig) -> list[DataSet]:
 
 def set_overrides(ds: DataSet, common) -> list[str]:
     """The overrides of the checkpoint's training config that make it score ``ds``."""
-    root = [] if ds.root is None else [f"data.root={ds.root}"]
+    quoted = None if ds.root is None else ds.root.replace("'", "\\'")  # a path with , [ ] or spaces
+    root = [] if quoted is None else [f"data.root='{quoted}'"]
     # every face of the set is scored as its split: no held-out sources of the training data
     return [f"data={ds.layout}", *root, "data.test_sources=null", *[str(o) for o in common], *ds.overrides]
 

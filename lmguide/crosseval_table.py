@@ -115,10 +115,11 @@ def write(out_dir: Path, table: dict) -> dict[str, Path]:
 
 
 def read_sweep_metrics(job_dir: Path) -> tuple[dict, list[str]]:
-    """``(metrics, sets)`` of a training job's ``crosseval/crosseval.json`` (empty when it has none);
-    ValueError naming the file when it cannot be read as one."""
-    path = Path(job_dir) / FOLDER / JSON
-    if not path.exists():
+    """``(metrics, sets)`` of a training job's ``crosseval/crosseval.json``, or of a job of a crosseval
+    multirun (``crosseval -m ckpt_path=a,b``: ``crosseval.json`` in the job dir itself); empty when
+    neither exists. ValueError naming the file when it cannot be read as one."""
+    path = next((p for p in (Path(job_dir) / FOLDER / JSON, Path(job_dir) / JSON) if p.exists()), None)
+    if path is None:
         return {}, []
     try:
         data = json.loads(path.read_text())

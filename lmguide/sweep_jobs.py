@@ -140,13 +140,14 @@ def read_jobs(sweep_dir: str | Path) -> list[Job]:
         overrides = [str(o) for o in (yaml.safe_load(ov.read_text()) or [])]
         mfile = job_dir / "metrics.json"
         metrics, broken, sets = None, "", []
-        if mfile.exists():
-            try:
+        try:
+            if mfile.exists():
                 metrics = read_metrics(mfile)
-                extra, sets = read_sweep_metrics(job_dir)  # crosseval's per-set metrics, if scored
-                metrics.update(extra)
-            except ValueError as err:  # one broken job is reported, the others still are
-                metrics, broken = None, str(err)
+            extra, sets = read_sweep_metrics(job_dir)  # crosseval's per-set metrics, if scored
+            if sets:  # a crosseval job of its own multirun has no metrics.json
+                metrics = {**(metrics or {}), **extra}
+        except ValueError as err:  # one broken job is reported, the others still are
+            metrics, broken = None, str(err)
         seed = "?"
         cfg_file = job_dir / ".hydra" / "config.yaml"
         if cfg_file.exists():

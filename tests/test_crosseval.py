@@ -189,7 +189,7 @@ def test_grammar_names_roots_layouts_and_overrides():
         ("demo", "demo", None),
     ]
     assert set_overrides(sets[1], ["data.eval_batch_size=64"]) == [
-        "data=ffpp", "data.root=/d/ff", "data.test_sources=null", "data.eval_batch_size=64",
+        "data=ffpp", "data.root='/d/ff'", "data.test_sources=null", "data.eval_batch_size=64",
         "data.source.methods=[NT]",
     ]  # fmt: skip
 
@@ -227,3 +227,33 @@ def test_cli_one_line_errors(trained_ckpt, tmp_path, cache_dir):
         proc = run_cli("lmguide.crosseval", [*args, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, cache_dir)
         last = proc.stderr.strip().splitlines()[-1]
         assert proc.returncode == 1 and last.startswith(start), proc.stderr[-2000:]
+
+
+def _fake_table(auc: float) -> dict:
+    from lmguide.crosseval_table import row_keys
+
+    row = {"set": "celebdf", "layout": "celebdf", "root": "/d", "undefined": None}
+    row |= {k: (auc if "/" in k else 3) for k in row_keys("frame")}
+    return {"ckpt_path": "x.ckpt", "split": "test", "unit": "frame", "video_agg": "mean", "threshold": 0.5,
+            "threshold_note": "stored", "rows": [row], "sets": {}}  # fmt: skip
+
+
+def test_sweep_report_reads_a_crosseval_multirun_and_names_a_broken_table(tmp_path):
+    """``crosseval -m ckpt_path=a,b``: its jobs hold crosseval.json, no metrics.json; the report at the
+    end of that multirun shows them as finished, with the set's columns. A table that cannot be read is
+    listed as broken, by file."""
+    from lmguide.crosseval_table import write
+    from lmguide.sweep_report import report
+
+    for num, auc in enumerate((0.6, 0.7)):
+        job = tmp_path / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- ckpt_path=run{num}/best.ckpt\n")
+        write(job, _fake_table(auc))
+    (tmp_path / "2" / ".hydra").mkdir(parents=True)
+    (tmp_path / "2" / ".hydra" / "overrides.yaml").write_text("- ckpt_path=run2/best.ckpt\n")
+    (tmp_path / "2" / "crosseval.json").write_text('{"rows": 1}')
+    md = report(tmp_path)["markdown"].read_text()
+    assert "| celebdf AUC | celebdf video AUC |" in md
+    assert "| ckpt_path=run1/best.ckpt | ? | " in md and "| 0.700 | 0.700 |" in md  # no seed recorded
+    assert "3 jobs, 2 finished" in md and "broken (unreadable metrics.json)" in md and "crosseval.json" in md
