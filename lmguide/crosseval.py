@@ -68,7 +68,7 @@ def plan_sets(cfg: DictConfig) -> list[DataSet]:
     layout, a plain unique name that is no training split, no root or override for a set not listed."""
     from lmguide.crosseval_table import RESERVED
 
-    sets = cfg.sets
+    sets = None if OmegaConf.is_missing(cfg, "sets") else cfg.sets
     names = [str(sets)] if isinstance(sets, str) else [str(s) for s in sets or []]
     if not isinstance(sets, str | ListConfig) or not names:
         raise ConfigError("sets must list the data sets to score, e.g. sets=[celebdf,dfdc]")
@@ -92,8 +92,8 @@ def plan_sets(cfg: DictConfig) -> list[DataSet]:
                 f"{where} is no data layout (conf/data/<layout>.yaml); known: {', '.join(known)}; a set of "
                 f"another name takes its layout from 'layouts={{{name}:<layout>}}'"
             )
-        more = extra.get(name) or []
-        more = [more] if isinstance(more, str) else [str(o) for o in more]
+        more = extra.get(name)
+        more = [] if more is None else [str(o) for o in more] if isinstance(more, ListConfig) else [str(more)]
         root = roots.get(name)
         out.append(DataSet(name, layout, None if root is None else str(root), tuple(more)))
     if len({s.name for s in out}) < len(out):

@@ -192,6 +192,7 @@ def test_grammar_names_roots_layouts_and_overrides():
         "data=ffpp", "data.root='/d/ff'", "data.test_sources=null", "data.eval_batch_size=64",
         "data.source.methods=[NT]",
     ]  # fmt: skip
+    assert set_overrides(sets[2], []) == ["data=demo", "data.test_sources=null"]
 
 
 @pytest.mark.parametrize(
@@ -200,6 +201,7 @@ def test_grammar_names_roots_layouts_and_overrides():
         (["sets=[celebdf,nosuch]"], "sets: nosuch is no data layout (conf/data/<layout>.yaml); known:"),
         (["sets=[celebdf]", "roots={celbdf:/x}"], "roots.celbdf: no set 'celbdf' in sets=['celebdf']"),
         (["sets=[test]"], "sets: 'test' cannot name a set"),
+        ([], "sets must list the data sets to score, e.g. sets=[celebdf,dfdc]"),
         (["sets=[demo]", "ckpt_path=null"], "give one of ckpt_path=<file.ckpt> (one checkpoint) or runs="),
     ],
 )
