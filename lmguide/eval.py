@@ -1,11 +1,15 @@
 """Evaluate a checkpoint: ``python -m lmguide.eval ckpt_path=... [split=test] [data=<layout>]``.
 
 The model is rebuilt from the checkpoint's own config (see :mod:`lmguide.checkpoint`). Frame- and
-video-level AUC, AP, EER, and ACC / balanced ACC / precision / recall / F1 both at 0.5 and at the
-threshold calibrated on the validation split (never on the split being evaluated unless that is
-val itself); attention-in-landmark share and pointing-game hit rate. Writes ``metrics.json``,
-``predictions.csv`` (one row per scored frame of val and of the split, with training's columns: see
-:mod:`lmguide.predictions`), ``roc.png``, ``pr.png`` and ``confusion.png`` into the run directory.
+video-level AUC, AP, EER, and ACC / balanced ACC / precision / recall / F1 at 0.5, at the threshold
+calibrated on the validation split (``cal_``: never on the split being evaluated unless that is val
+itself) and at the checkpoint's stored threshold (``ckpt_``: training's, which predict uses);
+attention-in-landmark share and pointing-game hit rate; and what the prepare manifest recorded for the
+split (``n_no_face`` frames without a face, ``n_unusable``, ``statuses``: counted, never scored). The
+scoring and the metrics are :mod:`lmguide.scoring`'s, which ``lmguide.crosseval`` shares. Writes
+``metrics.json``, ``predictions.csv`` (one row per scored frame of val and of the split, with
+training's columns: see :mod:`lmguide.predictions`), ``roc.png``, ``pr.png`` and ``confusion.png``
+into the run directory.
 
 A clip (video) checkpoint (``backbone=efficientnet_lstm``) is evaluated on clips, as its training's test
 step does: the run's config sets ``data.clip_frames``, so every split is a
@@ -54,15 +58,9 @@ def data_choice(cfg: DictConfig) -> str | None:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    from lmguide.alignment import attention_summary
-    from lmguide.checkpoint import load_model
-    from lmguide.metrics import (
-        aggregate_videos,
-        binary_report,
-        bootstrap_auc,
-        calibrate_threshold,
-        score_split,
-    )
+    from lmguide.checkpoint import load_model, verdict_threshold
+    from lmguide.metrics import calibrate_threshold, score_split
+    from lmguide.scoring import build_datamodule, manifest_counts, split_metrics, unit_of
 
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -71,36 +69,18 @@ def evaluate(cfg: DictConfig) -> dict:
     data = data_choice(cfg)
     overrides = ([f"data={data}"] if data else []) + list(cfg.overrides)
     model, run_cfg = load_model(cfg.ckpt_path, overrides, output_dir=out_dir)
-    dm = hydra.utils.instantiate(run_cfg.data)
-    dm.prepare_data()
-    dm.setup("test")
-    unit = "clip" if getattr(model, "clip_frames", None) else "frame"  # what one scored sample is
+    dm = build_datamodule(run_cfg, dict.fromkeys(["val", cfg.split]))  # a test set may have no train split
+    unit = unit_of(model)  # what one scored sample is
 
     val = score_split(model, dm.datasets["val"], dm.eval_batch_size)
     threshold = calibrate_threshold(val["prob"], val["label"])
     res = val if cfg.split == "val" else score_split(model, dm.datasets[cfg.split], dm.eval_batch_size)
+    stored = verdict_threshold(model)[0]  # training's, which predict and crosseval use
 
-    metrics: dict = {"threshold_val": threshold, f"n_{unit}s": len(res["label"])}
-    person = dict(zip(res["video"], res["person"], strict=True))
-    for level in (unit, "video"):
-        if level == unit:
-            scores, labels, clusters = res["prob"], res["label"], res["person"]
-        else:
-            ids, scores, labels = aggregate_videos(res["prob"], res["label"], res["video"], cfg.video_agg)
-            metrics["n_videos"] = len(ids)
-            clusters = [person[v] for v in ids]
-        for name, thr in (("", 0.5), ("cal_", threshold)):
-            for k, v in binary_report(scores, labels, thr).items():
-                if name and k in ("auc", "ap", "eer", "undefined"):
-                    continue  # threshold-free: reported once
-                metrics[f"{level}/{name}{k}"] = v
-        # 95 % bootstrap interval of the AUC, resampling people (a video and its fakes together)
-        boot = bootstrap_auc(scores, labels, clusters, seed=int(cfg.get("seed", 0) or 0))
-        metrics[f"{level}/auc_ci95_lo"], metrics[f"{level}/auc_ci95_hi"] = boot["lo"], boot["hi"]
-        metrics[f"{level}/people"] = boot["clusters"]
-    metrics["frame/attn_in_lm"] = float(res["attn_in_lm"].mean())
-    metrics["frame/pointing_game"] = float(res["pointing"].mean())
-    metrics.update({f"frame/{k}": v for k, v in attention_summary(res).items()})  # per region, map_corr
+    metrics: dict = {"threshold_val": threshold, "threshold_ckpt": stored}
+    thresholds = {"": 0.5, "cal_": threshold, "ckpt_": stored}
+    metrics.update(split_metrics(res, unit, thresholds, cfg.video_agg, int(cfg.get("seed", 0) or 0)))
+    metrics.update(manifest_counts(dm, cfg.split))  # faceless frames: counted, never scored
 
     (out_dir / "metrics.json").write_text(
         json.dumps(
@@ -189,8 +169,11 @@ def _print(metrics: dict, split: str, out_dir: Path, unit: str = "frame", video_
             highlight=False,
             markup=False,
         )
+    unscored = ""
+    if metrics.get("n_unusable"):
+        unscored = f" ({metrics['n_unusable']} manifest rows unusable, {metrics['n_no_face']} without a face)"
     console.print(
-        f"{metrics[f'n_{unit}s']} {unit}s, {metrics['n_videos']} videos; written to {out_dir}: "
+        f"{metrics[f'n_{unit}s']} {unit}s, {metrics['n_videos']} videos{unscored}; written to {out_dir}: "
         "metrics.json predictions.csv roc.png pr.png confusion.png",
         soft_wrap=True,
         highlight=False,

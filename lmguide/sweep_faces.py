@@ -2,7 +2,9 @@
 ``predictions.csv``: per seed, the two jobs' rows matched by split and key and compared with the
 clustered DeLong test (people as clusters); across seeds, a hierarchical bootstrap (seeds, then people);
 and the power of the comparison: its minimum detectable difference, and the seeds a difference of 0.02
-would need. A job without ``predictions.csv`` (a run older than the file) is named, never fatal."""
+would need. A job without ``predictions.csv`` (a run older than the file) is named, never fatal. A job
+that crosseval scored (``crosseval/predictions.csv``, a split per data set) is compared on each set's
+faces too."""
 
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lmguide.crosseval_table import FOLDER
 from lmguide.metrics import delong_test, resampled_auc
 from lmguide.power import min_detectable_difference, seed_mdd, seeds_needed
 from lmguide.predictions import NAME, read_predictions
-from lmguide.sweep_jobs import Group, Job, group_label
+from lmguide.sweep_jobs import Group, Job, crosseval_sets, group_label
 from lmguide.sweep_paired import comparison_pairs
 
 #: the predictions.csv splits compared on faces, with their names in the tables
@@ -148,8 +151,12 @@ def _predictions(job: Job, cache: dict[Path, dict | str]) -> dict | str:
     """The job's predictions by split, or why there are none."""
     if job.path not in cache:
         f = job.path / NAME
+        cross = job.path / FOLDER / NAME  # crosseval's: one split per data set, named after it
         try:
-            cache[job.path] = read_predictions(f) if f.exists() else f"no {NAME} (an older run)"
+            found = read_predictions(f) if f.exists() else None
+            if job.sets and cross.exists():
+                found = (found or {}) | {s: v for s, v in read_predictions(cross).items() if s in job.sets}
+            cache[job.path] = f"no {NAME} (an older run)" if found is None else found
         except (OSError, UnicodeDecodeError, ValueError) as err:
             cache[job.path] = f"unreadable {NAME}: {err}"
     return cache[job.path]
@@ -205,11 +212,14 @@ def _compare(g: Group, base: Group, split: str, name: str, cache: dict) -> FaceC
 
 
 def face_comparisons(groups: list[Group]) -> list[FaceComparison]:
-    """Every pair of :func:`~lmguide.sweep_paired.comparison_pairs`, for each of :data:`SPLITS`."""
+    """Every pair of :func:`~lmguide.sweep_paired.comparison_pairs`, for each of :data:`SPLITS` and each
+    data set crosseval scored the jobs on."""
     cache: dict = {}
     out = []
     for g, base in comparison_pairs(groups):
-        found = [c for split, name in SPLITS if (c := _compare(g, base, split, name, cache)) is not None]
+        sets = crosseval_sets(g.jobs + base.jobs)
+        splits = [*SPLITS, *[(s, f"{s} AUC (crosseval)") for s in sets]]
+        found = [c for split, name in splits if (c := _compare(g, base, split, name, cache)) is not None]
         if (
             len(found) > 1
             and not any(c.pairs for c in found)

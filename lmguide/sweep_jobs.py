@@ -1,6 +1,11 @@
 """The jobs of a Hydra multirun as the sweep report reads them: each job's overrides and metrics, and
 the groups of jobs that differ only in their seed; the jobs the sweep planned (its ``multirun.yaml``)
-that never started, and the line a sweep stopped by a signal ends with."""
+that never started, and the line a sweep stopped by a signal ends with.
+
+A job that ``python -m lmguide.crosseval runs=<sweep dir>`` scored on other data sets also holds
+``crosseval/crosseval.json``: its per-set metrics (``<set>/auc``, ``<set>/video_auc``, ``<set>/eer``,
+``<set>/ap``) join the job's, and the report's columns and pairs gain one per set
+(:func:`metric_columns`, :func:`paired_metrics`)."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from lmguide.crosseval_table import read_sweep_metrics
 from lmguide.resume import INTERRUPTED, SIGNAL_EXIT
 
 METRICS = (
@@ -32,6 +38,8 @@ METRICS = (
     ("xsource_swaps/auc", "xsource swaps AUC"),
     ("wall_time_s", "time/job (s)"),
 )
+#: per crosseval set (``<set>/<key>``): its columns in the table and its seed-paired comparisons
+CROSS_COLUMNS = (("auc", "AUC"), ("video_auc", "video AUC"))
 SEED_KEYS = ("seed",)
 #: what Hydra saves in a sweep dir: the sweep's config, its planned jobs' overrides among it
 MULTIRUN = "multirun.yaml"
@@ -56,6 +64,7 @@ class Job:
     broken: str = ""  # why its metrics.json could not be read
     stopped: str = ""  # its INTERRUPTED marker: stopped by a signal, and how to go on
     num: int | None = None  # its job number, for a job that never started (no directory)
+    sets: list[str] = field(default_factory=list)  # the data sets crosseval scored its checkpoint on
 
     @property
     def group(self) -> tuple[str, ...]:
@@ -130,12 +139,15 @@ def read_jobs(sweep_dir: str | Path) -> list[Job]:
         job_dir = ov.parent.parent
         overrides = [str(o) for o in (yaml.safe_load(ov.read_text()) or [])]
         mfile = job_dir / "metrics.json"
-        metrics, broken = None, ""
-        if mfile.exists():
-            try:
+        metrics, broken, sets = None, "", []
+        try:
+            if mfile.exists():
                 metrics = read_metrics(mfile)
-            except ValueError as err:  # one broken job is reported, the others still are
-                broken = str(err)
+            extra, sets = read_sweep_metrics(job_dir)  # crosseval's per-set metrics, if scored
+            if sets:  # a crosseval job of its own multirun has no metrics.json
+                metrics = {**(metrics or {}), **extra}
+        except ValueError as err:  # one broken job is reported, the others still are
+            metrics, broken = None, str(err)
         seed = "?"
         cfg_file = job_dir / ".hydra" / "config.yaml"
         if cfg_file.exists():
@@ -145,11 +157,28 @@ def read_jobs(sweep_dir: str | Path) -> list[Job]:
                 pass
         marker = job_dir / INTERRUPTED
         stopped = marker.read_text(errors="replace").strip() if marker.is_file() else ""
-        jobs.append(Job(job_dir, overrides, metrics, seed, broken, stopped))
+        jobs.append(Job(job_dir, overrides, metrics, seed, broken, stopped, sets=sets))
     jobs += not_started(root, jobs)
     if not jobs:
         raise FileNotFoundError(f"no Hydra job directories (.hydra/overrides.yaml) under {root}")
     return jobs
+
+
+def crosseval_sets(jobs: list[Job]) -> list[str]:
+    """The data sets crosseval scored any of ``jobs`` on, in the order first met."""
+    return list(dict.fromkeys(s for j in jobs for s in j.sets))
+
+
+def metric_columns(jobs: list[Job]) -> tuple[tuple[str, str], ...]:
+    """:data:`METRICS`, with each crosseval set's frame and video AUC before the wall time."""
+    extra = [(f"{s}/{k}", f"{s} {name}") for s in crosseval_sets(jobs) for k, name in CROSS_COLUMNS]
+    return (*METRICS[:-1], *extra, METRICS[-1])
+
+
+def paired_metrics(jobs: list[Job]) -> tuple[tuple[str, str], ...]:
+    """:data:`PAIRED`, with each crosseval set's frame and video AUC."""
+    sets = crosseval_sets(jobs)
+    return (*PAIRED, *[(f"{s}/{k}", f"{s} {name} (crosseval)") for s in sets for k, name in CROSS_COLUMNS])
 
 
 def planned_jobs(sweep_dir: str | Path) -> list[list[str]] | None:

@@ -11,7 +11,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from lmguide.sweep_jobs import LAMBDA_KEY, PAIRED, Group, group_label, override_value
+from lmguide.sweep_jobs import LAMBDA_KEY, Group, group_label, override_value, paired_metrics
 
 
 def paired_t_test(diffs: list[float]) -> dict:
@@ -79,9 +79,10 @@ def _without_lambda(g: Group) -> tuple[str, ...]:
 
 
 def _compare(g: Group, base: Group) -> list[Comparison]:
-    """``g`` against ``base``, paired by seed, for each of :data:`PAIRED` that either reports."""
+    """``g`` against ``base``, paired by seed, for each of :func:`~lmguide.sweep_jobs.paired_metrics`
+    (training's AUCs, and each crosseval set's) that either reports."""
     out = []
-    for key, name in PAIRED:
+    for key, name in paired_metrics(g.jobs + base.jobs):
         mine = {j.seed: j.metrics.get(key) for j in g.done}
         theirs = {j.seed: j.metrics.get(key) for j in base.done}
         seeds = sorted(set(mine) & set(theirs), key=lambda s: (len(s), s))
@@ -154,7 +155,7 @@ def comparison_pairs(groups: list[Group]) -> list[tuple[Group, Group]]:
 
 
 def paired_comparisons(groups: list[Group]) -> list[Comparison]:
-    """:func:`comparison_pairs`, paired by seed, for each of :data:`PAIRED`."""
+    """:func:`comparison_pairs`, paired by seed, for each of :func:`~lmguide.sweep_jobs.paired_metrics`."""
     return [c for g, base in comparison_pairs(groups) for c in _compare(g, base)]
 
 

@@ -40,12 +40,12 @@ from hydra.experimental.callback import Callback
 
 from lmguide.sweep_faces import FaceComparison, face_comparisons, faces_csv, faces_markdown
 from lmguide.sweep_jobs import (
-    METRICS,
     Group,
     Job,
     common_overrides,
     group_jobs,
     group_label,
+    metric_columns,
     override_value,
     read_jobs,
 )
@@ -62,13 +62,14 @@ def _fmt(mean: float, std: float, n: int, digits: int = 3, undefined: int = 0) -
 
 def markdown(groups: list[Group], jobs: list[Job], faces: list[FaceComparison] | None = None) -> str:
     """The tables: per setting, paired by seed, and (``faces``: default computed here) on the same faces."""
-    cols = ["setting", "seeds"] + [name for _, name in METRICS]
+    columns = metric_columns(jobs)
+    cols = ["setting", "seeds"] + [name for _, name in columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     for g in groups:
         seeds = ",".join(j.seed for j in g.done) or "–"
         cells = [
             _fmt(*g.stat(k), digits=0 if k == "wall_time_s" else 3, undefined=g.undefined(k))
-            for k, _ in METRICS
+            for k, _ in columns
         ]
         lines.append("| " + " | ".join([group_label(g.overrides), seeds, *cells]) + " |")
     failed = [j for j in jobs if j.metrics is None]
@@ -114,12 +115,13 @@ def csv_text(groups: list[Group]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     header = ["setting", "n_finished", "n_jobs"]
-    for k, _ in METRICS:
+    columns = metric_columns([j for g in groups for j in g.jobs])
+    for k, _ in columns:
         header += [f"{k}_mean", f"{k}_std", f"{k}_undefined"]
     w.writerow(header)
     for g in groups:
         row: list = [group_label(g.overrides), len(g.done), len(g.jobs)]
-        for k, _ in METRICS:
+        for k, _ in columns:
             mean, std, n = g.stat(k)
             row += ["" if n == 0 else f"{mean:.6g}", "" if n == 0 else f"{std:.6g}", g.undefined(k)]
         w.writerow(row)

@@ -19,6 +19,7 @@ from lmguide.data.masks import CONTOURS, MaskSpec
 from lmguide.data.prepare import prepare_index
 from lmguide.data.sources import XSOURCE, hold_out
 from lmguide.data.transforms import build_transform
+from lmguide.errors import ConfigError
 from lmguide.losses.landmark import APPLY_TO
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,8 @@ class FaceDataModule(L.LightningDataModule):
         self.index: PreparedIndex | None = None
         self.rows: dict[str, list[dict]] = {}
         self.datasets: dict[str, FaceDataset] = {}
+        #: set only these splits up (:meth:`setup_scoring`); empty: train, val and test
+        self.scored_splits: tuple[str, ...] = ()
 
     def prepare_data(self) -> None:
         """Build (or resume, or reuse) the landmark cache; Lightning calls it on one process per node."""
@@ -194,7 +197,12 @@ class FaceDataModule(L.LightningDataModule):
                 self.source.name, self.source.items(), self.cache_dir, self.faces, self.mask, read_only=True
             )
         if not self.rows:
-            self.rows = {s: self.index.ok_rows(s) for s in ("train", "val", "test")}
+            self.rows = {s: self.index.ok_rows(s) for s in self.scored_splits or ("train", "val", "test")}
+            if empty := [s for s in self.scored_splits if not self.rows[s]]:
+                raise ConfigError(
+                    f"the {empty[0]} split holds no usable face ({len(self.index.rows)} manifest rows in "
+                    f"all, {self.index.manifest}): check data.root, or score another split"
+                )
             if self.test_sources:  # faces of sources never seen in train or val: the xsource split
                 self.rows = hold_out(self.rows, self.test_sources)
         for split in self.rows:  # train, val, test (and xsource: the held-out sources' faces)
@@ -227,6 +235,12 @@ class FaceDataModule(L.LightningDataModule):
                 continue
             same = split == "test" and self.test_fakes == "swap"  # the test split is the swap set
             self.datasets[key] = self.datasets["test"] if same else self.swap_dataset(split)
+
+    def setup_scoring(self, splits: Sequence[str]) -> None:
+        """Set up ``splits`` alone, for scoring: the test set of another data set may hold no train or val
+        face. A split without a usable face is a ConfigError that names it."""
+        self.scored_splits = tuple(splits)
+        self.setup("test")
 
     def swap_dataset(self, split: str = "test") -> SwapDataset:
         """The real faces of ``split`` and face swaps between its different people."""

@@ -27,6 +27,11 @@ class LayoutError(LmguideError, ValueError):
     """A data set that does not match its layout (missing folders, bad labels, bad paths)."""
 
 
+class MissingRoot(LayoutError):
+    """A layout that needs ``data.root`` was given none (a command that sets it under another key, such
+    as crosseval's ``roots``, names that key instead)."""
+
+
 @dataclass(frozen=True)
 class SourceItem:
     """One media file to index: an image or a video.
@@ -78,7 +83,7 @@ def safe_key(key: str) -> str:
 def check_root(root: str | Path | None, layout: str) -> Path:
     """The data root as an absolute path, or a LayoutError that says what is missing."""
     if root in (None, "", "???"):
-        raise LayoutError(f"data.root is not set: pass data.root=<folder of the {layout} data set>")
+        raise MissingRoot(f"data.root is not set: pass data.root=<folder of the {layout} data set>")
     path = Path(root).expanduser().resolve()
     if not path.is_dir():
         raise LayoutError(f"data.root {path} is not a folder ({layout} layout)")
