@@ -90,6 +90,59 @@ def test_consecutive_bad_steps_stop_training_with_the_reason(cache_dir, tmp_path
             assert all(v.isfinite().all() for v in sd.values() if v.is_floating_point())
 
 
+@pytest.mark.slow
+def test_gradscaler_overflow_steps_are_the_scalers_not_bad_steps(cache_dir, tmp_path, monkeypatch, caplog):
+    """16-mixed with a real GradScaler whose first scale (2^20, beyond fp16's 65504) overflows the
+    gradients: the scaler skips those steps and halves its scale; the guard counts none of them, even
+    past max_bad_steps in a row, and training goes on once the scale fits."""
+    from omegaconf import open_dict
+
+    cfg = compose_cfg(
+        FAST_DATA
+        + SHORT
+        + [
+            "trainer.max_steps=9",
+            "model.max_bad_steps=2",
+            "data.image_size=64",
+            "+trainer.limit_val_batches=1",
+        ],
+        tmp_path,
+        cache_dir,
+    )
+    scaler = {"_target_": "torch.amp.GradScaler", "device": "cpu", "init_scale": 2.0**20}
+    plugin = {
+        "_target_": "lightning.pytorch.plugins.precision.MixedPrecision",
+        "precision": "16-mixed",
+        "device": "cpu",
+        "scaler": scaler,
+    }
+    with open_dict(cfg):
+        cfg.trainer.plugins = [plugin]
+    overflowed: list[bool] = []  # per optimizer step: did the scaler lower its scale (an overflow)?
+    update = torch.amp.GradScaler.update
+
+    def record(self, *a, **k):
+        before = self.get_scale()
+        out = update(self, *a, **k)
+        overflowed.append(self.get_scale() < before)
+        return out
+
+    monkeypatch.setattr(torch.amp.GradScaler, "update", record)
+    stepped = []  # the optimizer steps the scaler let through
+    orig = torch.optim.Adam.step
+    monkeypatch.setattr(
+        torch.optim.Adam, "step", lambda self, *a, **k: stepped.append(1) or orig(self, *a, **k)
+    )
+    with caplog.at_level("INFO", logger="lmguide.models.guard"):
+        train(cfg)
+    assert overflowed[:3] == [True, True, True], overflowed  # more in a row than max_bad_steps=2 allows
+    assert len(stepped) == overflowed.count(False) > 0, overflowed  # the scaler's steps, then real ones
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["lmguide_skipped_steps"] == 0
+    assert "the GradScaler skips the step (not a bad step" in caplog.text
+    assert "update skipped" not in caplog.text
+
+
 def test_inf_gradients_with_a_finite_loss_are_skipped_too(tmp_path):
     cfg = compose_cfg(["attention.num_maps=2"], tmp_path)
     model = hydra.utils.instantiate(cfg.model)

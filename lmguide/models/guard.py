@@ -1,5 +1,11 @@
 """The NaN/Inf guard of a training step: skip an update whose loss terms or gradients are not finite,
-stop after too many such steps in a row."""
+stop after too many such steps in a row.
+
+Under ``16-mixed`` a GradScaler multiplies the loss before backward; when that overflows the gradients
+(the loss itself finite), the scaler skips the step and halves its scale: that is its business, not a
+bad step. Such an overflow counts as one only once the scale is below 1, where no scaling is left to
+blame (the gradients themselves are not finite).
+"""
 
 from __future__ import annotations
 
@@ -22,11 +28,19 @@ class NonFiniteGuard:
         self.max_bad_steps = max_bad_steps
         self.skipped = 0  # kept in checkpoints by the LightningModule
         self.in_row = 0
+        self.overflows = 0  # gradient overflows left to a GradScaler (16-mixed) over the run
 
-    def check(self, params: Iterable[nn.Parameter], terms: Mapping[str, torch.Tensor], step: int) -> bool:
+    def check(
+        self,
+        params: Iterable[nn.Parameter],
+        terms: Mapping[str, torch.Tensor],
+        step: int,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> bool:
         """True when the step may update; else the gradients are dropped (the optimizer then leaves the
         weights and its state alone). Under DDP the gradients are already averaged, so every rank
-        skips the same steps."""
+        skips the same steps. ``scaler``: the run's enabled GradScaler (``16-mixed``), whose unscaled
+        gradients these are: an overflow with finite loss terms is left to it (see the module doc)."""
         params = list(params)
         grads = [p.grad for p in params if p.grad is not None]
         # one device sync per step: NaN/Inf in a gradient makes its norm so, in a term the term itself
@@ -36,6 +50,13 @@ class NonFiniteGuard:
             self.in_row = 0
             return True
         bad_terms = [n for n, v in terms.items() if not torch.isfinite(v).all()]
+        if not bad_terms and scaler is not None and scaler.is_enabled() and scaler.get_scale() >= 1.0:
+            self.overflows += 1  # the scaler saw the inf in unscale_: it skips this step, halves its scale
+            log.info(
+                "step %d: gradients overflowed at loss scale %g: the GradScaler skips the step (not a "
+                "bad step; %d overflows in all)", step, scaler.get_scale(), self.overflows,
+            )  # fmt: skip
+            return False
         for p in params:
             p.grad = None
         self.skipped += 1

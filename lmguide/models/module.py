@@ -304,7 +304,8 @@ class LandmarkGuidedDetector(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Skip the update of a step whose loss terms or gradients are not finite (NonFiniteGuard)."""
-        self.guard.check(self.parameters(), self._terms, self.global_step)
+        plugin = self._trainer.precision_plugin if self._trainer is not None else None
+        self.guard.check(self.parameters(), self._terms, self.global_step, getattr(plugin, "scaler", None))
         if self._trainer is not None:
             self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
 
