@@ -95,3 +95,38 @@ def test_export_benchmark_refuses_a_clip_model_in_one_line(cache_dir, tmp_path):
     assert proc.returncode == 1, proc.stderr[-3000:]
     line = proc.stderr.strip().splitlines()[-1]
     assert "video (clip) model" in line and "efficientnet_b0" in line and "Traceback" not in proc.stderr, line
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_the_cpu_and_refuses_without_a_gpu(cache_dir, tmp_path):
+    """The GPU check's plumbing on the CPU (--device cpu): every figure it prints lands in the JSON;
+    asked for CUDA where there is none, it says so in one line."""
+    out = tmp_path / "gpu.json"
+    args = ["gpu", "--device", "cpu", "--steps", "1", "--parity-steps", "3", "--run-steps", "4"]
+    args += ["--run-precision", "32-true"]  # bf16 on a CPU without bf16 units is slow: plumbing only
+    small = [*FAST_DATA, "data.image_size=64", "trainer.val_check_interval=2", "+trainer.limit_val_batches=1"]
+    proc = run_cli(
+        "lmguide.bench", [*args, "--loader-batches", "2", "--out", str(out), *small], tmp_path, cache_dir
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    assert set(rep["steps_per_s"]) == {"fp32", "bf16", "16-mixed"} and all(
+        v > 0 for v in rep["steps_per_s"].values()
+    )
+    par = rep["parity"]
+    assert par["steps"] == 3 and par["ok"] == (par["last_relative_gap"] <= par["tolerance"])
+    assert par["last_relative_gap"] == pytest.approx(
+        abs(par["fp32_loss"] - par["bf16_loss"]) / abs(par["fp32_loss"])
+    )
+    assert (
+        rep["run"]["steps"] == 4
+        and rep["run"]["precision"] == "32-true"
+        and 0 <= rep["run"]["loader_wait_share"] <= 1
+    )
+    assert rep["bound"] in ("loader", "compute") and rep["loader_images_per_s"] > 0
+    assert "bf16 vs fp32 loss after 3 steps" in proc.stdout
+
+    proc = run_cli("lmguide.bench", ["gpu", "--out", str(out)], tmp_path, cache_dir)
+    if not __import__("torch").cuda.is_available():
+        assert proc.returncode == 1 and "no CUDA device is visible" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -1,7 +1,7 @@
-"""``python -m lmguide.bench [train|prepare|loader|models|export|run] [options]``: benchmarks, printed + JSON.
+"""``python -m lmguide.bench [train|prepare|loader|models|export|run|gpu] [options]``: benchmarks.
 
-Each benchmark measures its cases side by side in one run against a baseline measured in the same
-run (medians, ratios), because the machines are noisy:
+Each benchmark prints its figures and writes them as JSON. Each measures its cases side by side in one
+run against a baseline measured in the same run (medians, ratios), because the machines are noisy:
 
 * ``train`` (default): training-step time of loss/model variants against the unguided objective.
 * ``prepare``: landmark-cache build rate (decode, detect, crop, landmarks, masks, writes) against bare
@@ -13,13 +13,15 @@ run (medians, ratios), because the machines are noisy:
 * ``export``: face crops/s of the exported model in onnxruntime and TorchScript against PyTorch eager.
 * ``run``: the wall time of a short default run (``experiment=demo``) split into training steps,
   validation, loader start-up and everything else.
+* ``gpu``: the GPU check: steps/s in fp32, bf16 and 16-mixed, bf16 vs fp32 loss parity, GPU
+  utilisation while the default job trains, loader- or compute-bound.
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = ("train", "prepare", "loader", "models", "export", "run")
+COMMANDS = ("train", "prepare", "loader", "models", "export", "run", "gpu")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
         from lmguide.bench.export import main as run
     elif cmd == "run":
         from lmguide.bench.run import main as run
+    elif cmd == "gpu":
+        from lmguide.bench.gpu import main as run
     else:
         from lmguide.bench.train_step import main as run
     return run(argv)
