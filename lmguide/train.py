@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lmguide.cli import check_argv, friendly_errors, stop_idle_pool_workers
-from lmguide.compile import compile_backend, compile_model, compile_stats
+from lmguide.compile import compile_backend, compile_mode, compile_model, compile_stats
 from lmguide.errors import ConfigError, LmguideError
 from lmguide.loggers import finish_wandb, instantiate_group, log_scalars, wandb_offline_by_default
 from lmguide.predictions import NAME as PREDICTIONS
@@ -119,6 +119,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
 
     check_numbers(cfg)
     backend = compile_backend(cfg.trainer.get("compile"))  # a bad name fails before any data is read
+    mode = compile_mode(cfg.trainer.get("compile_mode"), backend)
     t0 = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     wandb_offline_by_default()
@@ -132,7 +133,8 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_cfg.pop("compile", None)  # ours, not a Trainer argument
+    trainer_cfg.pop("compile", None)  # ours, not Trainer arguments
+    trainer_cfg.pop("compile_mode", None)
     plugins = [
         p if isinstance(p, str) else hydra.utils.instantiate(p)
         for p in trainer_cfg.pop("plugins", None) or []
@@ -143,7 +145,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
         trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins
     )
     restart_after_epoch_end(trainer)  # resume from an epoch end stays exact with validation every N batches
-    model = compile_model(model, backend)  # trainer.compile=true|<backend>
+    model = compile_model(model, backend, mode)  # trainer.compile=true|<backend>, trainer.compile_mode
     for lg in loggers:
         lg.log_hyperparams(model.run_config)
 

@@ -130,3 +130,20 @@ def test_gpu_check_runs_on_the_cpu_and_refuses_without_a_gpu(cache_dir, tmp_path
     if not __import__("torch").cuda.is_available():
         assert proc.returncode == 1 and "no CUDA device is visible" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_train_bench_adds_a_compiled_twin_of_each_case(tmp_path):
+    """--compile: each case gets a twin through trainer.compile's path, its first step timed apart."""
+    from lmguide.bench.train_step import main
+
+    out = tmp_path / "train_step.json"
+    case = "baseline (lambda=0)"
+    args = ["--steps", "1", "--batch", "2", "--size", "64", "--cases", case, "--compile", "eager"]
+    rep = main([*args, "--out", str(out)])
+    assert json.loads(out.read_text()) == rep
+    rows = {r["case"]: r for r in rep["results"]}
+    assert set(rows) == {case, f"{case}, compiled (eager)"}
+    twin = rows[f"{case}, compiled (eager)"]
+    assert twin["first_step_s"] > 0 and "first_step_s" not in rows[case]
+    assert twin["ratio_to_baseline"] == pytest.approx(twin["median_step_s"] / rows[case]["median_step_s"])
+    assert rep["compile_stats"]["graphs"] >= 1 and rep["compile_stats"]["graph_breaks"] == 0

@@ -1,9 +1,10 @@
-"""trainer.compile: the LightningModule through torch.compile. The whole run is traced with aot_eager
+"""trainer.compile: the network parts through torch.compile. The whole run is traced with aot_eager
 (TorchDynamo and AOTAutograd, as inductor sees it, without generating code); inductor itself is checked
 on the model's own layers (attention and head), forward and backward, against eager."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import hydra
@@ -11,7 +12,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from lmguide.compile import BACKENDS, compile_backend, compile_model
+from lmguide.compile import BACKENDS, MODES, PARTS, compile_backend, compile_mode, compile_model
 from lmguide.errors import ConfigError
 from lmguide.runtime import CONF_DIR
 from tests.conftest import FAST_DATA, run_cli
@@ -30,6 +31,37 @@ def test_a_backend_outside_the_list_is_refused_by_name(value):
     with pytest.raises(ConfigError, match=r"trainer\.compile=.* is not a choice.*aot_eager"):
         compile_backend(value)
     assert all(compile_backend(b) == b for b in BACKENDS)
+
+
+@pytest.mark.parametrize(
+    ("mode", "backend", "match"),
+    [
+        ("fastest", "inductor", "is not a choice"),
+        ("max-autotune", "aot_eager", "is inductor's"),
+        (1, "inductor", ""),
+    ],
+)
+def test_a_compile_mode_outside_the_list_or_without_inductor_is_refused(mode, backend, match):
+    with pytest.raises(ConfigError, match=rf"trainer\.compile_mode=.*{match}"):
+        compile_mode(mode, backend)
+    assert compile_mode(None, "aot_eager") is None
+    assert all(compile_mode(m, "inductor") == m for m in MODES)
+
+
+def test_the_network_parts_are_compiled_in_place_and_the_step_stays_eager():
+    """Backbone, attention and head are compiled each on its own, in place: the LightningModule (its
+    loss, metrics and logging) is not wrapped, and the checkpoint keys do not change."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=demo", "paths.output_dir=/tmp/lmguide_test_compile"])
+    model = hydra.utils.instantiate(cfg.model)
+    keys = list(model.state_dict())
+    assert compile_model(model, "eager") is model
+    compiled = [
+        n for n in PARTS if getattr(model, n, None) is not None and model.get_submodule(n)._compiled_call_impl
+    ]
+    assert compiled == ["backbone", "attention", "head"]
+    assert model._compiled_call_impl is None and model.loss._compiled_call_impl is None
+    assert list(model.state_dict()) == keys
 
 
 @pytest.mark.slow
@@ -67,8 +99,8 @@ def test_inductor_compiles_our_layers_to_the_eager_outputs_and_gradients():
         fine, deep = model.backbone(torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
     top = _OwnLayers(model)
     outs = []
-    compiled = compile_model(top, True)
-    assert compiled is not top
+    compiled = compile_model(copy.deepcopy(top), True)  # its attention and head compiled in place
+    assert compiled.attention._compiled_call_impl is not None and top.attention._compiled_call_impl is None
     for m in (top, compiled):
         inputs = [t.clone().requires_grad_(True) for t in (fine, deep)]
         logits, maps = m(*inputs)

@@ -7,11 +7,16 @@ cancels out. Cases run interleaved (round-robin) and the median step time is kep
 
     python -m lmguide.bench train                # default cases, 128 px, batch 16
     python -m lmguide.bench train --steps 20 --out bench_results/train_step.json
+    python -m lmguide.bench train --compile inductor --cases "demo job (maps on stage 3, stage 4 pooled)"
+
+``--compile BACKEND`` adds, for each case, a twin whose network parts go through ``trainer.compile``'s
+path (:func:`lmguide.compile.compile_model`), with its first step (the compilation) timed apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -84,6 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--size", type=int, default=128, help="image size (the demo trains at 128)")
     p.add_argument("--cases", nargs="*", default=list(CASES), help="subset of case names")
     p.add_argument("--out", default="bench_results/train_step.json")
+    p.add_argument(
+        "--compile", default=None, help="add a compiled twin of each case (a trainer.compile value)"
+    )
+    p.add_argument("--compile-mode", default=None, help="its trainer.compile_mode")
     args = p.parse_args(argv)
 
     torch.manual_seed(0)
@@ -95,6 +104,16 @@ def main(argv: list[str] | None = None) -> dict:
         model.log = lambda *a, **k: None  # no trainer attached: logging is a no-op
         built[name] = (model, opt)
     batch = _batch(args.batch, args.size, device)
+    first_step: dict[str, float] = {}
+    if args.compile:
+        from lmguide.compile import compile_model, compile_stats
+
+        for name in list(built):
+            model = copy.deepcopy(built[name][0])
+            twin = f"{name}, compiled ({args.compile})"
+            compile_model(model, args.compile, args.compile_mode)
+            built[twin] = (model, torch.optim.Adam(model.parameters(), lr=1e-4))
+            first_step[twin] = _step(*built[twin], batch)  # the compilation, timed apart
     times: dict[str, list[float]] = {n: [] for n in built}
     for i in range(args.steps + 2):
         for name, (model, opt) in built.items():  # interleaved: drift hits every case alike
@@ -113,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "images_per_s": args.batch / med,
                 "ratio_to_baseline": med / base,
                 "steps": len(ts),
+                **({"first_step_s": first_step[name]} if name in first_step else {}),
             }
         )
     report = {
@@ -125,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
         "image_size": args.size,
         "baseline": args.cases[0],
         "results": results,
+        **({"compile_stats": compile_stats()} if args.compile else {}),
     }
 
     from rich.console import Console
@@ -143,6 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"{r['ratio_to_baseline']:.2f}",
         )
     Console().print(table)
+    for name, secs in first_step.items():
+        print(f"{name}: first step (compilation) {secs:.1f} s")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
