@@ -186,12 +186,12 @@ def load_model(path: str | Path, overrides: Sequence[str] = (), output_dir: str 
     return model.eval(), cfg
 
 
-def verdict_threshold(model) -> tuple[float, str]:
-    """``(threshold, note)``: the P(fake) threshold of a model from :func:`load_model` for a fake/real
-    verdict. Training stores the one calibrated on the validation split (``lmguide_threshold``: the
-    balanced-accuracy optimum on the val frames of the validation that wrote the checkpoint); a
-    checkpoint without it (written before it was stored, or after a one-class validation) gets 0.5,
-    and the note says so."""
+def stored_threshold(model) -> tuple[float | None, str]:
+    """``(threshold, note)``: the P(fake) threshold a model from :func:`load_model` stores, as stored.
+    Training stores the one calibrated on the validation split (``lmguide_threshold``: the
+    balanced-accuracy optimum on the val frames of the validation that wrote the checkpoint); None
+    for a checkpoint without it (written before it was stored, or after a one-class validation) or
+    with one that is no probability, and the note says which."""
     stored = getattr(model, "val_threshold", None)
     value = stored.get("value") if isinstance(stored, dict) else None
     if isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
@@ -199,8 +199,12 @@ def verdict_threshold(model) -> tuple[float, str]:
         where = f" at step {step}" if isinstance(step, int) and not isinstance(step, bool) else ""
         return float(value), f"calibrated on the validation split{where} (max balanced accuracy)"
     if stored is not None:
-        return 0.5, "0.5: this checkpoint's stored threshold is not a probability in [0, 1]"
-    return (
-        0.5,
-        "0.5: this checkpoint stores no validation-calibrated threshold (written before it was stored)",
-    )
+        return None, "this checkpoint's stored threshold is not a probability in [0, 1]"
+    return None, "this checkpoint stores no validation-calibrated threshold (written before it was stored)"
+
+
+def verdict_threshold(model) -> tuple[float, str]:
+    """``(threshold, note)`` for a fake/real verdict: :func:`stored_threshold`, or 0.5 for a checkpoint
+    without one, and the note says so."""
+    value, note = stored_threshold(model)
+    return (value, note) if value is not None else (0.5, f"0.5: {note}")

@@ -6,8 +6,10 @@ its layout in ``layouts``), its root in ``roots`` and further overrides of its d
 ``set_overrides``; ``overrides`` apply to every set. The checkpoint's training config is re-composed
 with each set's data (as ``lmguide.eval data=<layout>`` does), the set's cache prepared (or reused),
 and its ``split`` (test) scored by :mod:`lmguide.scoring`, the path eval uses: the same faces give the
-same numbers. No validation split is needed or scored: ACC is taken at the threshold the checkpoint
-stores (training's, calibrated on its own validation split), never calibrated on a set scored here.
+same numbers, under the same keys (``auc``, ``video_auc``, ``cal_acc``, ...). No validation split is
+needed or scored: ``cal_*`` is taken at the threshold the checkpoint stores (training's, calibrated on its
+own validation split), never calibrated on a set scored here; a checkpoint without one gets no ``cal_*``,
+and a warning says so.
 
 Writes into the run directory (``logs/crosseval/runs/<date>``): ``crosseval.md`` and
 ``crosseval.json`` (:mod:`lmguide.crosseval_table`: per set frame and video AUC with people-level
@@ -145,16 +147,16 @@ def score_checkpoint(
     """Score ``ckpt_path`` on every set; writes the table and ``predictions.csv`` into ``out_dir`` and
     returns the table (:mod:`lmguide.crosseval_table`)."""
     from lmguide import crosseval_table
-    from lmguide.checkpoint import load_model, read_checkpoint, verdict_threshold
+    from lmguide.checkpoint import load_model, read_checkpoint
     from lmguide.metrics import score_split
     from lmguide.predictions import NAME, write_predictions
-    from lmguide.scoring import manifest_counts, split_metrics, unit_of
+    from lmguide.scoring import manifest_counts, model_threshold, split_metrics, unit_of
 
     cache = {} if cache is None else cache
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = read_checkpoint(ckpt_path)
     model, _ = load_model(ckpt_path, output_dir=out_dir)  # as trained: no set's data changes it
-    threshold, note = verdict_threshold(model)
+    threshold, note = model_threshold(model)  # the stored one, or None (and a warning): never calibrated here
     unit = unit_of(model)
     rows, full, scored = [], {}, {}
     for ds in sets:
@@ -168,7 +170,8 @@ def score_checkpoint(
             )
         log.info("scoring %s (data=%s): %d %ss", ds.name, ds.layout, len(data), unit)
         res = scored[ds.name] = score_split(model, data, dm.eval_batch_size)
-        metrics = split_metrics(res, unit, {"": 0.5, "ckpt_": threshold}, cfg.video_agg, int(cfg.seed))
+        # the set's row: the statistics without a split, the set's name standing for it
+        metrics = split_metrics(res, unit, threshold, cfg.video_agg, int(cfg.seed))
         metrics.update(manifest_counts(dm, cfg.split))
         full[ds.name] = {"layout": ds.layout, "root": ds.root, "overrides": set_overrides(ds, cfg.overrides)}
         full[ds.name]["metrics"] = metrics

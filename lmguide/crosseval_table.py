@@ -1,11 +1,13 @@
 """The cross-dataset table of ``lmguide.crosseval``: its rows (one per data set), the markdown and JSON
 it is written as, and the reading back of a job's ``crosseval/`` folder for ``lmguide.sweep_report``.
 
-A row holds eval's own metric keys (:mod:`lmguide.scoring`), so a row's numbers are the per-set eval
-numbers by construction: ``<unit>/auc`` with its bootstrap interval (``_ci95_lo``/``_hi``, resampling
-people), ``video/auc`` likewise (a video's score is the mean of its frames' P(fake), DeepfakeBench's
-video AUC), EER and AP at both levels, ACC at the checkpoint's stored threshold (``ckpt_acc``: never
-calibrated on the set scored), and the counts: videos, frames, and the manifest's frames without a face.
+A row holds the statistics of :mod:`lmguide.scoring` under its keys, the set's name standing for eval's
+split (eval's ``test/auc`` is the row's ``auc``, and ``<set>/auc`` in the flat metrics a sweep report
+reads), so a row's numbers are the per-set eval numbers by construction: ``auc`` (per frame or clip)
+with its bootstrap interval (``_ci95_lo``/``_hi``, resampling people), ``video_auc`` likewise (a video's
+score is the mean of its frames' P(fake), DeepfakeBench's video AUC), EER and AP at both levels, ACC at
+the checkpoint's stored threshold (``cal_acc``: calibrated on its validation split, never on the set
+scored), and the counts: videos, frames, and the manifest's frames without a face.
 """
 
 from __future__ import annotations
@@ -20,17 +22,17 @@ JSON = "crosseval.json"
 MARKDOWN = "crosseval.md"
 #: names a set may not take: the splits training writes into metrics.json and predictions.csv
 RESERVED = ("train", "val", "test", "swaps", "test_swaps", "xsource", "xsource_swaps")
-#: per set, the flat metrics a sweep report reads (``<set>/<name>``): name -> row key (unit filled in)
-SWEEP_KEYS = {"auc": "{unit}/auc", "video_auc": "video/auc", "eer": "{unit}/eer", "ap": "{unit}/ap"}
+#: per set, the flat metrics a sweep report reads (``<set>/<name>``, as a row holds them)
+SWEEP_KEYS = ("auc", "video_auc", "eer", "ap")
 COUNTS = ("n_videos", "n_no_face", "n_unusable", "n_videos_without_face")
 
 
 def row_keys(unit: str) -> tuple[str, ...]:
     """The metric keys of a table row, for samples of ``unit`` (frame or clip)."""
     keys = [f"n_{unit}s", *COUNTS]
-    for level in (unit, "video"):
-        keys += [f"{level}/{k}" for k in ("auc", "auc_ci95_lo", "auc_ci95_hi", "people", "eer", "ap")]
-        keys += [f"{level}/ckpt_acc", f"{level}/ckpt_balanced_acc"]
+    for level in ("", "video_"):
+        keys += [f"{level}{k}" for k in ("auc", "auc_ci95_lo", "auc_ci95_hi", "people", "eer", "ap")]
+        keys += [f"{level}cal_acc", f"{level}cal_balanced_acc"]
     return tuple(keys)
 
 
@@ -38,17 +40,19 @@ def table_row(name: str, layout: str, root: str | None, metrics: dict, unit: str
     """One set's row: its name, layout and root, then :func:`row_keys` taken from eval's metrics."""
     row = {"set": name, "layout": layout, "root": root}
     row.update({k: metrics.get(k) for k in row_keys(unit)})
-    reasons = [metrics[f"{lv}/undefined"] for lv in (unit, "video") if metrics.get(f"{lv}/undefined")]
+    reasons = [metrics[f"{lv}undefined"] for lv in ("", "video_") if metrics.get(f"{lv}undefined")]
     row["undefined"] = reasons[0] if reasons else None
     return row
 
 
-def _num(v, digits: int = 3) -> str:
-    return "undefined" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+def _num(v, digits: int = 3, missing: str = "undefined") -> str:
+    return (
+        missing if v is None else "undefined" if isinstance(v, float) and math.isnan(v) else f"{v:.{digits}f}"
+    )
 
 
 def _auc(row: dict, level: str) -> str:
-    auc, lo, hi = (row[f"{level}/auc{s}"] for s in ("", "_ci95_lo", "_ci95_hi"))
+    auc, lo, hi = (row[f"{level}auc{s}"] for s in ("", "_ci95_lo", "_ci95_hi"))
     if auc is None:
         return "undefined"
     return _num(auc) + ("" if lo is None else f" [{lo:.3f}, {hi:.3f}]")
@@ -58,12 +62,16 @@ def markdown(table: dict) -> str:
     """The table as markdown, with what each column means under it."""
     unit, agg = table["unit"], table["video_agg"]
     thr = table["threshold"]
+    at = (
+        "no ACC: the checkpoint stores no threshold"
+        if thr is None
+        else f"ACC at its stored threshold, {thr:.3f}"
+    )
     lines = [
         "# Cross-dataset evaluation",
         "",
-        f"Checkpoint `{table['ckpt_path']}`, the `{table['split']}` split of each set. ACC at the "
-        f"checkpoint's stored threshold, {thr:.3f}: {table['threshold_note']}; never calibrated on a set "
-        "scored here.",
+        f"Checkpoint `{table['ckpt_path']}`, the `{table['split']}` split of each set. {at}: "
+        f"{table['threshold_note']}; never calibrated on a set scored here.",
         "",
         f"| set | videos | {unit}s | no face | unusable | {unit} AUC [95 % CI] | video AUC [95 % CI] | "
         f"{unit} EER | {unit} AP | video EER | video AP | {unit} ACC | video ACC |",
@@ -72,9 +80,9 @@ def markdown(table: dict) -> str:
     for r in table["rows"]:
         name = r["set"] if r["set"] == r["layout"] else f"{r['set']} ({r['layout']})"
         cells = [name, str(r["n_videos"]), str(r[f"n_{unit}s"]), str(r["n_no_face"]), str(r["n_unusable"])]
-        cells += [_auc(r, unit), _auc(r, "video")]
-        cells += [_num(r[f"{lv}/{k}"]) for lv in (unit, "video") for k in ("eer", "ap")]
-        cells += [_num(r[f"{lv}/ckpt_acc"]) for lv in (unit, "video")]
+        cells += [_auc(r, ""), _auc(r, "video_")]
+        cells += [_num(r[f"{lv}{k}"]) for lv in ("", "video_") for k in ("eer", "ap")]
+        cells += [_num(r.get(f"{lv}cal_acc"), missing="-") for lv in ("", "video_")]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -97,9 +105,7 @@ def markdown(table: dict) -> str:
 def sweep_metrics(table: dict) -> dict:
     """The flat metrics a sweep report pairs per set: ``<set>/auc`` (frame or clip AUC),
     ``<set>/video_auc``, ``<set>/eer``, ``<set>/ap``."""
-    unit = table["unit"]
-    keys = {name: key.format(unit=unit) for name, key in SWEEP_KEYS.items()}
-    return {f"{r['set']}/{name}": r[key] for r in table["rows"] for name, key in keys.items()}
+    return {f"{r['set']}/{k}": r[k] for r in table["rows"] for k in SWEEP_KEYS}
 
 
 def write(out_dir: Path, table: dict) -> dict[str, Path]:

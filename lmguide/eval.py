@@ -1,22 +1,22 @@
 """Evaluate a checkpoint: ``python -m lmguide.eval ckpt_path=... [split=test] [data=<layout>]``.
 
-The model is rebuilt from the checkpoint's own config (see :mod:`lmguide.checkpoint`). Frame- and
-video-level AUC, AP, EER, and ACC / balanced ACC / precision / recall / F1 at 0.5, at the threshold
-calibrated on the validation split (``cal_``: never on the split being evaluated unless that is val
-itself) and at the checkpoint's stored threshold (``ckpt_``: training's, which predict uses);
-attention-in-landmark share and pointing-game hit rate; and what the prepare manifest recorded for the
-split (``n_no_face`` frames without a face, ``n_unusable``, ``statuses``: counted, never scored). The
-scoring and the metrics are :mod:`lmguide.scoring`'s, which ``lmguide.crosseval`` shares. Writes
-``metrics.json``, ``predictions.csv`` (one row per scored frame of val and of the split, with
-training's columns: see :mod:`lmguide.predictions`), ``roc.png``, ``pr.png`` and ``confusion.png``
-into the run directory.
+The model is rebuilt from the checkpoint's own config (see :mod:`lmguide.checkpoint`). The scoring,
+the statistics, their keys and cells are :mod:`lmguide.scoring`'s, the ones train's summary and
+``lmguide.crosseval`` use: ``<split>/<name>``, e.g. ``test/auc``, ``test/video_auc``, ``test/cal_acc``.
+Per sample and per video AUC, AP, EER, and ACC / balanced ACC / precision / recall / F1 at 0.5 and at
+the threshold calibrated on the validation split (``cal_``, ``threshold_val``): the one the checkpoint
+stores, read from it (predict's). A checkpoint without one gets one calibrated on the val split here,
+and a warning and ``threshold_note`` say so. Attention-in-landmark share and pointing-game hit rate; and
+what the prepare manifest recorded for the split (``<split>/n_no_face`` frames without a face,
+``n_unusable``, ``statuses``: counted, never scored). Writes ``metrics.json``, ``predictions.csv`` (one
+row per scored frame of val and of the split, with training's columns: see :mod:`lmguide.predictions`),
+``roc.png``, ``pr.png`` and ``confusion.png`` into the run directory.
 
 A clip (video) checkpoint (``backbone=efficientnet_lstm``) is evaluated on clips, as its training's test
 step does: the run's config sets ``data.clip_frames``, so every split is a
-:class:`~lmguide.data.datasets.ClipDataset`. The per-sample level is then ``clip`` (``clip/auc``, ...,
-``n_clips``, a row per clip in ``predictions.csv``, keyed by its first frame) instead of ``frame``; a
-video's score aggregates its clips; the attention metrics stay per frame (``frame/attn_in_lm``, every
-frame of every clip).
+:class:`~lmguide.data.datasets.ClipDataset`. A sample (``unit``) is then a clip (``<split>/n_clips``, a
+row per clip in ``predictions.csv``, keyed by its first frame) instead of a frame; a video's score
+aggregates its clips; the attention metrics stay per frame (``attn_in_lm``: every frame of every clip).
 """
 
 from __future__ import annotations
@@ -58,9 +58,16 @@ def data_choice(cfg: DictConfig) -> str | None:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    from lmguide.checkpoint import load_model, verdict_threshold
-    from lmguide.metrics import calibrate_threshold, score_split
-    from lmguide.scoring import build_datamodule, manifest_counts, split_metrics, unit_of
+    from lmguide.checkpoint import load_model
+    from lmguide.metrics import score_split
+    from lmguide.scoring import (
+        build_datamodule,
+        manifest_counts,
+        model_threshold,
+        prefixed,
+        split_metrics,
+        unit_of,
+    )
 
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -73,33 +80,23 @@ def evaluate(cfg: DictConfig) -> dict:
     unit = unit_of(model)  # what one scored sample is
 
     val = score_split(model, dm.datasets["val"], dm.eval_batch_size)
-    threshold = calibrate_threshold(val["prob"], val["label"])
     res = val if cfg.split == "val" else score_split(model, dm.datasets[cfg.split], dm.eval_batch_size)
-    stored = verdict_threshold(model)[0]  # training's, which predict and crosseval use
+    threshold, note = model_threshold(model, val)  # the stored one; calibrated here (and said) without
 
-    metrics: dict = {"threshold_val": threshold, "threshold_ckpt": stored}
-    thresholds = {"": 0.5, "cal_": threshold, "ckpt_": stored}
-    metrics.update(split_metrics(res, unit, thresholds, cfg.video_agg, int(cfg.get("seed", 0) or 0)))
-    metrics.update(manifest_counts(dm, cfg.split))  # faceless frames: counted, never scored
+    metrics: dict = {} if threshold is None else {"threshold_val": threshold}
+    stats = split_metrics(res, unit, threshold, cfg.video_agg, int(cfg.get("seed", 0) or 0))
+    stats.update(manifest_counts(dm, cfg.split))  # faceless frames: counted, never scored
+    metrics.update(prefixed(cfg.split, stats))
 
-    (out_dir / "metrics.json").write_text(
-        json.dumps(
-            {
-                "split": cfg.split,
-                "ckpt_path": str(cfg.ckpt_path),
-                "video_agg": cfg.video_agg,
-                "unit": unit,
-                **metrics,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    head = {"split": cfg.split, "ckpt_path": str(cfg.ckpt_path), "video_agg": cfg.video_agg, "unit": unit}
+    head["threshold_note"] = note
+    (out_dir / "metrics.json").write_text(json.dumps({**head, **metrics}, indent=2) + "\n")
     write_predictions(out_dir / PREDICTIONS, {"val": val, cfg.split: res})  # train's columns
-    note = "calibrated on val" + (" itself" if cfg.split == "val" else "")
-    plots = plot_curves(res["prob"], res["label"], threshold, out_dir, f"{cfg.split} ({unit}s)", note)
+    thr = 0.5 if threshold is None else threshold
+    plot_note = f"0.5: {note}" if threshold is None else note
+    plots = plot_curves(res["prob"], res["label"], thr, out_dir, f"{cfg.split} ({unit}s)", plot_note)
     _send_to_loggers(cfg, metrics, plots)
-    _print(metrics, cfg.split, out_dir, unit, cfg.video_agg)
+    _print(metrics, cfg.split, out_dir, unit, cfg.video_agg, note)
     return metrics
 
 
@@ -109,7 +106,7 @@ def _send_to_loggers(cfg: DictConfig, metrics: dict, plots: list[Path]) -> None:
     loggers = instantiate_group(cfg.get("logger"))
     if not loggers:
         return
-    scalars = {f"eval/{cfg.split}/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    scalars = {f"eval/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)}
     try:
         for lg in loggers:
             lg.log_metrics(scalars)
@@ -120,60 +117,50 @@ def _send_to_loggers(cfg: DictConfig, metrics: dict, plots: list[Path]) -> None:
         finish_wandb(loggers)
 
 
-def _print(metrics: dict, split: str, out_dir: Path, unit: str = "frame", video_agg: str = "mean") -> None:
+#: the rows of eval's table, each per sample and per video (``video_<row>``)
+ROWS = ("auc", "ap", "eer", "acc", "balanced_acc", "cal_acc", "cal_balanced_acc", "precision", "recall")
+ROWS += ("f1", "cal_f1")
+
+
+def _print(
+    metrics: dict, split: str, out_dir: Path, unit: str = "frame", video_agg: str = "mean", note: str = ""
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    def cell(key: str) -> str:
-        v = metrics[key]
-        if v is None:
-            return "undefined"
-        lo = metrics.get(f"{key}_ci95_lo")
-        return f"{v:.4f}" + ("" if lo is None else f" [{lo:.2f}, {metrics[f'{key}_ci95_hi']:.2f}]")
+    from lmguide.scoring import VIDEO, format_metric, threshold_line
 
-    t = Table(title=f"lmguide eval: {split} split (threshold {metrics['threshold_val']:.3f} from val)")
+    def get(key: str):
+        return metrics.get(f"{split}/{key}")
+
+    t = Table(title=f"lmguide eval: {split} split")
     t.add_column("metric")
     t.add_column(unit, justify="right")
     t.add_column(f"video ({video_agg})", justify="right")  # a video's score: video_agg of its frames'
-    for k in (
-        "auc",
-        "ap",
-        "eer",
-        "acc",
-        "balanced_acc",
-        "cal_acc",
-        "cal_balanced_acc",
-        "precision",
-        "recall",
-        "f1",
-        "cal_f1",
-    ):
-        t.add_row(k, cell(f"{unit}/{k}"), cell(f"video/{k}"))
+    for k in ROWS:
+        t.add_row(k, format_metric(metrics, split, k), format_metric(metrics, split, f"{VIDEO}{k}"))
     per_frame = "" if unit == "frame" else " (per frame)"
-    t.add_row(f"attn_in_lm{per_frame}", f"{metrics['frame/attn_in_lm']:.4f}", "-")
-    t.add_row(f"pointing_game{per_frame}", f"{metrics['frame/pointing_game']:.4f}", "-")
-    for k in [k.split("/", 1)[1] for k in metrics if k.startswith(("frame/attn_", "frame/map_corr"))]:
-        if k != "attn_in_lm":
-            t.add_row(f"{k}{per_frame}", f"{metrics[f'frame/{k}']:.4f}", "-")
+    shown = [k.split("/", 1)[1] for k in metrics if k.startswith((f"{split}/attn_", f"{split}/map_corr"))]
+    for k in ("attn_in_lm", "pointing_game", *[k for k in shown if k != "attn_in_lm"]):
+        t.add_row(f"{k}{per_frame}", format_metric(metrics, split, k), "-")
     console = Console()
     console.print(t)
-    if metrics.get(f"{unit}/undefined"):
+    console.print(threshold_line(metrics, note), soft_wrap=True, highlight=False, markup=False)
+    if get("undefined"):
+        console.print(f"{split}: {get('undefined')}", soft_wrap=True, highlight=False, markup=False)
+    elif get("auc_ci95_lo") is not None:
         console.print(
-            f"{split}: {metrics[f'{unit}/undefined']}", soft_wrap=True, highlight=False, markup=False
-        )
-    elif metrics.get(f"{unit}/auc_ci95_lo") is not None:
-        console.print(
-            f"AUC [lo, hi]: 95 % bootstrap interval resampling the {metrics[f'{unit}/people']} people "
+            f"AUC [lo, hi]: 95 % bootstrap interval resampling the {get('people')} people "
             f"(a video and its fakes together), not {unit}s",
             soft_wrap=True,
             highlight=False,
             markup=False,
         )
     unscored = ""
-    if metrics.get("n_unusable"):
-        unscored = f" ({metrics['n_unusable']} manifest rows unusable, {metrics['n_no_face']} without a face)"
+    if get("n_unusable"):
+        unscored = f" ({get('n_unusable')} manifest rows unusable, {get('n_no_face')} without a face)"
     console.print(
-        f"{metrics[f'n_{unit}s']} {unit}s, {metrics['n_videos']} videos{unscored}; written to {out_dir}: "
+        f"{get(f'n_{unit}s')} {unit}s, {get('n_videos')} videos{unscored}; written to {out_dir}: "
         "metrics.json predictions.csv roc.png pr.png confusion.png",
         soft_wrap=True,
         highlight=False,
@@ -183,8 +170,7 @@ def _print(metrics: dict, split: str, out_dir: Path, unit: str = "frame", video_
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 @friendly_errors
 def main(cfg: DictConfig) -> float:
-    metrics = evaluate(cfg)
-    return metrics.get("frame/auc", metrics.get("clip/auc"))
+    return evaluate(cfg).get(f"{cfg.split}/auc")
 
 
 if __name__ == "__main__":

@@ -1,32 +1,23 @@
 """What a run reports after its fit: the scored sets (val, test, the swaps, the held-out sources),
-their statistics with bootstrap intervals, the test curves and the one-screen summary."""
+their statistics (:mod:`lmguide.scoring`'s, eval's: the same keys, cells and threshold), the test curves
+and the one-screen summary."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from lmguide.alignment import attention_summary
 from lmguide.loggers import log_images
-from lmguide.metrics import (
-    aggregate_videos,
-    binary_report,
-    bootstrap_auc,
-    calibrate_threshold,
-    score_split,
-    undefined_reason,
-)
+from lmguide.metrics import score_split
 from lmguide.predictions import NAME as PREDICTIONS
+from lmguide.scoring import CALIBRATE, calibrate_on, format_metric, prefixed, split_metrics, threshold_line
 from lmguide.viz.curves import plot_curves
 
 log = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ("auc", "acc", "cal_acc", "eer", "ap", "f1", "cal_f1", "video_auc", "attn_in_lm", "mask_area")
 #: after attn_in_lm: the share on each landmark region (attn_<region>, as many as the mask has), then
-#: how alike the attention maps are (map_corr)
-#: summary row names where the metrics.json key alone would not say at which threshold
-#: (at most 10 characters, as long as attn_in_lm: a wider column wraps the AUC cells on an 80-column console)
-SUMMARY_ROWS = {"acc": "acc @0.5", "f1": "f1 @0.5", "cal_acc": "acc @thr", "cal_f1": "f1 @thr"}
+#: how alike the attention maps are (map_corr); rows are named by their metrics.json key
 
 
 #: the summary as printed, in the run dir
@@ -39,8 +30,12 @@ SCORED_SETS = {
     "xsource": "xsource",
     "xsource_swaps": "xsource_swaps",
 }
-#: the sets whose AUC, AP, EER, acc and F1 the LightningModule logs itself (the others get them here)
+#: the sets whose statistics at 0.5 the LightningModule logs itself (the checkpoint was chosen by them)
 MODULE_LOGGED = ("val", "test")
+#: what it logs of them (:func:`lmguide.metrics.detection_metrics`, per frame and per video): its numbers
+#: stand in metrics.json unless a one-class set leaves them undefined (None)
+_DETECTION = ("acc", "auc", "ap", "precision", "f1", "eer")
+MODULE_KEYS = (*_DETECTION, *(f"video_{k}" for k in _DETECTION), "n_videos", "attn_in_lm")
 #: summary tables: (title, {column: header}); the held-out sources get a table of their own
 TABLES = (
     (
@@ -52,8 +47,6 @@ TABLES = (
         {"xsource": "xsource: self-blends", "xsource_swaps": "xsource: swaps"},
     ),
 )
-#: the metrics that need both classes, as logged by the LightningModule
-_TWO_CLASS_KEYS = ("auc", "ap", "eer", "video_auc", "video_ap", "video_eer")
 
 
 def score_splits(model, datamodule) -> dict[str, dict]:
@@ -76,41 +69,24 @@ def score_splits(model, datamodule) -> dict[str, dict]:
     return out
 
 
-def split_statistics(scored: dict[str, dict], seed: int = 0) -> dict:
-    """Per scored set: 95 % bootstrap intervals of the frame and video AUC (resampling people), the
-    swap set's detection metrics, and None with the reason for metrics a one-class set leaves undefined.
+def split_statistics(
+    scored: dict[str, dict], seed: int = 0, threshold: float | str | None = CALIBRATE
+) -> dict:
+    """Per scored set, :func:`lmguide.scoring.split_metrics` as ``<set>/<name>`` (bootstrap intervals
+    resampling people, ``cal_*`` at ``threshold``, None with the reason where a one-class set leaves a
+    metric undefined), less what the LightningModule logged itself for val and test (:data:`MODULE_KEYS`).
 
-    Accuracy and F1 are also given at the validation-calibrated threshold (``<set>/cal_acc``,
-    ``<set>/cal_f1``, the threshold as ``threshold_val``): the one the best checkpoint stores and
-    ``predict`` gives its verdicts at, where 0.5 means little for probabilities that are not calibrated."""
-    out: dict = {}
-    val = scored.get("val")
-    if val is not None and not undefined_reason(val["label"]):
-        thr = out["threshold_val"] = calibrate_threshold(val["prob"], val["label"])
-        for name, res in scored.items():
-            at = binary_report(res["prob"], res["label"], thr)
-            out[f"{name}/cal_acc"], out[f"{name}/cal_f1"] = at["acc"], at["f1"]
+    ``threshold``: the one the tested model stores (``threshold_val``, calibrated on val: train passes
+    it); None: no ``cal_*``; :data:`~lmguide.scoring.CALIBRATE` (without a model): calibrated here on the
+    scored val set, which the log says."""
+    if threshold == CALIBRATE:
+        threshold = calibrate_on(scored.get("val"))
+    out: dict = {} if threshold is None else {"threshold_val": threshold}
     for name, res in scored.items():
-        if name not in MODULE_LOGGED:
-            for k, v in binary_report(res["prob"], res["label"]).items():
-                if k in ("auc", "ap", "eer", "acc", "f1"):
-                    out[f"{name}/{k}"] = v
-            out[f"{name}/attn_in_lm"] = float(res["attn_in_lm"].mean())
-            vids, vs, vy = aggregate_videos(res["prob"], res["label"], res["video"])
-            out[f"{name}/video_auc"] = binary_report(vs, vy)["auc"]
-        out.update({f"{name}/{k}": v for k, v in attention_summary(res).items()})  # per region, map_corr
-        frame = bootstrap_auc(res["prob"], res["label"], res["person"], seed=seed)
-        person = dict(zip(res["video"], res["person"], strict=True))
-        vids, vs, vy = aggregate_videos(res["prob"], res["label"], res["video"])
-        video = bootstrap_auc(vs, vy, [person[v] for v in vids], seed=seed)
-        if frame.get("reason"):
-            out.update(
-                {f"{name}/{k}": None for k in _TWO_CLASS_KEYS}, **{f"{name}/undefined": frame["reason"]}
-            )
-            continue
-        out[f"{name}/auc_ci95_lo"], out[f"{name}/auc_ci95_hi"] = frame["lo"], frame["hi"]
-        out[f"{name}/video_auc_ci95_lo"], out[f"{name}/video_auc_ci95_hi"] = video["lo"], video["hi"]
-        out[f"{name}/people"] = frame["clusters"]
+        stats = split_metrics(res, "frame", threshold, seed=seed)
+        if name in MODULE_LOGGED:
+            stats = {k: v for k, v in stats.items() if k not in MODULE_KEYS or v is None}
+        out.update(prefixed(name, stats))
     return out
 
 
@@ -153,18 +129,6 @@ def report_sources(scored: dict[str, dict], datamodule, threshold: float | None,
     }
 
 
-def format_metric(metrics: dict, split: str, key: str) -> str:
-    """One summary cell: the value, its bootstrap interval for AUCs, ``undefined`` or ``-``."""
-    full = f"{split}/{key}"
-    if full not in metrics:
-        return "-"
-    v = metrics[full]
-    if v is None:
-        return "undefined"
-    lo, hi = metrics.get(f"{full}_ci95_lo"), metrics.get(f"{full}_ci95_hi")
-    return f"{v:.4f}" + ("" if lo is None else f" [{lo:.2f}, {hi:.2f}]")
-
-
 def summary_keys(metrics: dict) -> list[str]:
     """The summary's rows: :data:`SUMMARY_KEYS` with the per-region shares (``attn_<region>``, in the
     order the run wrote them) after ``attn_in_lm`` and ``map_corr`` last."""
@@ -174,7 +138,9 @@ def summary_keys(metrics: dict) -> list[str]:
     return [*SUMMARY_KEYS[:i], *regions, *SUMMARY_KEYS[i:], "map_corr"]
 
 
-def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
+def print_summary(metrics: dict[str, float], trainer, out_dir: Path, threshold_note: str = "") -> None:
+    """The run's summary tables (:func:`~lmguide.scoring.format_metric`'s cells), what ``cal_*`` is
+    at, and where the run's files are; printed and written to ``<run dir>/summary.txt``."""
     from rich.console import Console
     from rich.table import Table
 
@@ -192,7 +158,7 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
         for k in summary_keys(metrics):
             cells = [format_metric(metrics, c, k) for c in shown]
             if not all(x == "-" for x in cells):
-                table.add_row(SUMMARY_ROWS.get(k, k), *cells)
+                table.add_row(k, *cells)
         tables.append(table)
         cols += shown
     ck = trainer.checkpoint_callback
@@ -217,13 +183,7 @@ def print_summary(metrics: dict[str, float], trainer, out_dir: Path) -> None:
             soft_wrap=True,
             markup=False,
         )
-    if metrics.get("threshold_val") is not None:
-        console.print(
-            f"@thr: fake at P(fake) >= {metrics['threshold_val']:.4f}, the threshold calibrated on val "
-            "that the best checkpoint stores and predict uses",
-            soft_wrap=True,
-            highlight=False,
-        )
+    console.print(threshold_line(metrics, threshold_note), soft_wrap=True, highlight=False, markup=False)
     for c in cols:
         if metrics.get(f"{c}/undefined"):
             console.print(f"{c}: {metrics[f'{c}/undefined']}", soft_wrap=True, highlight=False, markup=False)

@@ -115,7 +115,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
     import lightning as L
     from lightning.pytorch.plugins.io import CheckpointIO
 
-    from lmguide.checkpoint import AtomicCheckpointIO
+    from lmguide.checkpoint import AtomicCheckpointIO, stored_threshold
 
     check_numbers(cfg)
     backend = compile_backend(cfg.trainer.get("compile"))  # a bad name fails before any data is read
@@ -150,6 +150,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
         lg.log_hyperparams(model.run_config)
 
     metrics: dict[str, float] = {}
+    threshold_note = ""
     try:
         if cfg.get("ckpt_path"):
             log.info("fitting from %s", cfg.ckpt_path)
@@ -174,7 +175,11 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
                 metrics.update({k: float(v) for k, v in res.items()})
             if trainer.is_global_zero:
                 scored = score_splits(model, datamodule)
-                stats = split_statistics(scored, seed=int(cfg.seed))  # swaps/*, xsource*/*, intervals, …
+                # the threshold the tested checkpoint stores (its on_load_checkpoint restored it): read
+                threshold, threshold_note = stored_threshold(model)
+                if threshold is None:
+                    threshold_note = "its validation calibrated none (one class only, or no validation)"
+                stats = split_statistics(scored, int(cfg.seed), threshold)  # swaps/*, cal_*, intervals, …
                 unlogged = {k: v for k, v in stats.items() if k not in metrics}
                 metrics.update(stats)
                 if scored:  # per face, for comparisons of two runs on the same faces (sweep_report)
@@ -194,7 +199,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
     metrics["wall_time_s"] = time.perf_counter() - t0
     if trainer.is_global_zero:  # DDP: every rank holds the same (synced) metrics; rank 0 writes them
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        print_summary(metrics, trainer, out_dir)
+        print_summary(metrics, trainer, out_dir, threshold_note)
         (out_dir / INTERRUPTED).unlink(missing_ok=True)  # a resumed run that finished
     return metrics
 

@@ -59,7 +59,7 @@ def test_training_stores_the_val_calibrated_threshold_eval_computes(trained_ckpt
         )
     metrics = evaluate(cfg)
     assert metrics["threshold_val"] == pytest.approx(stored["value"], abs=1e-5)
-    assert metrics["n_frames"] == stored["frames"]
+    assert metrics["val/n_frames"] == stored["frames"]
 
 
 def test_a_checkpoint_without_a_threshold_falls_back_to_one_half_with_a_note(analyzer, media):

@@ -134,14 +134,14 @@ def test_eval_on_a_clip_checkpoint_scores_the_test_clips(clip_ckpt, tmp_path):
     model, run_cfg = load_model(clip_ckpt, output_dir=tmp_path / "m")
     dm = hydra.utils.instantiate(run_cfg.data)
     dm.setup("test")
-    assert metrics["n_clips"] == len(dm.datasets["test"]) and "n_frames" not in metrics
-    assert 0.0 <= metrics["clip/auc"] <= 1.0 and 0.0 <= metrics["video/auc"] <= 1.0
-    assert 0.0 <= metrics["frame/attn_in_lm"] <= 1.0
+    assert metrics["test/n_clips"] == len(dm.datasets["test"]) and "test/n_frames" not in metrics
+    assert 0.0 <= metrics["test/auc"] <= 1.0 and 0.0 <= metrics["test/video_auc"] <= 1.0
+    assert 0.0 <= metrics["test/attn_in_lm"] <= 1.0
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["unit"] == "clip" and saved["clip/auc"] == metrics["clip/auc"]
+    assert saved["unit"] == "clip" and saved["test/auc"] == metrics["test/auc"]
     rows = [r for r in csv.DictReader(open(tmp_path / "predictions.csv")) if r["split"] == "test"]
-    assert len(rows) == metrics["n_clips"] == len({r["key"] for r in rows})  # a row per clip
-    assert len({r["video"] for r in rows}) == metrics["n_videos"]
+    assert len(rows) == metrics["test/n_clips"] == len({r["key"] for r in rows})  # a row per clip
+    assert len({r["video"] for r in rows}) == metrics["test/n_videos"]
 
 
 def test_visualize_draws_a_clips_attention_strip(clip_ckpt, media, tmp_path):

@@ -93,17 +93,17 @@ def test_table_follows_the_definitions_from_the_same_predictions(scored):
         p = preds[row["set"]]
         y, s = np.array(p["label"]), np.array(p["p_fake"])
         assert 0 < y.sum() < len(y), row["set"]  # both classes
-        assert row["frame/auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-6)
-        assert row["frame/ap"] == pytest.approx(average_precision_score(y, s), abs=1e-4)
-        assert row["frame/eer"] == pytest.approx(_eer(y, s), abs=1e-6)
-        assert row["frame/ckpt_acc"] == pytest.approx(float(((s >= thr) == y).mean()), abs=1e-6)
+        assert row["auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-6)
+        assert row["ap"] == pytest.approx(average_precision_score(y, s), abs=1e-4)
+        assert row["eer"] == pytest.approx(_eer(y, s), abs=1e-6)
+        assert row["cal_acc"] == pytest.approx(float(((s >= thr) == y).mean()), abs=1e-6)
         videos = sorted(set(p["video"]))
         vs = np.array([s[[v == w for w in p["video"]]].mean() for v in videos])
         vy = np.array([y[p["video"].index(v)] for v in videos])
         assert row["n_frames"] == len(y) and row["n_videos"] == len(videos)
-        assert row["video/auc"] == pytest.approx(roc_auc_score(vy, vs), abs=1e-6)
-        assert row["video/eer"] == pytest.approx(_eer(vy, vs), abs=1e-6)
-        assert row["frame/auc_ci95_lo"] <= row["frame/auc"] <= row["frame/auc_ci95_hi"]
+        assert row["video_auc"] == pytest.approx(roc_auc_score(vy, vs), abs=1e-6)
+        assert row["video_eer"] == pytest.approx(_eer(vy, vs), abs=1e-6)
+        assert row["auc_ci95_lo"] <= row["auc"] <= row["auc_ci95_hi"]
     folder = table["rows"][1]
     assert folder["n_no_face"] >= 3  # no_face.mp4's frames (and face_noface.mov's faceless ones)
     assert folder["n_videos_without_face"] >= 1  # no_face.mp4: absent from the video AUC, counted here
@@ -126,9 +126,9 @@ def test_table_equals_per_set_eval(scored, trained_ckpt, tmp_path, monkeypatch, 
         cfg = compose_entry("eval", f"ckpt_path={trained_ckpt}", f"paths.output_dir={tmp_path / row['set']}",
                             f"overrides={ov}")  # fmt: skip
         metrics = evaluate(cfg)
-        assert metrics["threshold_ckpt"] == table["threshold"]
+        assert metrics["threshold_val"] == table["threshold"]
         for key in row_keys("frame"):
-            assert row[key] == metrics[key], (row["set"], key)
+            assert row[key] == metrics[f"test/{key}"], (row["set"], key)
 
 
 def test_sweep_report_pairs_two_checkpoints_per_set(scored, trained_ckpt, tmp_path, monkeypatch, cache_dir):
@@ -162,7 +162,7 @@ def test_sweep_report_pairs_two_checkpoints_per_set(scored, trained_ckpt, tmp_pa
 
     tables = crosseval(cfg)
     assert len(tables) == 2 and all((sweep / n / FOLDER / "crosseval.json").exists() for n in "01")
-    aucs = [t["rows"][0]["frame/auc"] for t in tables]
+    aucs = [t["rows"][0]["auc"] for t in tables]
     paths = report(sweep)
     md = paths["markdown"].read_text()
     assert "folder AUC" in md and "folder video AUC" in md
@@ -235,7 +235,7 @@ def _fake_table(auc: float) -> dict:
     from lmguide.crosseval_table import row_keys
 
     row = {"set": "celebdf", "layout": "celebdf", "root": "/d", "undefined": None}
-    row |= {k: (auc if "/" in k else 3) for k in row_keys("frame")}
+    row |= {k: (3 if k.startswith("n_") else auc) for k in row_keys("frame")}  # counts, statistics
     return {"ckpt_path": "x.ckpt", "split": "test", "unit": "frame", "video_agg": "mean", "threshold": 0.5,
             "threshold_note": "stored", "rows": [row], "sets": {}}  # fmt: skip
 

@@ -125,21 +125,21 @@ def test_eval_on_a_trained_checkpoint(trained_ckpt, tmp_path):
     for f in ("metrics.json", "predictions.csv", "roc.png", "pr.png", "confusion.png"):
         assert (tmp_path / f).stat().st_size > 0, f
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["split"] == "test" and saved["frame/auc"] == metrics["frame/auc"]
+    assert saved["split"] == "test" and saved["test/auc"] == metrics["test/auc"]
     with open(tmp_path / "predictions.csv", newline="") as f:
         assert tuple(csv.DictReader(f).fieldnames) == FIELDS  # the columns train writes
     preds = read_predictions(tmp_path / "predictions.csv")
     assert set(preds) == {"val", "test"}  # val is scored for the threshold, test was asked for
     test = preds["test"]
-    assert len(test["key"]) == metrics["n_frames"] == len(set(test["key"]))
-    assert len(set(test["video"])) == metrics["n_videos"]
-    assert roc_auc_score(test["label"], test["p_fake"]) == pytest.approx(saved["frame/auc"], abs=1e-6)
-    assert 0 <= metrics["frame/pointing_game"] <= 1 and 0 <= metrics["threshold_val"] <= 1
-    shares = [saved[f"frame/attn_{r}"] for r in ("eyes", "nose", "mouth")]  # the demo mask's regions
+    assert len(test["key"]) == metrics["test/n_frames"] == len(set(test["key"]))
+    assert len(set(test["video"])) == metrics["test/n_videos"]
+    assert roc_auc_score(test["label"], test["p_fake"]) == pytest.approx(saved["test/auc"], abs=1e-6)
+    assert 0 <= metrics["test/pointing_game"] <= 1 and 0 <= metrics["threshold_val"] <= 1
+    shares = [saved[f"test/attn_{r}"] for r in ("eyes", "nose", "mouth")]  # the demo mask's regions
     assert all(0 < s < 1 for s in shares) and sum(shares) < 1
-    assert -1 <= saved["frame/map_corr"] <= 1  # two maps: their correlation
+    assert -1 <= saved["test/map_corr"] <= 1  # two maps: their correlation
     logged = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))  # logger=default: CSV + TensorBoard
-    assert float(logged[0]["eval/test/frame/auc"]) == pytest.approx(metrics["frame/auc"])
+    assert float(logged[0]["eval/test/auc"]) == pytest.approx(metrics["test/auc"])
     assert list((tmp_path / "tensorboard").glob("events.*"))
 
 
@@ -164,10 +164,10 @@ def _eval(trained_ckpt, tmp_path, extra: list[str]) -> dict:
 
 def test_eval_reports_bootstrap_intervals_and_face_swaps(trained_ckpt, tmp_path):
     saved = _eval(trained_ckpt, tmp_path, ['overrides=["data=demo_swaps"]'])
-    for level in ("frame", "video"):
-        lo, auc, hi = saved[f"{level}/auc_ci95_lo"], saved[f"{level}/auc"], saved[f"{level}/auc_ci95_hi"]
+    for level in ("test/", "test/video_"):
+        lo, auc, hi = saved[f"{level}auc_ci95_lo"], saved[f"{level}auc"], saved[f"{level}auc_ci95_hi"]
         assert lo <= auc <= hi, level
-    assert saved["frame/people"] >= 10  # the test people, resampled whole
+    assert saved["test/people"] >= 10  # the test people, resampled whole
     test = read_predictions(tmp_path / "predictions.csv")["test"]
     fakes = [(k, v) for k, v, y in zip(test["key"], test["video"], test["label"], strict=True) if y == 1]
     assert fakes and all(k.startswith("swap:") and v.startswith("swap:") for k, v in fakes)  # face swaps
@@ -176,11 +176,11 @@ def test_eval_reports_bootstrap_intervals_and_face_swaps(trained_ckpt, tmp_path)
 def test_eval_on_one_class_reports_undefined_not_numbers(trained_ckpt, tmp_path):
     # without self-blending the demo's splits hold real faces only: AUC, AP, EER have no meaning
     saved = _eval(trained_ckpt, tmp_path, ['overrides=["data.self_blend=false"]'])
-    for level in ("frame", "video"):
-        assert all(saved[f"{level}/{k}"] is None for k in ("auc", "eer", "ap"))
-        assert saved[f"{level}/auc_ci95_lo"] is None
-        assert "one class only" in saved[f"{level}/undefined"] and "0 fake" in saved[f"{level}/undefined"]
-    assert saved["frame/acc"] is not None  # a threshold metric is still defined
+    for level in ("test/", "test/video_"):
+        assert all(saved[f"{level}{k}"] is None for k in ("auc", "eer", "ap"))
+        assert saved[f"{level}auc_ci95_lo"] is None
+        assert "one class only" in saved[f"{level}undefined"] and "0 fake" in saved[f"{level}undefined"]
+    assert saved["test/acc"] is not None  # a threshold metric is still defined
 
 
 def _readme_eval_section() -> str:
@@ -197,9 +197,9 @@ def test_eval_table_names_video_agg_and_the_readme_shows_that_header(tmp_path, c
 
     keys = ("auc", "ap", "eer", "acc", "balanced_acc", "cal_acc", "cal_balanced_acc")
     keys += ("precision", "recall", "f1", "cal_f1")
-    metrics = {f"{level}/{k}": 0.5 for level in ("frame", "video") for k in keys}
-    metrics |= {"threshold_val": 0.5, "frame/attn_in_lm": 0.3, "frame/pointing_game": 0.4}
-    metrics |= {"n_frames": 12, "n_videos": 4}
+    metrics = {f"test/{level}{k}": 0.5 for level in ("", "video_") for k in keys}
+    metrics |= {"threshold_val": 0.5, "test/attn_in_lm": 0.3, "test/pointing_game": 0.4}
+    metrics |= {"test/n_frames": 12, "test/n_videos": 4}
     for agg in ("mean", "max"):
         _print(metrics, "test", tmp_path, "frame", agg)
         header = next(ln for ln in capsys.readouterr().out.splitlines() if " metric " in ln)
