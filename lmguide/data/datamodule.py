@@ -19,7 +19,7 @@ from lmguide.data.masks import CONTOURS, MaskSpec
 from lmguide.data.prepare import prepare_index
 from lmguide.data.sources import XSOURCE, hold_out
 from lmguide.data.transforms import build_transform
-from lmguide.errors import ConfigError
+from lmguide.errors import ConfigError, require_number
 from lmguide.losses.landmark import APPLY_TO
 
 log = logging.getLogger(__name__)
@@ -124,10 +124,9 @@ class FaceDataModule(L.LightningDataModule):
         test_sources: Sequence[str] | None = None,
     ):
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
-        if prepare_workers is not None and prepare_workers < 1:
-            raise ValueError(f"data.prepare_workers must be null or >= 1, got {prepare_workers}")
+        batch_size = require_number("data.batch_size", batch_size, low=1, integer=True)
+        if prepare_workers is not None:
+            prepare_workers = require_number("data.prepare_workers", prepare_workers, low=1, integer=True)
         # self_blend None (configs written before the switch existed): blend whenever fakes are given
         if self_blend is False:
             fakes = None
@@ -142,14 +141,12 @@ class FaceDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.train_tf = build_transform(image_size, list(train_augs))
         self.eval_tf = build_transform(image_size)
-        if clip_frames is not None and (isinstance(clip_frames, bool) or int(clip_frames) < 1):
-            raise ValueError(f"data.clip_frames must be null (single frames) or >= 1, got {clip_frames}")
-        if clip_frames is not None and not 1 <= clip_min_frames <= clip_frames:
-            raise ValueError(
-                f"data.clip_min_frames must be in 1..data.clip_frames={clip_frames}, got {clip_min_frames}"
+        if clip_frames is not None:  # null: single frames
+            clip_frames = require_number("data.clip_frames", clip_frames, low=1, integer=True)
+            clip_min_frames = require_number(
+                "data.clip_min_frames", clip_min_frames, low=1, high=clip_frames, integer=True
             )
-        self.clip_frames = None if clip_frames is None else int(clip_frames)
-        self.clip_min_frames = clip_min_frames
+        self.clip_frames, self.clip_min_frames = clip_frames, clip_min_frames
         if isinstance(region_masks, str):
             region_masks = [region_masks]
         self.region_masks = tuple(region_masks) if region_masks else ()

@@ -19,6 +19,7 @@ from lmguide.data.fakes import SelfBlend
 from lmguide.data.manifest import row_person
 from lmguide.data.masks import MaskSpec, draw_mask
 from lmguide.data.sources import item_sources
+from lmguide.errors import require_number
 
 log = logging.getLogger(__name__)
 
@@ -247,10 +248,8 @@ class ClipDataset(FaceDataset):
 
     def __init__(self, *args, frames: int, min_frames: int = 1, split: str = "", **kwargs):
         """``args`` / ``kwargs``: :class:`FaceDataset`'s (rows, root, mask_dir, transform, fakes, …)."""
-        if frames < 1:
-            raise ValueError(f"data.clip_frames must be >= 1, got {frames}")
-        if not 1 <= min_frames <= frames:
-            raise ValueError(f"data.clip_min_frames must be in 1..clip_frames={frames}, got {min_frames}")
+        frames = require_number("data.clip_frames", frames, low=1, integer=True)
+        min_frames = require_number("data.clip_min_frames", min_frames, low=1, high=frames, integer=True)
         super().__init__(*args, **kwargs)
         rows = self.rows
         self.frames, self.min_frames = frames, min_frames

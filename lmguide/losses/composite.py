@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmguide.errors import require_number
 from lmguide.losses.landmark import LandmarkLoss
 
 
@@ -53,28 +54,16 @@ class CompositeLoss(nn.Module):
         focal_gamma: float = 0.0,
     ):
         super().__init__()
-        for k, v in dict(
-            lambda_lm=lambda_lm,
-            w_raw=w_raw,
-            w_crop=w_crop,
-            w_drop=w_drop,
-            w_center=w_center,
-            focal_gamma=focal_gamma,
-        ).items():
-            if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0:
-                raise ValueError(f"loss.{k} must be a number >= 0, got {v!r}")
-        n = lambda_warmup_steps
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"loss.lambda_warmup_steps must be an integer >= 0, got {lambda_warmup_steps!r}")
         self.landmark = landmark
-        self.lambda_lm, self.w_raw, self.w_crop, self.w_drop, self.w_center = (
-            lambda_lm,
-            w_raw,
-            w_crop,
-            w_drop,
-            w_center,
+        self.lambda_lm = require_number("loss.lambda_lm", lambda_lm, low=0)
+        self.w_raw = require_number("loss.w_raw", w_raw, low=0)
+        self.w_crop = require_number("loss.w_crop", w_crop, low=0)
+        self.w_drop = require_number("loss.w_drop", w_drop, low=0)
+        self.w_center = require_number("loss.w_center", w_center, low=0)
+        self.focal_gamma = require_number("loss.focal_gamma", focal_gamma, low=0)
+        self.lambda_warmup_steps = require_number(
+            "loss.lambda_warmup_steps", lambda_warmup_steps, low=0, integer=True
         )
-        self.lambda_warmup_steps, self.focal_gamma = lambda_warmup_steps, float(focal_gamma)
 
     @property
     def needs_views(self) -> bool:

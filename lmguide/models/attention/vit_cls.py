@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmguide.models.attention.common import check_int
+from lmguide.errors import require_number
 from lmguide.models.backbones import feature_stage, vit_model
 
 
@@ -44,7 +44,7 @@ class ViTClsAttention(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.channels = check_int("attention.channels", channels)
+        self.channels = require_number("attention.channels", channels, low=1, integer=True)
         # plain attributes, not submodules: the backbone is registered by the LightningModule already
         self._bound: tuple[nn.Module, nn.Module] | None = None  # (backbone, hooked block)
         self._handles: list = []
