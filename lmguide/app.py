@@ -18,8 +18,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lmguide.app_core import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Analysis, Analyzer, AppInputError
+from lmguide.app_core import Analysis, Analyzer, AppInputError
 from lmguide.cli import check_argv, friendly_errors
+from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from lmguide.errors import require_number
 from lmguide.runtime import CONF_DIR
 from lmguide.viz.timeline import score_plot

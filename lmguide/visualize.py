@@ -210,10 +210,6 @@ def _explain_image(
     }
 
 
-#: the files of an ``input=<folder>`` that are explained (by suffix, any case)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
 def visualize_folder(cfg: DictConfig, folder: Path, out_dir: Path) -> dict:
     """Every image of ``folder`` (not its subfolders): its PNGs under ``<output_dir>/<file stem>/`` and
     one ``index.html`` with a thumbnail, P(fake) and the verdict per image. An image that cannot be
@@ -223,9 +219,9 @@ def visualize_folder(cfg: DictConfig, folder: Path, out_dir: Path) -> dict:
 
     from lmguide.viz.index import write_index
 
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in media.IMAGE_SUFFIXES)
     if not files:
-        raise VisualizeError(f"input folder {folder} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+        raise VisualizeError(f"input folder {folder} holds no image ({', '.join(media.IMAGE_SUFFIXES)})")
     print(f"[1/3] {len(files)} image(s) in {folder}", flush=True)
     model, run_cfg = _load(cfg, out_dir, "[2/3]")
     print(f"[3/3] Explaining each image into {out_dir}/<name>/", flush=True)
