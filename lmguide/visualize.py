@@ -293,8 +293,7 @@ def visualize_clip(cfg: DictConfig, out_dir: Path, model=None, run_cfg=None) -> 
     model: ``clip_strip.png``. Returns ``{"prob_fake", "clip" (a ClipResult), "paths"}``."""
     import torch
 
-    from lmguide.data.channels import run_channels
-    from lmguide.data.faces import FacePipeline
+    from lmguide.data.faces import inference_pipeline
     from lmguide.predict import Scorer, score_file
     from lmguide.predict_clips import clip_sampling, clip_spec
     from lmguide.viz.clips import clip_strip
@@ -311,10 +310,10 @@ def visualize_clip(cfg: DictConfig, out_dir: Path, model=None, run_cfg=None) -> 
             "with it; give a still image (or a frame saved from the video), or score the video with "
             "lmguide.predict"
         )
-    fs = face_settings(run_cfg.data.faces)
-    n_frames, every, how = clip_sampling(fs)
+    faces = inference_pipeline(run_cfg)  # its graphs are built on first use, inside the with below
+    n_frames, every, how = clip_sampling(faces.fs)
     print(f"[2/3] Sampling {path.name} ({how}), cropping its faces and scoring its clips", flush=True)
-    with FacePipeline(fs, image_size=int(run_cfg.data.image_size), channels=run_channels(run_cfg)) as faces:
+    with faces:
         scorer = Scorer(model, faces, 32, torch.device("cpu"), keep_crops=True, clips=spec)
         result = score_file(scorer, path, str(path), n_frames, every)
         k = int(cfg.get("clip") or 0)
