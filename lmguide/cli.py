@@ -27,6 +27,7 @@ RENAMED = {
     "loss.w_aux": "loss.w_crop (the weight of the attention-crop view's CE)",
     "loss.w_aug": "loss.w_drop (the weight of the attention-drop view's CE)",
     "data.faces.model_selection": "data.faces.detector (full or short)",
+    "workers": "data.prepare_workers (prepare's processes, the same key as training's prepare_data)",
 }
 
 

@@ -345,3 +345,12 @@ def test_csv_cells_a_spreadsheet_would_run_are_kept_as_text(tmp_path):
     with open(tmp_path / "p.csv", newline="") as f:
         files = [row["file"] for row in csv.DictReader(f) if row["level"] == "file"]
     assert files == [f"'{n}" for n in names[:4]] + ["plain.jpg"]
+
+
+@pytest.mark.parametrize(("old", "new"), [("workers=2", "data.prepare_workers")])
+def test_a_second_key_of_one_knob_is_refused_naming_the_one_key(old, new):
+    from lmguide.cli import check_renamed
+
+    key = old.split("=")[0]
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{key} was renamed: use {new}")):
+        check_renamed([old])
