@@ -30,9 +30,9 @@ class EpochShuffle(Sampler[int]):
 
     With ``keys=True`` it yields ``(epoch, index)`` pairs, from which the dataset draws each sample's
     randomness (self-blend, augmentation; :func:`~lmguide.data.datasets.sample_seed`), so a sample
-    depends on ``(seed, epoch, index)`` alone and never on a loader worker's state: workers can persist
-    across epochs. A run resumed at epoch k therefore sees the same order and the same samples as an
-    uninterrupted run, whatever happened to the global RNG before. ``epoch_fn`` (the trainer's
+    depends on ``(seed, epoch, index)`` alone and never on a loader worker's state. A run resumed at
+    epoch k therefore sees the same order and the same samples as an uninterrupted run, whatever
+    happened to the global RNG before. ``epoch_fn`` (the trainer's
     ``current_epoch``) names the epoch when Lightning calls ``set_epoch`` before each epoch's iterator:
     the number Lightning passes runs one ahead after a resume. The generator is re-seeded only when
     the epoch changes.
@@ -91,10 +91,8 @@ class FaceDataModule(L.LightningDataModule):
     (:class:`~lmguide.data.datasets.SwapDataset`, ``datasets["test_swaps"]``); ``test_fakes="swap"``
     makes that set the test split itself (``data=demo_swaps``). Swaps are never built for train or val.
 
-    Loader workers persist for the whole run (``persistent_workers``; ``+data.persistent_workers=false``
-    starts them afresh each epoch): every training sample draws its randomness from
-    ``(seed, epoch, index)``, never from a worker's state, so either way a resumed run repeats the
-    uninterrupted one exactly, and the samples do not depend on ``num_workers``.
+    Loader workers persist for the whole run (``+data.persistent_workers=false`` starts them afresh
+    each epoch); why either way keeps a resume exact is written at :meth:`_loader`.
     """
 
     def __init__(
@@ -285,8 +283,10 @@ class FaceDataModule(L.LightningDataModule):
             # the training draws do not depend on when iterators are created (persistent or not, resumed)
             generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,
-            # workers live for the whole run: a training sample draws nothing from its worker's state
-            # (its randomness is keyed by (seed, epoch, index)), so persistence keeps resume exact
+            # workers live for the whole run, or restart each epoch: either way a resumed run repeats the
+            # uninterrupted one exactly and no sample depends on num_workers, because a training sample
+            # draws nothing from its worker's state: its randomness is keyed by (seed, epoch, index)
+            # (EpochShuffle's keys, datasets.sample_seed)
             persistent_workers=self.num_workers > 0 and self.persistent_workers,
             drop_last=shuffle and len(ds) > self.batch_size,
             pin_memory=torch.cuda.is_available(),

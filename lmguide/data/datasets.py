@@ -58,8 +58,8 @@ class FaceDataset(Dataset):
     fakes; otherwise each epoch draws new ones: every random choice of a sample (its fake, its
     augmentation) comes from one seed, a function of ``(seed, epoch, index)`` (:func:`sample_seed`).
     The index may be an ``(epoch, index)`` key (what :class:`~lmguide.data.datamodule.EpochShuffle`
-    yields for training), else the epoch is 0. Nothing is drawn from a worker's RNG, so a sample is
-    the same with 0, 2 or persistent workers, and after a resume.
+    yields for training), else the epoch is 0. Nothing is drawn from a worker's RNG (why that matters:
+    :meth:`~lmguide.data.datamodule.FaceDataModule._loader`).
     A sample that cannot be read raises an error naming the file: no other sample is substituted.
 
     Extra loss targets, only when asked (the default path reads and transforms image and mask only):
