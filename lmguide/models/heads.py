@@ -104,7 +104,7 @@ class _NormalisedMarginHead(_MarginHead):
 
     def forward(self, feats: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         cos = _cosine(self.drop(feats), self.weight)
-        if self.margin_on(labels):
+        if labels is not None and self.margin_on(labels):
             cos = torch.where(_target_mask(labels, cos), self.target_cosine(cos), cos)
         return self.s * cos
 
@@ -238,6 +238,7 @@ class _MultiplicativeMarginHead(_MarginHead):
         self.gamma = require_number("head.gamma", gamma, low=0)
         self.power = require_number("head.power", power, low=0)
         self.lambda_min = require_number("head.lambda_min", lambda_min, low=0)
+        self.iteration: torch.Tensor  # margin steps taken, a buffer
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's default
 
@@ -254,7 +255,7 @@ class _MultiplicativeMarginHead(_MarginHead):
             if self.normalise_weight:
                 w = F.normalize(w, dim=-1)
             plain = F.linear(x, w)  # ‖W_j‖‖x‖·cos θ_j
-            if not self.margin_on(labels):
+            if labels is None or not self.margin_on(labels):
                 return plain
             with torch.no_grad():
                 self.iteration += 1

@@ -46,9 +46,10 @@ class NonLocalAttention(nn.Module):
         # no key bias: it adds the same q·b to a whole softmax row, which the softmax cancels
         self.phi = nn.Conv2d(channels, self.dim, 1, bias=False)
         self.g = nn.Conv2d(channels, self.dim, 1)
-        self.out = nn.Sequential(nn.Conv2d(self.dim, channels, 1, bias=False), nn.BatchNorm2d(channels))
+        norm = nn.BatchNorm2d(channels)
+        self.out = nn.Sequential(nn.Conv2d(self.dim, channels, 1, bias=False), norm)
         if zero_init:
-            nn.init.zeros_(self.out[1].weight)
+            nn.init.zeros_(norm.weight)
 
     @property
     def out_features(self) -> int:
