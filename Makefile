@@ -41,9 +41,10 @@ test-slow: $(STAMP) browser  ## slow tier only
 test-full: $(STAMP) browser  ## both tiers
 	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup -m "slow or not slow" $(ARGS)
 
-lint: $(STAMP)  ## ruff check + format check
+lint: $(STAMP)  ## ruff check + format check + mypy on the numeric core (pyproject's [tool.mypy] files)
 	$(PY) -m ruff check lmguide tests
 	$(PY) -m ruff format --check lmguide tests
+	$(PY) -m mypy
 
 BENCH ?= train prepare loader
 bench: $(STAMP)  ## benchmarks (BENCH="train prepare loader"), printed and written as JSON

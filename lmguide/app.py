@@ -18,9 +18,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lmguide.app_core import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Analysis, Analyzer, AppInputError
+from lmguide.app_core import Analysis, Analyzer, AppInputError
 from lmguide.cli import check_argv, friendly_errors
-from lmguide.errors import ConfigError
+from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from lmguide.errors import require_number
 from lmguide.runtime import CONF_DIR
 from lmguide.viz.timeline import score_plot
 
@@ -224,18 +225,14 @@ def demo_media(cfg: DictConfig) -> dict[str, Path]:
 
 
 def check_options(cfg: DictConfig) -> None:
-    port = cfg.port
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        raise ConfigError(f"port must be a TCP port number (0-65535), got {port!r}")
+    require_number("port", cfg.port, low=0, high=65535, integer=True, example=7860)  # a TCP port
     for key, low in (
         ("frames_per_video", 1),
         ("max_megapixels", 0.01),
         ("max_faces", 1),
         ("max_upload_mb", 1),
     ):
-        v = cfg[key]
-        if not isinstance(v, int | float) or isinstance(v, bool) or v < low:
-            raise ConfigError(f"{key} must be a number >= {low}, got {v!r}")
+        require_number(key, cfg[key], low=low)
 
 
 def upload_folder(on_sigterm: bool = True) -> Path:

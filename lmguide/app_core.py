@@ -22,8 +22,7 @@ from omegaconf import DictConfig
 
 # the only lmguide imports of the web page (app.py imports this module, lmguide.cli and lmguide.CONF_DIR)
 from lmguide.checkpoint import CheckpointError, load_model, verdict_threshold
-from lmguide.data.channels import run_channels
-from lmguide.data.faces import FacePipeline, face_settings
+from lmguide.data.faces import inference_pipeline
 from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, video_frame_size
 from lmguide.errors import LmguideError
 from lmguide.predict import FileResult, Scorer, media_kind, score_file
@@ -107,7 +106,6 @@ class Analyzer:
         self.threshold, self.threshold_note = verdict_threshold(model)
         self.rule = rule or VerdictRule()
         self.provenance = provenance_line(getattr(model, "provenance", None))
-        self.fs = face_settings(run_cfg.data.faces)
         self._lock = threading.Lock()  # one analysis at a time: Grad-CAM hooks the shared model
         self.mask_points = hydra.utils.instantiate(run_cfg.data.mask).points()
 
@@ -175,8 +173,7 @@ class Analyzer:
         t0 = time.perf_counter()
         name = name or (Path(path).name if path else "the upload")
         path, kind = self._check(path, name)
-        size, channels = int(self.run_cfg.data.image_size), run_channels(self.run_cfg)
-        with FacePipeline(self.fs, image_size=size, channels=channels) as faces:
+        with inference_pipeline(self.run_cfg) as faces:
             scorer = Scorer(self.model, faces, self.batch_size, self.device, keep_crops=True)
             pixels = int(self.max_megapixels * 1e6)  # every frame, as every image: a header can lie
             result = score_file(scorer, path, name, self.frames_per_video, max_pixels=pixels)

@@ -27,7 +27,22 @@ RENAMED = {
     "loss.w_aux": "loss.w_crop (the weight of the attention-crop view's CE)",
     "loss.w_aug": "loss.w_drop (the weight of the attention-drop view's CE)",
     "data.faces.model_selection": "data.faces.detector (full or short)",
+    "workers": "data.prepare_workers (prepare's processes, the same key as training's prepare_data)",
 }
+#: renamed keys whose value carries over as it is: refused on the command line like RENAMED's, but a
+#: checkpoint that recorded the old key is rebuilt with the new one (:func:`moved`)
+MOVED = {
+    "data.source.val_fraction": "data.source.split_fractions.val",
+    "data.source.test_fraction": "data.source.split_fractions.test",
+}
+RENAMED |= {old: f"{new} (as every layout names it)" for old, new in MOVED.items()}
+
+
+def moved(text: str) -> str:
+    """A recorded override (``key=value``, ``+key=value``, ``~key``) with a :data:`MOVED` key renamed."""
+    key, sep, value = text.partition("=")
+    bare = key.lstrip("+~")
+    return f"{key[: len(key) - len(bare)]}{MOVED[bare]}{sep}{value}" if bare in MOVED else text
 
 
 def check_renamed(overrides) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 
-from lmguide.cli import check_renamed
+from lmguide.cli import check_renamed, moved
 from lmguide.errors import LmguideError
 from lmguide.runtime import CONF_DIR
 
@@ -123,6 +123,7 @@ def safe_replay(recorded) -> list[str]:
             replay.append(f"{group}={choice}")
     parser = OverridesParser.create()
     groups = config_groups()
+    overrides = [moved(t) if isinstance(t, str) else t for t in overrides]  # checkpoints of older keys
     check_renamed(overrides)
     for text in overrides:
         where = f"recorded override {text!r}"

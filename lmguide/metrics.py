@@ -52,6 +52,9 @@ class VideoScores(Metric):
     video, i.e. video-level predictions ready for :func:`detection_metrics`."""
 
     full_state_update = False
+    scores: list[torch.Tensor]  # per update, (B,): the states torchmetrics keeps (cat across ranks)
+    labels: list[torch.Tensor]
+    videos: list[torch.Tensor]
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -146,7 +149,7 @@ def binary_report(scores: torch.Tensor, labels: torch.Tensor, threshold: float =
         "recall": recall,
         "f1": binary_f1_score(pred, y),
     }
-    res = {k: float(v) for k, v in out.items()}
+    res: dict[str, float | str | None] = {k: float(v) for k, v in out.items()}
     if reason:  # torchmetrics returns numbers (AUC 0, EER 1) for a one-class split: they mean nothing
         res.update({k: None for k in NEEDS_BOTH_CLASSES}, undefined=reason)
     return res

@@ -28,8 +28,8 @@ import torch
 from omegaconf import DictConfig
 
 from lmguide.cli import check_argv, check_new_output, check_writable, friendly_errors
-from lmguide.data.channels import NoLandmarks, run_channels
-from lmguide.data.faces import FacePipeline, face_settings
+from lmguide.data.channels import NoLandmarks
+from lmguide.data.faces import FacePipeline, inference_pipeline
 from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaError, VideoFrames, read_image
 from lmguide.errors import ConfigError, InputMissing
 from lmguide.predict_clips import ClipSpec, clip_sampling, clip_spec, score_tracks
@@ -307,7 +307,8 @@ def predict(cfg: DictConfig) -> list[FileResult]:
     model, run_cfg = load_model(cfg.ckpt_path, list(cfg.get("overrides") or []), output_dir=out_dir)
     model.to(device)
     threshold, threshold_note = verdict_threshold(model)
-    fs = face_settings(run_cfg.data.faces)
+    faces = inference_pipeline(run_cfg)  # its graphs are built on first use, inside the with below
+    fs = faces.fs
     clips = clip_spec(model, run_cfg, int(cfg.batch_size))
     if clips is not None:  # clips span the time they spanned in training: the cache's frame sampling
         n_frames, every, how = clip_sampling(fs)
@@ -340,7 +341,7 @@ def predict(cfg: DictConfig) -> list[FileResult]:
         TimeRemainingColumn(),
     )
     with (
-        FacePipeline(fs, image_size=int(run_cfg.data.image_size), channels=run_channels(run_cfg)) as faces,
+        faces,
         Progress(*columns, console=console) as progress,
     ):
         scorer = Scorer(model, faces, int(cfg.batch_size), device, keep_crops=bool(reports), clips=clips)

@@ -19,7 +19,7 @@ from lmguide.data.cache import cache_errors
 from lmguide.data.manifest import PreparedIndex, summarize, unusable_sources
 from lmguide.data.prepare import prepare_index
 from lmguide.data.workers import shard_from_env
-from lmguide.errors import ConfigError
+from lmguide.errors import ConfigError, require_number
 from lmguide.runtime import CONF_DIR
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,9 @@ def _prepare(cfg: DictConfig) -> PreparedIndex | None:
     faces = hydra.utils.instantiate(cfg.data.faces)
     mask = hydra.utils.instantiate(cfg.data.mask)
     shard = parse_shard(cfg.get("shard", "auto"))
-    workers = cfg.get("workers")
+    workers = cfg.data.get("prepare_workers")
+    if workers is not None:
+        workers = require_number("data.prepare_workers", workers, low=1, integer=True)
     t0 = time.perf_counter()
     items = source.items()
     videos = sum(i.is_video for i in items)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmguide.cli import check_argv, friendly_errors, stop_idle_pool_workers
 from lmguide.compile import compile_backend, compile_mode, compile_model, compile_stats
-from lmguide.errors import ConfigError, LmguideError
+from lmguide.errors import LmguideError, require_number
 from lmguide.loggers import finish_wandb, instantiate_group, log_scalars, wandb_offline_by_default
 from lmguide.predictions import NAME as PREDICTIONS
 from lmguide.predictions import write_predictions
@@ -74,29 +74,22 @@ def check_output_dir(out_dir: Path, need_bytes: int) -> None:
         )
 
 
-#: numeric settings checked before any data is prepared: key -> (lowest allowed, whether it may equal it)
+#: numeric settings checked before any data is prepared: key -> require_number's range
 NUMERIC_KEYS = {
-    "optim.lr": (0.0, False),
-    "optim.weight_decay": (0.0, True),
-    "loss.lambda_lm": (0.0, True),
-    "data.batch_size": (1, True),
-    "data.image_size": (32, True),
+    "optim.lr": dict(low=0, low_open=True, example=1e-3),
+    "optim.weight_decay": dict(low=0),
+    "loss.lambda_lm": dict(low=0),
+    "data.batch_size": dict(low=1),
+    "data.image_size": dict(low=32, example=128),
 }
 
 
 def check_numbers(cfg: DictConfig) -> None:
     """Refuse a bad learning rate, batch size, ... up front, naming the key (not later, inside torch)."""
-    import math
-
-    for key, (low, inclusive) in NUMERIC_KEYS.items():
+    for key, bounds in NUMERIC_KEYS.items():
         value = OmegaConf.select(cfg, key, default=None)
-        if value is None:
-            continue
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        if ok and (value > low or (inclusive and value == low)):
-            continue
-        bound = f">= {low}" if inclusive else f"> {low}"
-        raise ConfigError(f"{key} must be a number {bound}, got {value!r} (e.g. {key}=<number>)")
+        if value is not None:
+            require_number(key, value, **bounds)
 
 
 def checkpoint_bytes(model) -> int:

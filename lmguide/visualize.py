@@ -210,10 +210,6 @@ def _explain_image(
     }
 
 
-#: the files of an ``input=<folder>`` that are explained (by suffix, any case)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
 def visualize_folder(cfg: DictConfig, folder: Path, out_dir: Path) -> dict:
     """Every image of ``folder`` (not its subfolders): its PNGs under ``<output_dir>/<file stem>/`` and
     one ``index.html`` with a thumbnail, P(fake) and the verdict per image. An image that cannot be
@@ -223,9 +219,9 @@ def visualize_folder(cfg: DictConfig, folder: Path, out_dir: Path) -> dict:
 
     from lmguide.viz.index import write_index
 
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in media.IMAGE_SUFFIXES)
     if not files:
-        raise VisualizeError(f"input folder {folder} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+        raise VisualizeError(f"input folder {folder} holds no image ({', '.join(media.IMAGE_SUFFIXES)})")
     print(f"[1/3] {len(files)} image(s) in {folder}", flush=True)
     model, run_cfg = _load(cfg, out_dir, "[2/3]")
     print(f"[3/3] Explaining each image into {out_dir}/<name>/", flush=True)
@@ -297,8 +293,7 @@ def visualize_clip(cfg: DictConfig, out_dir: Path, model=None, run_cfg=None) -> 
     model: ``clip_strip.png``. Returns ``{"prob_fake", "clip" (a ClipResult), "paths"}``."""
     import torch
 
-    from lmguide.data.channels import run_channels
-    from lmguide.data.faces import FacePipeline
+    from lmguide.data.faces import inference_pipeline
     from lmguide.predict import Scorer, score_file
     from lmguide.predict_clips import clip_sampling, clip_spec
     from lmguide.viz.clips import clip_strip
@@ -315,10 +310,10 @@ def visualize_clip(cfg: DictConfig, out_dir: Path, model=None, run_cfg=None) -> 
             "with it; give a still image (or a frame saved from the video), or score the video with "
             "lmguide.predict"
         )
-    fs = face_settings(run_cfg.data.faces)
-    n_frames, every, how = clip_sampling(fs)
+    faces = inference_pipeline(run_cfg)  # its graphs are built on first use, inside the with below
+    n_frames, every, how = clip_sampling(faces.fs)
     print(f"[2/3] Sampling {path.name} ({how}), cropping its faces and scoring its clips", flush=True)
-    with FacePipeline(fs, image_size=int(run_cfg.data.image_size), channels=run_channels(run_cfg)) as faces:
+    with faces:
         scorer = Scorer(model, faces, 32, torch.device("cpu"), keep_crops=True, clips=spec)
         result = score_file(scorer, path, str(path), n_frames, every)
         k = int(cfg.get("clip") or 0)

@@ -345,3 +345,34 @@ def test_csv_cells_a_spreadsheet_would_run_are_kept_as_text(tmp_path):
     with open(tmp_path / "p.csv", newline="") as f:
         files = [row["file"] for row in csv.DictReader(f) if row["level"] == "file"]
     assert files == [f"'{n}" for n in names[:4]] + ["plain.jpg"]
+
+
+@pytest.mark.parametrize(("old", "new"), [("workers=2", "data.prepare_workers")])
+def test_a_second_key_of_one_knob_is_refused_naming_the_one_key(old, new):
+    from lmguide.cli import check_renamed
+
+    key = old.split("=")[0]
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{key} was renamed: use {new}")):
+        check_renamed([old])
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("data.source.val_fraction=0.2", "data.source.split_fractions.val"),
+        ("data.source.test_fraction=0.2", "data.source.split_fractions.test"),
+    ],
+)
+def test_celebdf_fractions_are_split_fractions_and_old_checkpoints_still_rebuild(old, new, tmp_path):
+    from lmguide.cli import check_renamed
+    from lmguide.config_guard import safe_replay
+
+    from .conftest import compose_cfg
+
+    key = old.split("=")[0]
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{key} was renamed: use {new}")):
+        check_renamed([old])
+    replay = safe_replay({"choices": {"data": "celebdf"}, "overrides": [old]})
+    assert replay == ["data=celebdf", f"{new}=0.2"]
+    cfg = compose_cfg(replay, tmp_path)
+    assert cfg.data.source.split_fractions[new.rsplit(".", 1)[1]] == 0.2

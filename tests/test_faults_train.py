@@ -29,8 +29,8 @@ def _poison(monkeypatch, bad_calls: set[int], term: str = "landmark") -> list[in
     calls: list[int] = []
     forward = CompositeLoss.forward
 
-    def poisoned(self, **kw):
-        total, parts = forward(self, **kw)
+    def poisoned(self, *args, **kw):
+        total, parts = forward(self, *args, **kw)
         n = len(calls)
         calls.append(n)
         if n in bad_calls:

@@ -244,7 +244,7 @@ def make_celebdf(root: Path, touch, test_lines: list[str] | None = None) -> Path
 
 def test_celebdf_test_list_and_identity_groups(tmp_path, touch):
     root = make_celebdf(tmp_path / "cdf", touch)
-    got = table(CelebDFSource(root=str(root), val_fraction=0.5).items())
+    got = table(CelebDFSource(root=str(root), split_fractions={"val": 0.5}).items())
     assert len(got) == 8
     assert got["YouTube-real/00170.mp4"] == (0, "test", "YouTube-real/00170")  # 1 = real in the list
     assert got["Celeb-real/id3_0005.mp4"] == (0, "test", "Celeb-real/id3_0005")
@@ -269,7 +269,7 @@ def test_celebdf_without_test_list(tmp_path, touch):
     (root / "List_of_testing_videos.txt").unlink()
     with pytest.raises(LayoutError, match="List_of_testing_videos.txt is missing.*test_list=null"):
         CelebDFSource(root=str(root)).items()
-    items = CelebDFSource(root=str(root), test_list=None, val_fraction=0.3, test_fraction=0.3).items()
+    items = CelebDFSource(root=str(root), test_list=None, split_fractions={"val": 0.3, "test": 0.3}).items()
     fr = {"val": 0.3, "test": 0.3}
     assert {it.key: it.split for it in items}["YouTube-real/00170.mp4"] == hash_split("youtube:00170", fr)
 

@@ -44,7 +44,7 @@ def make_celebdf_v1(root: Path, touch, test_lines: list[str] | None = None) -> P
 
 def test_celebdf_v1_is_the_v2_indexer_under_its_own_name(tmp_path, touch):
     root = make_celebdf_v1(tmp_path / "Celeb-DF", touch)
-    src = CelebDFv1Source(root=str(root), val_fraction=0.5)
+    src = CelebDFv1Source(root=str(root), split_fractions={"val": 0.5})
     assert src.name == "celebdf_v1"
     got = table(src.items())
     assert len(got) == 6
@@ -153,7 +153,7 @@ def _edit_dfdcp(root: Path, fn) -> Path:
 
 def test_dfdcp_uses_the_set_field_and_holds_out_identities_for_val(tmp_path, touch):
     root = make_dfdcp(tmp_path / "DFDCP", touch)
-    items = DFDCPSource(root=str(root), val_fraction=0.5).items()
+    items = DFDCPSource(root=str(root), split_fractions={"val": 0.5}).items()
     got = table(items)
     train_split = hash_split("id:1061268", {"val": 0.5})
     assert got == {
@@ -194,7 +194,7 @@ def test_dfdcp_identity_falls_back_to_the_folder_and_splits_many_identities(tmp_
         for i in range(60)
     }
     root = make_dfdcp(tmp_path / "DFDCP", touch, meta)
-    got = table(DFDCPSource(root=str(root), val_fraction=0.3).items())
+    got = table(DFDCPSource(root=str(root), split_fractions={"val": 0.3}).items())
     for i in range(60):
         want = hash_split(f"id:{i:07d}", {"val": 0.3})
         assert got[f"original_videos/{i:07d}/{i:07d}_A_001.mp4"][1] == want
@@ -450,7 +450,7 @@ def test_deepfakebench_json_test_first_val_from_train_frames_grouped_by_video(tm
     rgb = tmp_path / "DeepfakeBench/datasets/rgb"
     file = make_dfb_celebdf(rgb, touch)
     with caplog.at_level(logging.WARNING, logger="lmguide.data.layouts.deepfakebench"):
-        items = DeepfakeBenchSource(file=str(file), root=str(rgb), val_fraction=0.5).items()
+        items = DeepfakeBenchSource(file=str(file), root=str(rgb), split_fractions={"val": 0.5}).items()
     assert (
         "2 videos are listed in more than one of the JSON splits read; each is used once, in the first of "
         "test, train" in caplog.text

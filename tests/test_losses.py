@@ -1,6 +1,7 @@
 """Landmark loss forms against their formulas, gradients, and the composite."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 
 from lmguide.alignment import attention_in_mask
 from lmguide.losses.center import CenterLoss
-from lmguide.losses.composite import CompositeLoss
+from lmguide.losses.composite import CompositeLoss, Views
 from lmguide.losses.landmark import FORMS, LandmarkLoss
 
 
@@ -17,6 +18,11 @@ def _mask():
     m[0, 0, 1:3, 1:3] = 1  # 4 of 16 pixels
     m[1, 0, 0, :] = 1  # 4 of 16 pixels
     return m
+
+
+def _out(logits, maps):
+    """What the composite reads of the model's Output."""
+    return SimpleNamespace(logits=logits, maps=maps)
 
 
 def _maps():
@@ -142,9 +148,7 @@ def test_composite_weights_and_parts():
     center = torch.tensor(0.7)
     lm = LandmarkLoss("ratio")
     comp = CompositeLoss(lm, lambda_lm=0.3)
-    total, parts = comp(
-        logits=logits, labels=y, maps=maps, mask=mask, center=center, logits_aux=aux, logits_aug=aug
-    )
+    total, parts = comp(_out(logits, maps), {"label": y, "mask": mask}, Views(aux, aug), center=center)
     want = (
         F.cross_entropy(logits, y) / 3
         + F.cross_entropy(aux, y)
@@ -153,7 +157,7 @@ def test_composite_weights_and_parts():
         + 0.3 * lm(maps, mask)
     )
     assert total.item() == pytest.approx(want.item(), rel=1e-6)
-    assert set(parts) == {"ce_raw", "ce_aux", "ce_aug", "center", "landmark", "total"}
+    assert set(parts) == {"ce_raw", "ce_crop", "ce_drop", "center", "landmark", "total"}
 
 
 def test_zero_weight_terms_are_not_computed():
@@ -164,10 +168,8 @@ def test_zero_weight_terms_are_not_computed():
     comp = CompositeLoss(Boom(), lambda_lm=0.0, w_crop=0.0, w_drop=0.0, w_center=0.0)
     assert not comp.needs_views
     total, parts = comp(
-        logits=torch.randn(2, 2),
-        labels=torch.tensor([0, 1]),
-        maps=torch.rand(2, 1, 2, 2),
-        mask=torch.ones(2, 1, 2, 2),
+        _out(torch.randn(2, 2), torch.rand(2, 1, 2, 2)),
+        {"label": torch.tensor([0, 1]), "mask": torch.ones(2, 1, 2, 2)},
     )
     assert set(parts) == {"ce_raw", "total"}
 
@@ -423,11 +425,11 @@ def test_lambda_warmup_ramps_linearly():
     assert CompositeLoss(LandmarkLoss(), lambda_lm=0.8).lambda_at(0) == 0.8
     logits, y = torch.randn(2, 2), torch.tensor([0, 1])
     maps, mask = _maps(), _mask()
-    kw = dict(logits=logits, labels=y, maps=maps, mask=mask)
+    out, batch = _out(logits, maps), {"label": y, "mask": mask}
     ce = F.cross_entropy(logits, y) / 3
     lm = LandmarkLoss()(maps, mask)
     for step, lam in ((0, 0.0), (5, 0.4), (10, 0.8)):
-        total, parts = comp(**kw, step=step)
+        total, parts = comp(out, batch, step=step)
         assert "landmark" in parts  # computed (and logged) even at weight 0
         assert total.item() == pytest.approx((ce + lam * lm).item(), rel=1e-6)
 
@@ -450,10 +452,8 @@ def test_focal_loss_matches_its_formula_and_is_ce_at_gamma_0():
     # every CE term of the composite becomes focal
     comp = CompositeLoss(LandmarkLoss(), lambda_lm=0.0, w_center=0.0, focal_gamma=2.0)
     aux, aug = logits.flip(0), logits * 0.5
-    total, parts = comp(
-        logits=logits, labels=y, maps=_maps(), mask=_mask(), logits_aux=aux, logits_aug=aug, class_weight=w
-    )
-    for name, lg in (("ce_raw", logits), ("ce_aux", aux), ("ce_aug", aug)):
+    total, parts = comp(_out(logits, _maps()), {"label": y, "mask": _mask()}, Views(aux, aug), class_weight=w)
+    for name, lg in (("ce_raw", logits), ("ce_crop", aux), ("ce_drop", aug)):
         assert parts[name].item() == pytest.approx(focal_loss(lg, y, 2.0, w).item(), rel=1e-6)
     # a saturated prediction (p_t = 1 in float32) keeps a finite gradient for gamma < 1
     sat = torch.tensor([[40.0, -40.0]], requires_grad=True)

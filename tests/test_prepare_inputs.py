@@ -449,7 +449,7 @@ def test_ffpp_tree_through_the_prepare_cli(clips, cache_dir, tmp_path):
         f"data.source.split_dir={splits}",
         "data.source.manipulations=[Deepfakes,Face2Face]",
         "data.faces.frames_per_video=2",
-        "workers=1",
+        "data.prepare_workers=1",
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
     proc = run_cli("lmguide.prepare", args, tmp_path, cache_dir, timeout=300)

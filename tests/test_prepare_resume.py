@@ -32,7 +32,14 @@ def _env(cache: Path) -> dict:
 
 
 def _cmd(run_dir: Path, workers: int) -> list[str]:
-    return [sys.executable, "-m", "lmguide.prepare", *ARGS, f"workers={workers}", f"hydra.run.dir={run_dir}"]
+    return [
+        sys.executable,
+        "-m",
+        "lmguide.prepare",
+        *ARGS,
+        f"data.prepare_workers={workers}",
+        f"hydra.run.dir={run_dir}",
+    ]
 
 
 def _prepare(cache: Path, run_dir: Path, workers: int = 1) -> subprocess.CompletedProcess:
@@ -295,7 +302,7 @@ def test_disk_full_midway_is_one_clear_error_and_the_rerun_completes_the_cache(
 
     cache = _fresh(media_cache, tmp_path)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("prepare", overrides=[*ARGS, "workers=1", f"paths.cache_dir={cache}"])
+        cfg = compose("prepare", overrides=[*ARGS, "data.prepare_workers=1", f"paths.cache_dir={cache}"])
     real, calls = cache_mod.atomic_write, []
 
     def disk_fills_up(path, write, suffix=""):

@@ -76,7 +76,7 @@ def test_short_run_writes_checkpoints_logs_and_every_loss_part(cache_dir, tmp_pa
     for name in ("auc", "precision", "recall", "f1"):
         values = [float(r[f"train/{name}"]) for r in rows if r.get(f"train/{name}")]
         assert len(values) == 2 and all(0.0 <= v <= 1.0 for v in values), name
-    for part in ("ce_raw", "ce_aux", "ce_aug", "center", "landmark", "total"):
+    for part in ("ce_raw", "ce_crop", "ce_drop", "center", "landmark", "total"):
         assert f"train/loss/{part}" in cols
     for k in (
         "val/auc",

@@ -324,3 +324,29 @@ def test_a_file_of_another_architecture_is_refused_with_the_key_report(media, tm
             viz_cfg(tmp_path / "imagenet.pth", media["single_face.jpg"], tmp_path, "backbone=efficientnet_b0")
         )
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_folder_mode_takes_every_image_suffix_predict_takes(tmp_path, monkeypatch, capsys):
+    """visualize input=<folder> lists the same images as predict input=<folder> (.tif included)."""
+    import lmguide.visualize as viz
+    from lmguide.data.media import IMAGE_SUFFIXES
+    from lmguide.predict import list_inputs
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, suffix in enumerate(IMAGE_SUFFIXES):
+        (folder / f"face{i}{suffix}").write_bytes(b"")
+        (folder / f"upper{i}{suffix.upper()}").write_bytes(b"")
+    taken, _ = list_inputs(folder)
+
+    class Listed(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Listed
+
+    monkeypatch.setattr(viz, "_load", stop)
+    with pytest.raises(Listed):
+        viz.visualize_folder(viz_cfg("x.ckpt", folder, tmp_path / "out"), folder, tmp_path / "out")
+    assert f"[1/3] {len(taken)} image(s) in {folder}" in capsys.readouterr().out
+    assert len(taken) == 2 * len(IMAGE_SUFFIXES)

@@ -19,7 +19,7 @@ from lmguide.data.masks import CONTOURS, MaskSpec
 from lmguide.data.prepare import prepare_index
 from lmguide.data.sources import XSOURCE, hold_out
 from lmguide.data.transforms import build_transform
-from lmguide.errors import ConfigError
+from lmguide.errors import ConfigError, require_number
 from lmguide.losses.landmark import APPLY_TO
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,9 @@ class EpochShuffle(Sampler[int]):
 
     With ``keys=True`` it yields ``(epoch, index)`` pairs, from which the dataset draws each sample's
     randomness (self-blend, augmentation; :func:`~lmguide.data.datasets.sample_seed`), so a sample
-    depends on ``(seed, epoch, index)`` alone and never on a loader worker's state: workers can persist
-    across epochs. A run resumed at epoch k therefore sees the same order and the same samples as an
-    uninterrupted run, whatever happened to the global RNG before. ``epoch_fn`` (the trainer's
+    depends on ``(seed, epoch, index)`` alone and never on a loader worker's state. A run resumed at
+    epoch k therefore sees the same order and the same samples as an uninterrupted run, whatever
+    happened to the global RNG before. ``epoch_fn`` (the trainer's
     ``current_epoch``) names the epoch when Lightning calls ``set_epoch`` before each epoch's iterator:
     the number Lightning passes runs one ahead after a resume. The generator is re-seeded only when
     the epoch changes.
@@ -91,10 +91,8 @@ class FaceDataModule(L.LightningDataModule):
     (:class:`~lmguide.data.datasets.SwapDataset`, ``datasets["test_swaps"]``); ``test_fakes="swap"``
     makes that set the test split itself (``data=demo_swaps``). Swaps are never built for train or val.
 
-    Loader workers persist for the whole run (``persistent_workers``; ``+data.persistent_workers=false``
-    starts them afresh each epoch): every training sample draws its randomness from
-    ``(seed, epoch, index)``, never from a worker's state, so either way a resumed run repeats the
-    uninterrupted one exactly, and the samples do not depend on ``num_workers``.
+    Loader workers persist for the whole run (``+data.persistent_workers=false`` starts them afresh
+    each epoch); why either way keeps a resume exact is written at :meth:`_loader`.
     """
 
     def __init__(
@@ -124,10 +122,9 @@ class FaceDataModule(L.LightningDataModule):
         test_sources: Sequence[str] | None = None,
     ):
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
-        if prepare_workers is not None and prepare_workers < 1:
-            raise ValueError(f"data.prepare_workers must be null or >= 1, got {prepare_workers}")
+        batch_size = require_number("data.batch_size", batch_size, low=1, integer=True)
+        if prepare_workers is not None:
+            prepare_workers = require_number("data.prepare_workers", prepare_workers, low=1, integer=True)
         # self_blend None (configs written before the switch existed): blend whenever fakes are given
         if self_blend is False:
             fakes = None
@@ -142,14 +139,12 @@ class FaceDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.train_tf = build_transform(image_size, list(train_augs))
         self.eval_tf = build_transform(image_size)
-        if clip_frames is not None and (isinstance(clip_frames, bool) or int(clip_frames) < 1):
-            raise ValueError(f"data.clip_frames must be null (single frames) or >= 1, got {clip_frames}")
-        if clip_frames is not None and not 1 <= clip_min_frames <= clip_frames:
-            raise ValueError(
-                f"data.clip_min_frames must be in 1..data.clip_frames={clip_frames}, got {clip_min_frames}"
+        if clip_frames is not None:  # null: single frames
+            clip_frames = require_number("data.clip_frames", clip_frames, low=1, integer=True)
+            clip_min_frames = require_number(
+                "data.clip_min_frames", clip_min_frames, low=1, high=clip_frames, integer=True
             )
-        self.clip_frames = None if clip_frames is None else int(clip_frames)
-        self.clip_min_frames = clip_min_frames
+        self.clip_frames, self.clip_min_frames = clip_frames, clip_min_frames
         if isinstance(region_masks, str):
             region_masks = [region_masks]
         self.region_masks = tuple(region_masks) if region_masks else ()
@@ -288,8 +283,10 @@ class FaceDataModule(L.LightningDataModule):
             # the training draws do not depend on when iterators are created (persistent or not, resumed)
             generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,
-            # workers live for the whole run: a training sample draws nothing from its worker's state
-            # (its randomness is keyed by (seed, epoch, index)), so persistence keeps resume exact
+            # workers live for the whole run, or restart each epoch: either way a resumed run repeats the
+            # uninterrupted one exactly and no sample depends on num_workers, because a training sample
+            # draws nothing from its worker's state: its randomness is keyed by (seed, epoch, index)
+            # (EpochShuffle's keys, datasets.sample_seed)
             persistent_workers=self.num_workers > 0 and self.persistent_workers,
             drop_last=shuffle and len(ds) > self.batch_size,
             pin_memory=torch.cuda.is_available(),

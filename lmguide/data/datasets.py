@@ -19,6 +19,7 @@ from lmguide.data.fakes import SelfBlend
 from lmguide.data.manifest import row_person
 from lmguide.data.masks import MaskSpec, draw_mask
 from lmguide.data.sources import item_sources
+from lmguide.errors import require_number
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,8 @@ class FaceDataset(Dataset):
     fakes; otherwise each epoch draws new ones: every random choice of a sample (its fake, its
     augmentation) comes from one seed, a function of ``(seed, epoch, index)`` (:func:`sample_seed`).
     The index may be an ``(epoch, index)`` key (what :class:`~lmguide.data.datamodule.EpochShuffle`
-    yields for training), else the epoch is 0. Nothing is drawn from a worker's RNG, so a sample is
-    the same with 0, 2 or persistent workers, and after a resume.
+    yields for training), else the epoch is 0. Nothing is drawn from a worker's RNG (why that matters:
+    :meth:`~lmguide.data.datamodule.FaceDataModule._loader`).
     A sample that cannot be read raises an error naming the file: no other sample is substituted.
 
     Extra loss targets, only when asked (the default path reads and transforms image and mask only):
@@ -108,18 +109,19 @@ class FaceDataset(Dataset):
         if (self.regions or self.channel_regions) and spec is None:
             raise ValueError("region masks need the MaskSpec they are drawn with (spec=)")
         self.spec, self.blend_masks = spec, bool(blend_masks)
-        names = [r["video_id"] for r in rows] + (
-            [f"{self.fake_prefix}{r['video_id']}" for r in rows] if fakes else []
-        )
-        self.video_names = sorted(set(names))
-        self._video_index = {v: i for i, v in enumerate(self.video_names)}
-        # who each video name shows (its fakes count as the person they were made from): the unit that
-        # bootstrap intervals resample
+        # who each video name shows, the unit that bootstrap intervals resample: a fake's name is
+        # recorded with the person it was made from, never recovered from the name
         person = {r["video_id"]: row_person(r) for r in rows}
-        self.person_of = {v: person[v.removeprefix(self.fake_prefix)] for v in self.video_names}
+        self.person_of = person | ({self.fake_name(v): p for v, p in person.items()} if fakes else {})
+        self.video_names = sorted(self.person_of)
+        self._video_index = {v: i for i, v in enumerate(self.video_names)}
 
-    #: video names of the fakes: ``sbi:<video id>``
+    #: video names and keys of the fakes made here: ``sbi:<video id>``, ``sbi:<sample id>``
     fake_prefix = "sbi:"
+
+    def fake_name(self, name: str) -> str:
+        """The video name (or item key) of a fake made here from the real ``name``."""
+        return f"{self.fake_prefix}{name}"
 
     def __len__(self) -> int:
         return len(self.rows) * (2 if self.fakes else 1)
@@ -136,7 +138,7 @@ class FaceDataset(Dataset):
         ids = [r["sample_id"] for r in self.rows]
         if self.fakes is None:
             return ids
-        return [k for sid in ids for k in (sid, f"{self.fake_prefix}{sid}")]
+        return [k for sid in ids for k in (sid, self.fake_name(sid))]
 
     @property
     def item_sources(self) -> list[str]:
@@ -159,7 +161,7 @@ class FaceDataset(Dataset):
         blend = None
         if fake:
             img, blend = self.fakes(img, lms, np.random.default_rng(seed))
-            label, video = 1, f"{self.fake_prefix}{video}"
+            label, video = 1, self.fake_name(video)
         s = {"image": img, "mask": mask, "label": label, "video": video, "seed": seed}
         if drawn:  # landmarks are in pixels of the crop: draw at its size, each region once
             masks = {n: draw_mask(lms, img.shape[:2], self.spec, region=n) for n in dict.fromkeys(drawn)}
@@ -247,10 +249,8 @@ class ClipDataset(FaceDataset):
 
     def __init__(self, *args, frames: int, min_frames: int = 1, split: str = "", **kwargs):
         """``args`` / ``kwargs``: :class:`FaceDataset`'s (rows, root, mask_dir, transform, fakes, …)."""
-        if frames < 1:
-            raise ValueError(f"data.clip_frames must be >= 1, got {frames}")
-        if not 1 <= min_frames <= frames:
-            raise ValueError(f"data.clip_min_frames must be in 1..clip_frames={frames}, got {min_frames}")
+        frames = require_number("data.clip_frames", frames, low=1, integer=True)
+        min_frames = require_number("data.clip_min_frames", min_frames, low=1, high=frames, integer=True)
         super().__init__(*args, **kwargs)
         rows = self.rows
         self.frames, self.min_frames = frames, min_frames
@@ -302,7 +302,7 @@ class ClipDataset(FaceDataset):
         ids = [c[0]["sample_id"] for c in self.clips]
         if self.fakes is None:
             return ids
-        return [k for sid in ids for k in (sid, f"{self.fake_prefix}{sid}")]
+        return [k for sid in ids for k in (sid, self.fake_name(sid))]
 
     @property
     def item_sources(self) -> list[str]:  # per clip, its first frame's (FaceDataset.item_sources)
@@ -396,5 +396,5 @@ class SwapDataset(FaceDataset):
         lms = np.load(self.root / r["landmarks"], allow_pickle=False)
         src_lms = np.load(self.root / src["landmarks"], allow_pickle=False)
         s["image"], _ = self.fakes(s["image"], lms, src_img, src_lms)
-        s["label"], s["video"] = 1, f"{self.fake_prefix}{r['video_id']}"
+        s["label"], s["video"] = 1, self.fake_name(r["video_id"])
         return s

@@ -227,6 +227,18 @@ def face_settings(node) -> FaceSettings:
     return FaceSettings(**{k: v for k, v in dict(node).items() if not k.startswith("_")})
 
 
+def inference_pipeline(run_cfg, crop_small: bool = False) -> FacePipeline:
+    """The pipeline a trained run's model reads faces through: the run's ``data.faces``, the eval
+    transform at its ``data.image_size`` and, for a ``model.landmark_channels`` model, its region masks
+    (:func:`lmguide.data.channels.run_channels`). Predict, the page, visualize and explain build it here;
+    its graphs are built on first use."""
+    from lmguide.data.channels import run_channels
+
+    fs = face_settings(run_cfg.data.faces)
+    size = int(run_cfg.data.image_size)
+    return FacePipeline(fs, image_size=size, crop_small=crop_small, channels=run_channels(run_cfg))
+
+
 def select_faces(dets: list, policy: str) -> list:
     """The detections a frame keeps under ``policy`` (largest, best or all)."""
     if policy == "largest":

@@ -59,7 +59,8 @@ class PreparedIndex:
 
 
 def row_person(row: dict) -> str:
-    """Who a manifest row shows: its ``person``, else its video (a clip is one person)."""
+    """Who a manifest row shows: its ``person``, else its video (a clip is one person). The one place
+    that default is set: prepare writes it into the manifest, reading an older manifest fills it."""
     return row.get("person") or row["video_id"]
 
 
@@ -78,8 +79,7 @@ def read_manifest(path: Path) -> list[dict]:
     for r in rows:  # the same types as freshly assembled rows
         for k in ("label", "frame", "face"):
             r[k] = int(r[k])
-        if not r.get("person"):  # a manifest written before the column existed: a clip is a person
-            r["person"] = r["video_id"]
+        r["person"] = row_person(r)  # a manifest written before the column existed has none
     return rows
 
 

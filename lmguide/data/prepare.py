@@ -52,6 +52,7 @@ from lmguide.data.manifest import (
     STATUSES,
     PreparedIndex,
     read_manifest,
+    row_person,
     status_table,
     unusable_sources,
     write_manifest,
@@ -209,11 +210,10 @@ def _assemble(items: list[SourceItem], work: Path) -> list[dict] | None:
             vid = item.video_id
             if vid is None:  # a video is one clip; each face of a still photo is its own "clip"
                 vid = item.key if item.is_video or r["face"] < 0 else f"{item.key}#{r['face']}"
-            person = item.person if item.person is not None else vid
-            rows.append(
-                {**{k: r.get(k, "") for k in ROW_FIELDS}, "source": item.key, "video_id": vid}
-                | {"label": item.label, "split": item.split, "person": person, "origin": item.origin}
-            )
+            row = {**{k: r.get(k, "") for k in ROW_FIELDS}, "source": item.key, "video_id": vid}
+            row |= {"label": item.label, "split": item.split, "person": item.person, "origin": item.origin}
+            row["person"] = row_person(row)
+            rows.append(row)
     return rows
 
 

@@ -9,6 +9,7 @@ import cv2
 from albumentations.pytorch import ToTensorV2
 
 # the pipeline's normalisation (a backbone whose weights expect another converts its input itself)
+from lmguide.errors import require_number
 from lmguide.models.weights import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -18,8 +19,7 @@ def build_transform(image_size: int, augs: Sequence[A.BasicTransform] = ()) -> A
     Masks follow every geometric step (flip, affine, resize) with linear interpolation so soft masks
     stay soft; colour steps touch the image only.
     """
-    if image_size < 32:
-        raise ValueError(f"data.image_size must be >= 32, got {image_size}")
+    image_size = require_number("data.image_size", image_size, low=32, integer=True, example=128)
     return A.Compose(
         [
             *augs,

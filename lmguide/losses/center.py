@@ -18,6 +18,8 @@ def _world_size() -> int:
 
 
 class CenterLoss(nn.Module):
+    centers: torch.Tensor  # (num_classes, num_features), a buffer
+
     def __init__(self, num_features: int, num_classes: int = 2, beta: float = 0.05):
         super().__init__()
         if not 0 < beta <= 1:

@@ -1,11 +1,16 @@
-"""The composite objective: ``w_raw·CE_raw + w_crop·CE_aux + w_drop·CE_aug + w_center·center + λ·landmark``.
+"""The composite objective: ``w_raw·CE_raw + w_crop·CE_crop + w_drop·CE_drop + w_center·center + λ·landmark``.
 
-``CE_aux`` / ``CE_aug`` are the cross-entropies of the WS-DAN attention-crop and attention-drop views
-(Hu et al., "See Better Before Looking Closer", 2019; logged as ``ce_aux`` / ``ce_aug``), weighted by
+``CE_crop`` / ``CE_drop`` are the cross-entropies of the WS-DAN attention-crop and attention-drop views
+(Hu et al., "See Better Before Looking Closer", 2019; logged as ``ce_crop`` / ``ce_drop``), weighted by
 ``w_crop`` / ``w_drop``. Defaults (1/3, 1, 2/3, 1): the raw view counts a third and the drop view,
 whose images lose their most attended part, less than the crop view; ``hparams_search=optuna`` tunes
 the view weights. A term whose weight is 0 is not computed. The loss returns ``(total, parts)``;
 every part is logged as ``train/loss/<name>``.
+
+What flows in: the model's output (``logits`` (B, 2), ``maps`` (B, M, h, w); a clip model's maps are
+per frame, (B*T, M, h, w)), the batch as the data module gives it (``label`` (B,), ``mask`` (B, 1, S, S)
+or per frame (B, T, 1, S, S), optional ``region_masks`` / ``blend_mask`` shaped like ``mask``) and the
+logits of the two WS-DAN views (:class:`Views`).
 
 * λ warm-up: with ``lambda_warmup_steps = N > 0`` the landmark weight at training step ``t`` is
   ``λ·min(1, t / N)``: 0 at the first step, ``λ/2`` at ``N/2``, ``λ`` from step ``N`` on (the module
@@ -18,10 +23,13 @@ every part is logged as ``train/loss/<name>``.
 
 from __future__ import annotations
 
+from typing import NamedTuple, Protocol
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmguide.errors import require_number
 from lmguide.losses.landmark import LandmarkLoss
 
 
@@ -40,6 +48,25 @@ def focal_loss(
     return (w * per).sum() / w.sum()
 
 
+class ModelOutput(Protocol):
+    """What the loss reads of the model's output (:class:`lmguide.models.module.Output`)."""
+
+    logits: torch.Tensor  # (B, 2)
+    maps: torch.Tensor  # (B, M, h, w); clips: (B*T, M, h, w)
+
+
+class Views(NamedTuple):
+    """The logits of the WS-DAN views of a batch: attention crop and attention drop, (B, 2) each."""
+
+    crop: torch.Tensor
+    drop: torch.Tensor
+
+
+def per_frame(t: torch.Tensor) -> torch.Tensor:
+    """Clips' per-frame tensors (B, T, ...) as frames (B*T, ...); frame batches unchanged."""
+    return t.flatten(0, 1) if t.dim() == 5 else t
+
+
 class CompositeLoss(nn.Module):
     def __init__(
         self,
@@ -53,28 +80,16 @@ class CompositeLoss(nn.Module):
         focal_gamma: float = 0.0,
     ):
         super().__init__()
-        for k, v in dict(
-            lambda_lm=lambda_lm,
-            w_raw=w_raw,
-            w_crop=w_crop,
-            w_drop=w_drop,
-            w_center=w_center,
-            focal_gamma=focal_gamma,
-        ).items():
-            if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0:
-                raise ValueError(f"loss.{k} must be a number >= 0, got {v!r}")
-        n = lambda_warmup_steps
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"loss.lambda_warmup_steps must be an integer >= 0, got {lambda_warmup_steps!r}")
         self.landmark = landmark
-        self.lambda_lm, self.w_raw, self.w_crop, self.w_drop, self.w_center = (
-            lambda_lm,
-            w_raw,
-            w_crop,
-            w_drop,
-            w_center,
+        self.lambda_lm = require_number("loss.lambda_lm", lambda_lm, low=0)
+        self.w_raw = require_number("loss.w_raw", w_raw, low=0)
+        self.w_crop = require_number("loss.w_crop", w_crop, low=0)
+        self.w_drop = require_number("loss.w_drop", w_drop, low=0)
+        self.w_center = require_number("loss.w_center", w_center, low=0)
+        self.focal_gamma = require_number("loss.focal_gamma", focal_gamma, low=0)
+        self.lambda_warmup_steps = require_number(
+            "loss.lambda_warmup_steps", lambda_warmup_steps, low=0, integer=True
         )
-        self.lambda_warmup_steps, self.focal_gamma = lambda_warmup_steps, float(focal_gamma)
 
     @property
     def needs_views(self) -> bool:
@@ -96,25 +111,20 @@ class CompositeLoss(nn.Module):
 
     def forward(
         self,
+        out: ModelOutput,
+        batch: dict[str, torch.Tensor],
+        views: Views | None = None,
         *,
-        logits: torch.Tensor,
-        labels: torch.Tensor,
-        maps: torch.Tensor,
-        mask: torch.Tensor,
         center: torch.Tensor | None = None,
-        logits_aux: torch.Tensor | None = None,
-        logits_aug: torch.Tensor | None = None,
         class_weight: torch.Tensor | None = None,
-        frame_labels: torch.Tensor | None = None,
-        region_masks: torch.Tensor | None = None,
-        blend_mask: torch.Tensor | None = None,
         step: int | None = None,
-    ):
-        """``frame_labels``: the label of each attention-map set when they are per frame of a clip
-        (``maps`` (B*T, ...), ``labels`` (B,)); the landmark term uses them instead of ``labels``.
-        ``region_masks`` / ``blend_mask``: the per-region masks (``per_head``) and the fakes' blend
-        masks (``apply_to=fake_blend``), per map set like ``mask``. ``step``: the training step (λ
-        warm-up)."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(total, parts)`` of a batch. ``center``: the center-loss value of the batch's features;
+        ``class_weight`` (2,): the CE class weights; ``step``: the training step (λ warm-up). A clip
+        batch's masks are per frame, and so is the label the landmark term sees."""
+        labels, mask = batch["label"], batch["mask"]
+        frame_labels = labels.repeat_interleave(mask.shape[1]) if mask.dim() == 5 else labels
+        extra = {k: per_frame(batch[k]) for k in ("region_masks", "blend_mask") if k in batch}
         parts: dict[str, torch.Tensor] = {}
         weighted: list[torch.Tensor] = []
 
@@ -123,18 +133,16 @@ class CompositeLoss(nn.Module):
                 parts[name] = fn()
                 weighted.append((weight if effective is None else effective) * parts[name])
 
-        add("ce_raw", self.w_raw, lambda: self.ce(logits, labels, class_weight))
-        if logits_aux is not None:
-            add("ce_aux", self.w_crop, lambda: self.ce(logits_aux, labels, class_weight))
-        if logits_aug is not None:
-            add("ce_aug", self.w_drop, lambda: self.ce(logits_aug, labels, class_weight))
+        add("ce_raw", self.w_raw, lambda: self.ce(out.logits, labels, class_weight))
+        if views is not None:
+            add("ce_crop", self.w_crop, lambda: self.ce(views.crop, labels, class_weight))
+            add("ce_drop", self.w_drop, lambda: self.ce(views.drop, labels, class_weight))
         if center is not None:
             add("center", self.w_center, lambda: center)
-        lm_labels = labels if frame_labels is None else frame_labels
         add(
             "landmark",
             self.lambda_lm,
-            lambda: self.landmark(maps, mask, lm_labels, region_masks=region_masks, blend_mask=blend_mask),
+            lambda: self.landmark(out.maps, per_frame(mask), frame_labels, **extra),
             effective=self.lambda_at(step),
         )
         total = torch.stack(weighted).sum()

@@ -51,12 +51,12 @@ FORMS = (*BASE_FORMS, "per_head")
 APPLY_TO = ("both", "real", "fake_blend")
 
 
-def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_maps(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """(B, M, h, w) -> (B, M, H, W): bilinear resize to the mask size, in float32."""
     return F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
 
 
-def mean_attention(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def mean_attention(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """(B, M, h, w) -> Ā (B, H, W): bilinear resize to the mask size, then the mean over heads."""
     return resize_maps(maps, size).mean(1)
 
@@ -176,7 +176,10 @@ class LandmarkLoss(nn.Module):
 
     def head_regions(self, num_maps: int, num_regions: int | None = None) -> list[int]:
         """Region index of each head for ``per_head``: ``m mod R``; fewer heads than regions is refused."""
-        r = len(self.regions) if num_regions is None else num_regions
+        if num_regions is None:
+            assert self.regions is not None, "per_head without loss.landmark.regions is refused in __init__"
+            num_regions = len(self.regions)
+        r = num_regions
         if self.regions is not None and r != len(self.regions):
             raise ValueError(
                 f"loss.landmark.form=per_head: the batch has {r} region masks but loss.landmark.regions "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import timm
 import torch
@@ -39,7 +40,7 @@ BACKBONES = {
 _SWIN_PRETRAINED_WINDOW = 7
 
 
-def _full_model(name: str, model_kwargs: dict) -> nn.Module:
+def _full_model(name: str, model_kwargs: dict) -> Any:  # a timm model: feature_info etc. are dynamic
     """timm's full model ``name`` without weights, on the meta device (no memory, no initialisation: a
     few ms) when its constructor allows."""
     try:
@@ -98,14 +99,14 @@ def _input_kwargs(name: str, model_kwargs: dict) -> dict:
     return model_kwargs
 
 
-def vit_model(net: nn.Module) -> nn.Module | None:
+def vit_model(net: nn.Module) -> Any:  # a timm ViT (its attributes are untyped) or None
     """The timm ViT inside a TimmBackbone's features-only ``.model`` (patch tokens with prefix tokens),
     or None for any other architecture."""
     inner = getattr(net, "model", net)  # features_only ViTs are wrapped in a FeatureGetterNet
     return inner if all(hasattr(inner, a) for a in ("num_prefix_tokens", "patch_embed")) else None
 
 
-def feature_stage(net: nn.Module) -> nn.Module:
+def feature_stage(net: Any) -> nn.Module:
     """The block/stage of a TimmBackbone's features-only ``.model`` that ``out_index`` picks."""
     inner = getattr(net, "model", net)
     return inner.get_submodule(net.feature_info.module_name()[-1])
@@ -142,6 +143,10 @@ class TimmBackbone(nn.Module):
     ``model_kwargs`` go to timm (``img_size`` for transformers; Swin's ``window_size``, null = chosen
     for ``img_size`` by :func:`swin_window`). A keyword set to null means "timm's default".
     """
+
+    model: Any  # timm's features-only wrapper (its feature_info and .model are timm's, untyped)
+    input_mean: torch.Tensor  # (3,) buffers: the normalisation the pipeline's input is converted to
+    input_std: torch.Tensor
 
     def __init__(
         self,
@@ -218,7 +223,7 @@ class TimmBackbone(nn.Module):
             norm = self._load_weights(weights, model_kwargs) or norm
         if (mean is None) != (std is None):
             raise ValueError("backbone.mean and backbone.std go together: give both or neither")
-        if mean is not None:
+        if mean is not None and std is not None:
             norm = (tuple(mean), tuple(std))
         mean_t, std_t = (
             torch.tensor(v, dtype=torch.float32) for v in (norm or (IMAGENET_MEAN, IMAGENET_STD))
@@ -372,7 +377,7 @@ class FrameLSTM(TimmBackbone):
             **model_kwargs,
         )
         self.clip_frames = clip_frames
-        self._lstm_args = dict(
+        self._lstm_args: dict[str, Any] = dict(
             hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional, dropout=dropout
         )
 

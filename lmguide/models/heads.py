@@ -38,38 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmguide.errors import require_number
+
 ARCFACE_EDGES = ("threshold", "easy", "none")
-
-
-# -- parameter checks (the messages name the Hydra key, e.g. ``head.m``) -----------------------------
-def _positive(key: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
-        raise ValueError(f"head.{key} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _non_negative(key: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < math.inf):
-        raise ValueError(f"head.{key} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _int_at_least(key: str, value: int, low: int) -> int:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and float(value).is_integer()
-        and value >= low
-    )
-    if not ok:
-        raise ValueError(f"head.{key} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _dropout(value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < 1):
-        raise ValueError(f"head.dropout must be in [0, 1), got {value!r}")
-    return float(value)
 
 
 def _target_mask(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -107,9 +78,9 @@ class _MarginHead(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, dropout: float):
         super().__init__()
-        self.in_features = _int_at_least("in_features", in_features, 1)
-        self.num_classes = _int_at_least("num_classes", num_classes, 2)
-        self.drop = nn.Dropout(_dropout(dropout))
+        self.in_features = require_number("head.in_features", in_features, low=1, integer=True)
+        self.num_classes = require_number("head.num_classes", num_classes, low=2, integer=True)
+        self.drop = nn.Dropout(require_number("head.dropout", dropout, low=0, high=1, high_open=True))
         self.weight = nn.Parameter(torch.empty(self.num_classes, self.in_features))
 
     def margin_on(self, labels: torch.Tensor | None) -> bool:
@@ -123,7 +94,7 @@ class _NormalisedMarginHead(_MarginHead):
 
     def __init__(self, in_features: int, num_classes: int, s: float, m: float, dropout: float):
         super().__init__(in_features, num_classes, dropout)
-        self.s = _positive("s", s)
+        self.s = require_number("head.s", s, low=0, low_open=True, example=16)
         self.m = float(m)
         nn.init.xavier_uniform_(self.weight)  # only the directions matter
 
@@ -133,7 +104,7 @@ class _NormalisedMarginHead(_MarginHead):
 
     def forward(self, feats: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         cos = _cosine(self.drop(feats), self.weight)
-        if self.margin_on(labels):
+        if labels is not None and self.margin_on(labels):
             cos = torch.where(_target_mask(labels, cos), self.target_cosine(cos), cos)
         return self.s * cos
 
@@ -172,8 +143,7 @@ class ArcFaceHead(_NormalisedMarginHead):
         edge: str = "threshold",
         dropout: float = 0.0,
     ):
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not (0 <= m <= math.pi / 2):
-            raise ValueError(f"head.m must be an angle in radians in [0, π/2], got {m!r}")
+        require_number("head.m", m, low=0, high=math.pi / 2, example=0.3)  # radians
         if edge not in ARCFACE_EDGES:
             raise ValueError(f"head.edge must be one of {', '.join(ARCFACE_EDGES)}, got {edge!r}")
         super().__init__(in_features, num_classes, s, m, dropout)
@@ -210,10 +180,8 @@ class CosFaceHead(_NormalisedMarginHead):
     def __init__(
         self, in_features: int, num_classes: int = 2, s: float = 16.0, m: float = 0.3, dropout: float = 0.0
     ):
-        c = _int_at_least("num_classes", num_classes, 2)
-        bound = c / (c - 1)
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not (0 <= m < bound):
-            raise ValueError(f"head.m must be in [0, {bound:g}) for {c} classes, got {m!r}")
+        c = require_number("head.num_classes", num_classes, low=2, integer=True)
+        require_number("head.m", m, low=0, high=c / (c - 1), high_open=True, example=0.3)
         super().__init__(in_features, num_classes, s, m, dropout)
 
     def target_cosine(self, cos: torch.Tensor) -> torch.Tensor:
@@ -264,12 +232,13 @@ class _MultiplicativeMarginHead(_MarginHead):
         dropout: float = 0.0,
     ):
         super().__init__(in_features, num_classes, dropout)
-        self.m = _int_at_least("m", self.default_m if m is None else m, 1)
-        self.feature_scale = _positive("feature_scale", feature_scale)
-        self.base = _non_negative("base", base)
-        self.gamma = _non_negative("gamma", gamma)
-        self.power = _non_negative("power", power)
-        self.lambda_min = _non_negative("lambda_min", lambda_min)
+        self.m = require_number("head.m", self.default_m if m is None else m, low=1, integer=True)
+        self.feature_scale = require_number("head.feature_scale", feature_scale, low=0, low_open=True)
+        self.base = require_number("head.base", base, low=0)
+        self.gamma = require_number("head.gamma", gamma, low=0)
+        self.power = require_number("head.power", power, low=0)
+        self.lambda_min = require_number("head.lambda_min", lambda_min, low=0)
+        self.iteration: torch.Tensor  # margin steps taken, a buffer
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's default
 
@@ -286,7 +255,7 @@ class _MultiplicativeMarginHead(_MarginHead):
             if self.normalise_weight:
                 w = F.normalize(w, dim=-1)
             plain = F.linear(x, w)  # ‖W_j‖‖x‖·cos θ_j
-            if not self.margin_on(labels):
+            if labels is None or not self.margin_on(labels):
                 return plain
             with torch.no_grad():
                 self.iteration += 1

@@ -13,7 +13,7 @@ from torchmetrics import MeanMetric
 
 from lmguide.alignment import attention_in_mask
 from lmguide.losses.center import CenterLoss
-from lmguide.losses.composite import CompositeLoss
+from lmguide.losses.composite import CompositeLoss, Views, per_frame
 from lmguide.metrics import VideoScores, detection_metrics, training_metrics
 from lmguide.models.attention.two_level import TwoLevelAttention
 from lmguide.models.guard import NonFiniteGuard
@@ -168,11 +168,6 @@ class LandmarkGuidedDetector(L.LightningModule):
         m = getattr(self.attention, "num_maps", None) or getattr(self.attention, "num_heads", None) or 1
         lm.head_regions(int(m))
 
-    @staticmethod
-    def _frames(t: torch.Tensor) -> torch.Tensor:
-        """Clips' per-frame tensors (B, T, ...) as frames (B*T, ...); frame batches unchanged."""
-        return t.flatten(0, 1) if t.dim() == 5 else t
-
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if stage == "fit" and dm is not None and hasattr(dm, "class_weights"):
@@ -180,35 +175,23 @@ class LandmarkGuidedDetector(L.LightningModule):
 
     # -- steps -------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        x, y, mask = batch["image"], batch["label"], batch["mask"]
+        x, y = batch["image"], batch["label"]
         out = self(x, y)
-        frames, mask = self._frames(x), self._frames(mask)  # clips: per-frame views and landmark loss
-        logits_aux = logits_aug = None
+        frames, mask = per_frame(x), per_frame(batch["mask"])  # clips: per-frame views and alignment
+        views = None
         if self.loss.needs_views:
             with torch.no_grad():
                 maps = out.maps.detach()
-                views = torch.cat(
+                both = torch.cat(
                     [
                         attention_crop(frames, maps, self.crop_threshold).reshape(x.shape),
                         attention_drop(frames, maps, self.drop_threshold).reshape(x.shape),
                     ]
                 )
-            logits_aux, logits_aug = self(views, y.repeat(2)).logits.chunk(2)
+            views = Views(*self(both, y.repeat(2)).logits.chunk(2))
         center = self.center(out.features, y) if self.loss.w_center > 0 else None
-        # extra landmark targets (per_head, apply_to=fake_blend), per frame like the mask
-        extra = {k: self._frames(batch[k]) for k in ("region_masks", "blend_mask") if k in batch}
         total, parts = self.loss(
-            logits=out.logits,
-            labels=y,
-            maps=out.maps,
-            mask=mask,
-            center=center,
-            logits_aux=logits_aux,
-            logits_aug=logits_aug,
-            class_weight=self.class_weight,
-            frame_labels=y.repeat_interleave(x.shape[1]) if x.dim() == 5 else None,
-            step=self.global_step,
-            **extra,
+            out, batch, views, center=center, class_weight=self.class_weight, step=self.global_step
         )
         self._terms = {n: v.detach() for n, v in parts.items() if n != "total"}
         bs = x.shape[0]
@@ -238,7 +221,7 @@ class LandmarkGuidedDetector(L.LightningModule):
     def _eval_step(self, batch: dict, stage: str) -> None:
         x, y, mask = batch["image"], batch["label"], batch["mask"]
         out = self(x)
-        mask = self._frames(mask)
+        mask = per_frame(mask)
         prob = out.logits.softmax(-1)[:, 1]
         # the mean over the split's samples (every rank's under DDP), logged at the epoch's end
         self.eval_loss[stage].update(torch.nn.functional.cross_entropy(out.logits, y), weight=x.shape[0])

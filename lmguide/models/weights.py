@@ -268,8 +268,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str, tuple 
         return None
 
     norm = None
-    if isinstance(obj, Mapping) and tensors(obj.get("state_dict")) is not None:
-        sd = tensors(obj["state_dict"])
+    if isinstance(obj, Mapping) and (sd := tensors(obj.get("state_dict"))) is not None:
         if "lmguide_config" in obj:
             kind = "lmguide checkpoint (its backbone)"
             mean, std = sd.get("backbone.input_mean"), sd.get("backbone.input_std")

@@ -16,8 +16,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from lmguide.data.channels import run_channels
-from lmguide.data.faces import FacePipeline, face_settings
+from lmguide.data.faces import FacePipeline, inference_pipeline
 from lmguide.errors import ConfigError, VisualizeError
 from lmguide.viz.channels import channel_gates, gate_bar_chart, has_channel_gate
 from lmguide.viz.gradcam import CLASS_NAMES, grad_cam_checked
@@ -86,11 +85,10 @@ def prepare_faces(
     explained). VisualizeError when there is no face at all."""
     if which not in ("all", "largest", "best"):
         raise ConfigError(f"face must be 'all', 'largest' or 'best', got {which!r}")
-    fs = face_settings(run_cfg.data.faces)
-    policy = fs.image_faces if which == "all" else which
     # faces under min_face_size are explained too (flagged too_small): training never saw them
-    size, channels = int(run_cfg.data.image_size), run_channels(run_cfg)
-    with FacePipeline(fs, image_size=size, crop_small=True, channels=channels) as faces:
+    with inference_pipeline(run_cfg, crop_small=True) as faces:
+        fs = faces.fs
+        policy = fs.image_faces if which == "all" else which
         found = faces(rgb, policy)
         if not found.faces:
             raise VisualizeError(
@@ -136,11 +134,7 @@ def face_from_crop(
     spec = hydra.utils.instantiate(run_cfg.data.mask)
     mask = draw_mask(landmarks, crop.shape[:2], spec)
     if faces is None:  # only its transform is used: the detector graphs are built lazily, so never here
-        faces = FacePipeline(
-            face_settings(run_cfg.data.faces),
-            image_size=int(run_cfg.data.image_size),
-            channels=run_channels(run_cfg),
-        )
+        faces = inference_pipeline(run_cfg)
     out = faces.model_input(crop, mask, landmarks)  # a landmark-channel model: these landmarks' regions
     model_mask = torch.as_tensor(out["mask"]).float()
     return FaceInput(crop, landmarks, mask, out["image"], model_mask, box, score, n_faces)

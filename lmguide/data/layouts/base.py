@@ -146,6 +146,14 @@ def check_fractions(fractions: Mapping[str, float] | None, where: str) -> dict[s
     return out
 
 
+def check_val_fraction(fractions: Mapping[str, float] | None, where: str) -> dict[str, float]:
+    """:func:`check_fractions` for a layout whose test split is given: a ``test`` share is refused."""
+    out = check_fractions(fractions, where)
+    if "test" in out:
+        raise LayoutError(f"{where}: this layout's test split is given; give only val (e.g. {{val: 0.1}})")
+    return out
+
+
 def rel_key(path: Path, root: Path) -> str:
     """``path`` relative to ``root`` as a POSIX string (the usual sample key)."""
     return path.relative_to(root).as_posix()

@@ -8,13 +8,15 @@ Folders::
     Celeb-synthesis/id0_id16_0000.mp4    fake  (id0's video id0_0000 with id16's face)
     List_of_testing_videos.txt           the official test set: "<label> <relpath>", label 1 = REAL
 
-The test split is the official list; the remaining videos are train, with a ``val_fraction`` carved
-out by a stable hash of the identity. A video anywhere else under the root would have no label: refused.
+The test split is the official list; the remaining videos are train, with a ``split_fractions.val``
+share carved out by a stable hash of the identity. A video anywhere else under the root would have no
+label: refused.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmguide.data.layouts.base import (
@@ -101,15 +103,14 @@ class CelebDFSource:
 
     root: the folder holding ``Celeb-real/``, ``YouTube-real/``, ``Celeb-synthesis/``.
     test_list: the official test list, relative to ``root`` (or absolute). None: no official test
-        set, the test split is hashed too (``test_fraction``).
-    val_fraction: share of the non-test identities held out for validation.
-    test_fraction: share of identities for test, only when ``test_list`` is None.
+        set, the test split is hashed too (``split_fractions.test``).
+    split_fractions: ``val``: share of the non-test identities held out for validation; ``test``:
+        share of identities for test, only when ``test_list`` is None.
     """
 
     root: str | None = None
     test_list: str | None = "List_of_testing_videos.txt"
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
+    split_fractions: Mapping[str, float] = field(default_factory=lambda: {"val": 0.1, "test": 0.1})
     name: str = "celebdf"
 
     def items(self) -> list[SourceItem]:
@@ -119,11 +120,10 @@ class CelebDFSource:
         if self.test_list:
             test_list = resolve_under(root, self.test_list, True, f"{layout} test_list")
             test_keys = read_test_list(test_list, root, layout)
-            fractions = check_fractions({"val": self.val_fraction}, f"{layout} val_fraction")
-        else:
-            fractions = check_fractions(
-                {"val": self.val_fraction, "test": self.test_fraction}, f"{layout} val/test_fraction"
-            )
+        shares = dict(self.split_fractions or {})
+        if test_keys is not None:  # the official list is the test split: its share is not used
+            shares.pop("test", None)
+        fractions = check_fractions(shares, f"{layout} split_fractions")
         out = []
         for folder, label in FOLDERS.items():
             path = root / folder

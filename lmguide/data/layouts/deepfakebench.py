@@ -17,7 +17,7 @@ origin is the label group (``FF-DF``), so per-method statistics can group by it.
 
 Splits: ``splits`` maps lmguide's splits to the JSON's. DeepfakeBench itself reads only train and test,
 and its val is a copy of test (Celeb-DF, DFDCP) or of train (DFDC), so by default val is carved from
-the train videos by a hash of the video name (``val_fraction``). A video listed in several of the
+the train videos by a hash of the video name (``split_fractions.val``). A video listed in several of the
 splits read (Celeb-DF's train lists its test videos too; UADFV's and DFD's reals are in all three) is
 used once, in the first of test, val, train; a warning counts them. A frame listed under two videos
 with one label is used once too (DF40's JSONs repeat the reals per method); with two labels, refused.
@@ -34,8 +34,8 @@ from lmguide.data.layouts.base import (
     SPLITS,
     LayoutError,
     SourceItem,
-    check_fractions,
     check_root,
+    check_val_fraction,
     hash_split,
     load_json,
     missing_listed,
@@ -84,7 +84,8 @@ class DeepfakeBenchSource:
     compression: ``c23``, ``c40`` or ``raw``, for the FaceForensics++-family files that have one.
     splits: ``{lmguide split: JSON split}`` (null: that split is not read); a JSON split named here must
         exist in every label group.
-    val_fraction: share of the train videos held out as val, when ``splits`` has no val.
+    split_fractions: ``val``: share of the train videos held out as val, when ``splits`` has no val
+        (the JSON's test split is the test split, so a ``test`` share is refused).
     labels: ``{label name: 0 or 1}`` for names DeepfakeBench's rules do not cover.
     allow_absolute: accept absolute frame paths (refused by default, like ``..`` out of ``root``).
     allow_missing: leave out listed frames that are not on disk (a warning counts them); False: refuse.
@@ -95,7 +96,7 @@ class DeepfakeBenchSource:
     dataset: str | None = None
     compression: str = "c23"
     splits: Mapping[str, str] = field(default_factory=lambda: {"train": "train", "test": "test"})
-    val_fraction: float = 0.1
+    split_fractions: Mapping[str, float] = field(default_factory=lambda: {"val": 0.1})
     labels: Mapping[str, int] | None = None
     allow_absolute: bool = False
     allow_missing: bool = False
@@ -111,8 +112,9 @@ class DeepfakeBenchSource:
             raise LayoutError(f"{layout}: JSON file {path} does not exist (data.source.file)")
         splits = self._splits()
         labels = self._labels()
-        val = self.val_fraction if "val" not in splits else 0.0
-        fractions = check_fractions({"val": val}, f"{layout} val_fraction")
+        fractions = check_val_fraction(self.split_fractions, f"{layout} split_fractions")
+        if "val" in splits:  # the JSON's own val split
+            fractions = {"val": 0.0}
         if self.compression not in COMPRESSIONS:
             raise LayoutError(f"{layout}: compression {self.compression!r} is not one of {COMPRESSIONS}")
         data = load_json(path)

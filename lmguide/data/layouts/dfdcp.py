@@ -9,7 +9,7 @@ Folders::
     method_B/...                                           fake (method B)
 
 Splits: the file's ``set``: ``test`` is the test split (the one DeepfakeBench tests on); ``train`` is
-train, with a ``val_fraction`` of its identities (``target_id``, else the folder under the method
+train, with a ``split_fractions.val`` share of its identities (``target_id``, else the folder under the method
 folder) held out for validation. Each video's top folder (``method_A``, ``original_videos``) is
 recorded as its origin, so per-method statistics can group by it.
 """
@@ -17,13 +17,14 @@ recorded as its origin, so per-method statistics can group by it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from lmguide.data.layouts.base import (
     LayoutError,
     SourceItem,
-    check_fractions,
     check_root,
+    check_val_fraction,
     hash_split,
     load_json,
     missing_listed,
@@ -60,20 +61,21 @@ class DFDCPSource:
 
     root: the DFDCP folder holding ``dataset.json``, ``original_videos/``, ``method_A/``, ``method_B/``.
     metadata: the JSON file, relative to ``root`` (or absolute).
-    val_fraction: share of the training identities held out for validation.
+    split_fractions: ``val``: share of the training identities held out for validation (the test
+        split is ``set=test``, so a ``test`` share is refused).
     allow_missing: leave out listed videos that are not on disk (a warning counts them); False: refuse.
     """
 
     root: str | None = None
     metadata: str = "dataset.json"
-    val_fraction: float = 0.1
+    split_fractions: Mapping[str, float] = field(default_factory=lambda: {"val": 0.1})
     allow_missing: bool = False
     name: str = "dfdcp"
 
     def items(self) -> list[SourceItem]:
         layout = self.name
         root = check_root(self.root, layout)
-        fractions = check_fractions({"val": self.val_fraction}, f"{layout} val_fraction")
+        fractions = check_val_fraction(self.split_fractions, f"{layout} split_fractions")
         meta_path = resolve_under(root, self.metadata, True, f"{layout} metadata")
         if not meta_path.is_file():
             raise LayoutError(

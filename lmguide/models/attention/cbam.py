@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmguide.models.attention.common import check_int, pooled_unit_features
+from lmguide.errors import require_number
+from lmguide.models.attention.common import pooled_unit_features
 
 
 class CBAMAttention(nn.Module):
@@ -29,9 +30,9 @@ class CBAMAttention(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7):
         super().__init__()
-        self.channels = check_int("attention.channels", channels)
-        self.reduction = check_int("attention.reduction", reduction)
-        self.kernel_size = check_int("attention.kernel_size", kernel_size)
+        self.channels = require_number("attention.channels", channels, low=1, integer=True)
+        self.reduction = require_number("attention.reduction", reduction, low=1, integer=True)
+        self.kernel_size = require_number("attention.kernel_size", kernel_size, low=1, integer=True)
         if kernel_size % 2 == 0:
             raise ValueError(f"attention.kernel_size must be odd (a centred window), got {kernel_size}")
         hidden = max(channels // reduction, 1)

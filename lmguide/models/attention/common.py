@@ -1,5 +1,4 @@
-"""Pieces shared by the attention modules: pooled unit-norm features, the feature-energy map and
-parameter checks that name the config key."""
+"""Pieces shared by the attention modules: pooled unit-norm features and the feature-energy map."""
 
 from __future__ import annotations
 
@@ -22,10 +21,3 @@ def energy_map(fmap: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """
     e = fmap.float().pow(2).mean(1, keepdim=True)  # (B, 1, h, w)
     return e / e.sum((2, 3), keepdim=True).clamp_min(eps)
-
-
-def check_int(key: str, value: int, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``; otherwise a ValueError naming the config ``key``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return value

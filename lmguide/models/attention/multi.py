@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmguide.errors import require_number
+
 
 class MultiAttention(nn.Module):
     """``maps`` (B, M, h, w) >= 0: where each of the M parts looks. ``features`` (B, M*C): the BAP
@@ -18,9 +20,8 @@ class MultiAttention(nn.Module):
 
     def __init__(self, channels: int, num_maps: int = 4):
         super().__init__()
-        if num_maps < 1:
-            raise ValueError(f"attention.num_maps must be >= 1, got {num_maps}")
-        self.num_maps, self.channels = num_maps, channels
+        self.num_maps = require_number("attention.num_maps", num_maps, low=1, integer=True)
+        self.channels = channels
         self.conv = nn.Sequential(
             nn.Conv2d(channels, num_maps, 1, bias=False), nn.BatchNorm2d(num_maps), nn.ReLU(inplace=True)
         )

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmguide.models.attention.common import check_int, pooled_unit_features
+from lmguide.errors import require_number
+from lmguide.models.attention.common import pooled_unit_features
 
 
 class NonLocalAttention(nn.Module):
@@ -36,8 +37,8 @@ class NonLocalAttention(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 2, zero_init: bool = True):
         super().__init__()
-        self.channels = check_int("attention.channels", channels)
-        self.reduction = check_int("attention.reduction", reduction)
+        self.channels = require_number("attention.channels", channels, low=1, integer=True)
+        self.reduction = require_number("attention.reduction", reduction, low=1, integer=True)
         if not isinstance(zero_init, bool):
             raise ValueError(f"attention.zero_init must be true or false, got {zero_init!r}")
         self.dim = max(channels // reduction, 1)
@@ -45,9 +46,10 @@ class NonLocalAttention(nn.Module):
         # no key bias: it adds the same q·b to a whole softmax row, which the softmax cancels
         self.phi = nn.Conv2d(channels, self.dim, 1, bias=False)
         self.g = nn.Conv2d(channels, self.dim, 1)
-        self.out = nn.Sequential(nn.Conv2d(self.dim, channels, 1, bias=False), nn.BatchNorm2d(channels))
+        norm = nn.BatchNorm2d(channels)
+        self.out = nn.Sequential(nn.Conv2d(self.dim, channels, 1, bias=False), norm)
         if zero_init:
-            nn.init.zeros_(self.out[1].weight)
+            nn.init.zeros_(norm.weight)
 
     @property
     def out_features(self) -> int:

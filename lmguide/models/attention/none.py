@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmguide.models.attention.common import check_int, energy_map, pooled_unit_features
+from lmguide.errors import require_number
+from lmguide.models.attention.common import energy_map, pooled_unit_features
 
 
 class NoAttention(nn.Module):
@@ -23,7 +24,7 @@ class NoAttention(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.channels = check_int("attention.channels", channels)
+        self.channels = require_number("attention.channels", channels, low=1, integer=True)
 
     @property
     def out_features(self) -> int:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmguide.models.attention.common import check_int, energy_map, pooled_unit_features
+from lmguide.errors import require_number
+from lmguide.models.attention.common import energy_map, pooled_unit_features
 
 
 class SEAttention(nn.Module):
@@ -30,8 +31,8 @@ class SEAttention(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
-        self.channels = check_int("attention.channels", channels)
-        self.reduction = check_int("attention.reduction", reduction)
+        self.channels = require_number("attention.channels", channels, low=1, integer=True)
+        self.reduction = require_number("attention.reduction", reduction, low=1, integer=True)
         hidden = max(channels // reduction, 1)
         self.excite = nn.Sequential(
             nn.Conv2d(channels, hidden, 1),

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmguide.models.attention.common import check_int, pooled_unit_features
+from lmguide.errors import require_number
+from lmguide.models.attention.common import pooled_unit_features
 
 
 class TwoLevelAttention(nn.Module):
@@ -42,7 +43,9 @@ class TwoLevelAttention(nn.Module):
                 "itself: backbone.attn_index does not apply to it (set it to null)"
             )
         self.inner = inner
-        self.global_channels = check_int("backbone.global_channels", global_channels)
+        self.global_channels = require_number(
+            "backbone.global_channels", global_channels, low=1, integer=True
+        )
 
     @property
     def out_features(self) -> int:

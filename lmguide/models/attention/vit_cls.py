@@ -16,11 +16,13 @@ N = prefix tokens (class token, plus any register tokens) + gh·gw patch tokens.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmguide.models.attention.common import check_int
+from lmguide.errors import require_number
 from lmguide.models.backbones import feature_stage, vit_model
 
 
@@ -44,9 +46,9 @@ class ViTClsAttention(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.channels = check_int("attention.channels", channels)
+        self.channels = require_number("attention.channels", channels, low=1, integer=True)
         # plain attributes, not submodules: the backbone is registered by the LightningModule already
-        self._bound: tuple[nn.Module, nn.Module] | None = None  # (backbone, hooked block)
+        self._bound: tuple[nn.Module, Any] | None = None  # (backbone, hooked timm block)
         self._handles: list = []
         self._prefix = 0
         self._was_fused: bool | None = None  # the hooked block's fused_attn before bind
@@ -71,8 +73,8 @@ class ViTClsAttention(nn.Module):
         """
         name = getattr(backbone, "name", type(backbone).__name__)
         net = getattr(backbone, "model", None)  # timm's features-only wrapper (FeatureGetterNet)
-        inner = vit_model(net) if hasattr(net, "feature_info") else None
-        if inner is None:
+        inner = vit_model(net) if net is not None and hasattr(net, "feature_info") else None
+        if net is None or inner is None:
             raise ValueError(f"attention=vit_cls needs a ViT backbone (backbone=vit), got {name}")
         if getattr(inner, "cls_token", None) is None:
             raise ValueError(f"attention=vit_cls needs a ViT with a class token, {name} has none")
