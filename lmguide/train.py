@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmguide.cli import check_argv, friendly_errors, stop_idle_pool_workers
 from lmguide.compile import compile_backend, compile_model, compile_stats
+from lmguide.distributed import check_sweep_launcher
 from lmguide.errors import ConfigError, LmguideError
 from lmguide.loggers import finish_wandb, instantiate_group, log_scalars, wandb_offline_by_default
 from lmguide.predictions import NAME as PREDICTIONS
@@ -142,6 +143,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
     trainer = hydra.utils.instantiate(
         trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins
     )
+    datamodule.check_cache_for(trainer.world_size)  # DDP: prepared beforehand, never inside the barrier
     restart_after_epoch_end(trainer)  # resume from an epoch end stays exact with validation every N batches
     model = compile_model(model, backend)  # trainer.compile=true|<backend>
     for lg in loggers:
@@ -200,6 +202,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 @friendly_errors
 def main(cfg: DictConfig) -> float | None:
+    check_sweep_launcher(cfg.trainer)  # -m with DDP needs submitit or torchrun
     overrides = None
     if is_resume(cfg.task_name, cfg.get("resume"), cfg.get("ckpt_path")):
         cfg, overrides = _resumed(cfg)
