@@ -108,14 +108,22 @@ def test_ddp_on_an_incomplete_cache_stops_before_the_ranks_start(cache_dir, tmp_
 
 
 def test_each_torchrun_rank_stops_on_its_own(cache_dir, tmp_path):
-    """Under torchrun every rank runs the command: rank 1 alone (rank 0 never comes) stops at once with the
-    same line instead of waiting for a rendezvous or a barrier."""
-    env = {"TORCHELASTIC_RUN_ID": "t", "RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}
-    env |= {"LOCAL_WORLD_SIZE": "2", "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29591"}
-    args = [*DDP, *UNPREPARED, "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'run'}"]
-    proc = run_cli("lmguide.train", args, tmp_path, cache_dir, timeout=90, env=env)
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    assert "this run starts 2 DDP processes" in proc.stderr.strip().splitlines()[-1]
+    """Under torchrun every rank runs the command: both ranks of a 2-process job stop at once with the
+    same line. A rank that went on would wait for its peer at the rendezvous and time out here."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def rank(r: int):
+        env = {"TORCHELASTIC_RUN_ID": "t", "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2"}
+        env |= {"LOCAL_WORLD_SIZE": "2", "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+        env["MASTER_PORT"] = "29591"
+        args = [*DDP, *UNPREPARED, "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'run'}"]
+        return run_cli("lmguide.train", args, tmp_path, cache_dir, timeout=90, env=env)
+
+    with ThreadPoolExecutor(2) as pool:
+        procs = list(pool.map(rank, (0, 1)))
+    for proc in procs:
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert "this run starts 2 DDP processes" in proc.stderr.strip().splitlines()[-1]
 
 
 def test_a_sweep_with_ddp_is_refused_under_lightnings_launcher(cache_dir, tmp_path):
