@@ -116,19 +116,27 @@ SIGNAL_EXIT = {"SIGTERM": 143, "SIGINT": 130}
 def interrupted_exit(stop: SystemExit, trainer, out_dir: Path) -> SystemExit:
     """What a run exits with when Lightning's trainer stopped it: SIGTERM (Lightning's
     ``SIGTERMException``, a SystemExit without a code, read as success) or Ctrl-C (``sys.exit(1)``) give
-    143 or 130, after marking the run dir :data:`INTERRUPTED` and saying how to go on; any other exit
-    is returned as it was."""
+    143 or 130, after marking the run dir :data:`INTERRUPTED` and saying how to go on; submitit's exit
+    after it requeued the job (``sys.exit(-1)``) is marked as such and kept; any other exit is returned
+    as it was."""
     import sys
 
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     if not getattr(trainer, "interrupted", False):
         return stop
-    why = "SIGTERM" if isinstance(stop, SIGTERMException) else "SIGINT"
+    sigterm = isinstance(stop, SIGTERMException)
+    requeued = not sigterm and stop.code == -1  # submitit's exit once it requeued the job on its signal
+    why = "SIGTERM" if sigterm else "a SLURM requeue (submitit)" if requeued else "SIGINT"
     step = int(getattr(trainer, "global_step", 0))
     last = out_dir / LAST
     kept = f"last.ckpt holds the last validation's state ({last})" if last.exists() else "no last.ckpt yet"
-    line = f"stopped by {why} at step {step}: {kept}; go on with `python -m lmguide.train resume={out_dir}`"
+    how = (
+        "the requeued job goes on from it"
+        if requeued
+        else f"go on with `python -m lmguide.train resume={out_dir}`"
+    )
+    line = f"stopped by {why} at step {step}: {kept}; {how}"
     (out_dir / INTERRUPTED).write_text(line + "\n")
     print(f"error: {line}", file=sys.stderr, flush=True)
-    return SystemExit(SIGNAL_EXIT[why])
+    return stop if requeued else SystemExit(SIGNAL_EXIT[why])

@@ -8,11 +8,13 @@ into the run directory of ``python -m lmguide.train`` it
    drops it when the process exits or is killed, so a crashed run leaves no stale lock; the file keeps
    the holder's pid and host for the message a second run gets;
 3. refuses a directory that already holds a run (``metrics.json`` or a checkpoint) unless the command
-   is ``resume=`` or ``overwrite=true``; with ``overwrite=true`` the old run's outputs are removed first,
+   is ``resume=``, a requeued SLURM job going on in its own directory (:mod:`lmguide.requeue`), or
+   ``overwrite=true``; with ``overwrite=true`` the old run's outputs are removed first,
    so the directory never mixes two runs.
 
 Jobs of a multirun keep their own numbered directories and are not checked here. Processes that
-Lightning starts for the other DDP ranks re-run the command with the same directory: only rank 0 locks.
+Lightning starts for the other DDP ranks re-run the command with the same directory: only rank 0 locks
+(srun's other tasks, ``SLURM_PROCID`` > 0, neither).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ LOCK_NAME = ".lmguide.lock"
 
 
 def _rank_zero() -> bool:
-    return all(int(os.environ.get(v, "0") or 0) == 0 for v in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")  # srun starts every rank of a DDP job
+    return all(int(os.environ.get(v, "0") or 0) == 0 for v in ranks)
 
 
 def holds_run(run: Path) -> str | None:
@@ -129,10 +132,11 @@ class RunDirGuard(Callback):
                 "end, or choose another hydra.run.dir"
             )
         self.lock = lock
+        from lmguide.requeue import restarts
         from lmguide.resume import is_resume
 
-        if is_resume(config.task_name, config.get("resume"), config.get("ckpt_path")):
-            return
+        if is_resume(config.task_name, config.get("resume"), config.get("ckpt_path")) or restarts():
+            return  # a resumed run, or a requeued SLURM job going on in its own directory
         state = holds_run(run)
         if state and not config.get("overwrite"):
             hint = "resume=<that dir> to continue it, " if state == "interrupted" else ""

@@ -57,13 +57,14 @@ def hydra_overrides() -> dict | None:
     return {"choices": choices, "overrides": list(hc.overrides.task)}
 
 
-def _resume_run_dir(*args):
+def _resume_run_dir(task, resume, ckpt_path, runs_root, fresh):
     from lmguide.cli import fail
     from lmguide.errors import LmguideError
+    from lmguide.requeue import job_run_dir
     from lmguide.resume import run_dir
 
-    try:
-        return run_dir(*args)
+    try:  # a SLURM batch job's run is named after the job: its requeued self finds it again
+        return run_dir(task, resume, ckpt_path, runs_root, job_run_dir(task, runs_root, fresh))
     except LmguideError as err:  # raised while Hydra resolves hydra.run.dir: report it here, in one line
         fail(str(err))
 

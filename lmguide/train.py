@@ -18,11 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmguide.cli import check_argv, friendly_errors, stop_idle_pool_workers
 from lmguide.compile import compile_backend, compile_mode, compile_model, compile_stats
+from lmguide.distributed import check_sweep_launcher
 from lmguide.errors import LmguideError, require_number
 from lmguide.loggers import finish_wandb, instantiate_group, log_scalars, wandb_offline_by_default
 from lmguide.predictions import NAME as PREDICTIONS
 from lmguide.predictions import write_predictions
 from lmguide.provenance import build_provenance, stamp_checkpoints
+from lmguide.requeue import requeued_state, restarts
 from lmguide.resume import (
     INTERRUPTED,
     LAST,
@@ -137,6 +139,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
     trainer = hydra.utils.instantiate(
         trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins
     )
+    datamodule.check_cache_for(trainer.world_size)  # DDP: prepared beforehand, never inside the barrier
     restart_after_epoch_end(trainer)  # resume from an epoch end stays exact with validation every N batches
     model = compile_model(model, backend, mode)  # trainer.compile=true|<backend>, trainer.compile_mode
     for lg in loggers:
@@ -200,16 +203,23 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 @friendly_errors
 def main(cfg: DictConfig) -> float | None:
+    check_sweep_launcher(cfg.trainer)  # -m with DDP needs submitit or torchrun
     overrides = None
-    if is_resume(cfg.task_name, cfg.get("resume"), cfg.get("ckpt_path")):
-        cfg, overrides = _resumed(cfg)
+    out = Path(cfg.paths.output_dir)
+    requeued = requeued_state(out)  # a preempted SLURM job started again (lmguide/requeue.py)
+    if requeued == "finished":  # it had finished before SLURM requeued it: its results stand
+        return json.loads((out / "metrics.json").read_text()).get(cfg.optimized_metric)
+    if is_resume(cfg.task_name, cfg.get("resume"), cfg.get("ckpt_path")) or requeued == "resume":
+        cfg, overrides = _resumed(cfg, requeued=requeued == "resume")
     metrics = train(cfg, overrides)
     return metrics.get(cfg.optimized_metric)
 
 
-def _resumed(cfg: DictConfig) -> tuple[DictConfig, dict]:
+def _resumed(cfg: DictConfig, requeued: bool = False) -> tuple[DictConfig, dict]:
     """``(config, recorded overrides)`` of the interrupted run (this Hydra run dir: see
-    conf/hydra/default.yaml) with this command's other overrides on top, fitting from its last.ckpt."""
+    conf/hydra/default.yaml) with this command's other overrides on top, fitting from its last.ckpt.
+    ``requeued``: a requeued SLURM job (a sweep's too) going on in its own directory with its own
+    command (lmguide/requeue.py)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import open_dict
@@ -222,11 +232,11 @@ def _resumed(cfg: DictConfig) -> tuple[DictConfig, dict]:
     )
 
     hc = HydraConfig.get()
-    if hc.mode == RunMode.MULTIRUN:
+    if hc.mode == RunMode.MULTIRUN and not requeued:
         raise ResumeError("resume= continues one run: give it one job's directory, without -m")
     run = Path(hc.runtime.output_dir)
     skip = ("resume", "ckpt_path")
-    new = [o for o in hc.overrides.task if o.split("=", 1)[0].lstrip("+~") not in skip]
+    new = [] if requeued else [o for o in hc.overrides.task if o.split("=", 1)[0].lstrip("+~") not in skip]
     last = run / LAST
     remove_stale_temps(last.parent)  # a write the kill interrupted: the previous last.ckpt stands
     ckpt = read_checkpoint(last)
@@ -246,7 +256,7 @@ def _resumed(cfg: DictConfig) -> tuple[DictConfig, dict]:
     overrides = {"choices": recorded["choices"], "overrides": [*recorded["overrides"], *new]}
     skip_initial_weights(resumed)  # last.ckpt restores every weight: no weights file, wheel or hub read
     if resumed.get("logger") and "csv" in resumed.logger:  # the CSV logger would overwrite metrics.csv
-        resumed.logger.csv.version = Path(hc.output_subdir).name  # csv/resumed-<time>/metrics.csv
+        resumed.logger.csv.version = f"requeued-{restarts()}" if requeued else Path(hc.output_subdir).name
     log.info("resuming %s from %s (new overrides: %s)", run, resumed.ckpt_path, new or "none")
     return resumed, overrides
 

@@ -39,6 +39,35 @@ def test_slurm_tasks_follow_the_trainer_devices():
     ln = cfg.hydra.launcher
     assert ln._target_.endswith("SlurmLauncher") and ln.partition == "gpu"
     assert ln.tasks_per_node == ln.gpus_per_node == cfg.trainer.devices == 8 and ln.nodes == 1
+    # sized per GPU (one task each): CPUs for its loader workers, memory per GPU, requeued when preempted
+    assert ln.cpus_per_task > cfg.data.num_workers >= 8 and ln.mem_per_gpu and ln.mem_gb is None
+    assert ln.additional_parameters.requeue is True and ln.signal_delay_s > 0 and ln.max_num_timeout > 0
+
+
+def test_slurm_job_script_asks_per_gpu_resources_and_a_requeue(tmp_path, monkeypatch):
+    """The sbatch script submitit writes from conf/launcher/submitit_slurm.yaml, built as the Hydra plugin
+    builds it (a stub ``srun`` on PATH stands in for the cluster)."""
+    import os
+
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    (tmp_path / "srun").write_text("#!/bin/sh\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    cfg = _compose(["launcher=submitit_slurm", "trainer=ddp", "hydra.launcher.partition=gpu"])
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    params = {k: v for k, v in params.items() if k not in ("_target_", "submitit_folder")}
+    timeouts = params.pop("max_num_timeout")
+    executor = submitit.AutoExecutor(cluster="slurm", folder=tmp_path, slurm_max_num_timeout=timeouts)
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    script = executor._executor._make_submission_file_text("python -m lmguide.train", "%j")
+    for line in ("--ntasks-per-node=8", "--gpus-per-node=8", "--cpus-per-task=12", "--mem-per-gpu=64G"):
+        assert f"#SBATCH {line}\n" in script
+    assert "#SBATCH --requeue\n" in script and "#SBATCH --signal=USR2@120\n" in script
+    assert "--mem=" not in script  # memory per GPU, not a fixed amount per node
 
 
 def test_joblib_jobs_get_a_device_each():

@@ -363,5 +363,11 @@ def test_interrupted_exit_codes_and_marker(tmp_path, capsys):
     assert interrupted_exit(SystemExit(1), stopped, tmp_path).code == 130  # Lightning's Ctrl-C exit
     assert (tmp_path / INTERRUPTED).read_text().startswith("stopped by SIGINT at step 5")
     assert capsys.readouterr().err.count("error: stopped by ") == 2
+    requeued = SystemExit(-1)  # submitit, on its signal, after `scontrol requeue` (lmguide/requeue.py)
+    assert interrupted_exit(requeued, stopped, tmp_path) is requeued
+    marker = (tmp_path / INTERRUPTED).read_text()
+    assert marker.startswith("stopped by a SLURM requeue (submitit) at step 5")
+    assert "the requeued job goes on from it" in marker
+    capsys.readouterr()
     other = SystemExit(3)
     assert interrupted_exit(other, SimpleNamespace(interrupted=False), tmp_path) is other

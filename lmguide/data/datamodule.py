@@ -16,7 +16,7 @@ from lmguide.data.faces import FaceSettings
 from lmguide.data.fakes import FaceSwap, SelfBlend
 from lmguide.data.manifest import PreparedIndex
 from lmguide.data.masks import CONTOURS, MaskSpec
-from lmguide.data.prepare import prepare_index
+from lmguide.data.prepare import cache_complete, prepare_index
 from lmguide.data.sources import XSOURCE, hold_out
 from lmguide.data.transforms import build_transform
 from lmguide.errors import ConfigError, require_number
@@ -175,7 +175,9 @@ class FaceDataModule(L.LightningDataModule):
         self.scored_splits: tuple[str, ...] = ()
 
     def prepare_data(self) -> None:
-        """Build (or resume, or reuse) the landmark cache; Lightning calls it on one process per node."""
+        """Build (or resume, or reuse) the landmark cache; Lightning calls it on one process per node.
+        Under DDP the cache must be complete already (:meth:`check_cache_for`)."""
+        self.check_cache_for(getattr(self.trainer, "world_size", 1))
         with cache_errors(self.cache_dir):
             prepare_index(
                 self.source.name,
@@ -185,6 +187,18 @@ class FaceDataModule(L.LightningDataModule):
                 self.mask,
                 workers=self.prepare_workers,
             )
+
+    def check_cache_for(self, world: int, command: str | None = None) -> None:
+        """Refuse a run of ``world`` > 1 DDP processes on a landmark cache that is not complete, giving
+        the sharded prepare ``command`` to run first (see :mod:`lmguide.distributed`)."""
+        if world <= 1:
+            return
+        items = self.source.items()
+        work, done = cache_complete(self.source.name, items, self.cache_dir, self.faces, self.mask)
+        if not done:
+            from lmguide.distributed import hydra_prepare_command, incomplete_cache
+
+            raise incomplete_cache(work, world, command or hydra_prepare_command())
 
     def setup(self, stage: str | None = None) -> None:
         if self.index is None:

@@ -237,6 +237,25 @@ def _keys(name: str, items: list[SourceItem], faces: FaceSettings) -> tuple[str,
     return crop_key, items_key
 
 
+def _layout(
+    name: str, items: list[SourceItem], cache_dir: str | Path, faces: FaceSettings, mask: MaskSpec
+) -> tuple[Path, Path, Path, Path]:
+    """``(work dir, manifest, mask dir, masks' completion marker)`` of a data set's cache."""
+    crop_key, items_key = _keys(name, items, faces)
+    work = Path(cache_dir).expanduser() / name / "index" / crop_key
+    mask_dir = work / "masks" / mask.key(landmarker_version())
+    return work, work / "manifests" / f"{items_key}.csv", mask_dir, mask_dir / f".complete-{items_key}"
+
+
+def cache_complete(
+    name: str, items: list[SourceItem], cache_dir: str | Path, faces: FaceSettings, mask: MaskSpec
+) -> tuple[Path, bool]:
+    """``(work dir, complete)``: complete when the manifest and the masks are written, so that
+    ``prepare_index`` has nothing left to index or draw. Two ``stat`` calls, no file read."""
+    work, manifest, _, marker = _layout(name, items, cache_dir, faces, mask)
+    return work, manifest.exists() and marker.exists()
+
+
 def prepare_index(
     name: str,
     items: list[SourceItem],
@@ -255,11 +274,7 @@ def prepare_index(
     indexes only every ``world``-th file; the shard that finds every file done writes the manifest,
     the others return None.
     """
-    crop_key, items_key = _keys(name, items, faces)
-    work = Path(cache_dir).expanduser() / name / "index" / crop_key
-    manifest = work / "manifests" / f"{items_key}.csv"
-    mask_dir = work / "masks" / mask.key(landmarker_version())
-    marker = mask_dir / f".complete-{items_key}"
+    work, manifest, mask_dir, marker = _layout(name, items, cache_dir, faces, mask)
     if read_only:
         if not (manifest.exists() and marker.exists()):
             raise FileNotFoundError(
