@@ -150,9 +150,10 @@ def score_checkpoint(
     from lmguide.checkpoint import load_model, read_checkpoint
     from lmguide.metrics import score_split
     from lmguide.predictions import NAME, write_predictions
-    from lmguide.scoring import manifest_counts, model_threshold, split_metrics, unit_of
+    from lmguide.scoring import manifest_counts, model_threshold, scoring_device, split_metrics, unit_of
 
     cache = {} if cache is None else cache
+    where = scoring_device(cfg.get("device"), cfg.get("precision"))
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = read_checkpoint(ckpt_path)
     model, _ = load_model(ckpt_path, output_dir=out_dir)  # as trained: no set's data changes it
@@ -169,7 +170,9 @@ def score_checkpoint(
                 "score another split= (a folder tree without split folders holds a hash share out as test)"
             )
         log.info("scoring %s (data=%s): %d %ss", ds.name, ds.layout, len(data), unit)
-        res = scored[ds.name] = score_split(model, data, dm.eval_batch_size)
+        res = scored[ds.name] = score_split(
+            model, data, dm.eval_batch_size, num_workers=dm.num_workers, **where
+        )
         # the set's row: the statistics without a split, the set's name standing for it
         metrics = split_metrics(res, unit, threshold, cfg.video_agg, int(cfg.seed))
         metrics.update(manifest_counts(dm, cfg.split))

@@ -65,6 +65,7 @@ def evaluate(cfg: DictConfig) -> dict:
         manifest_counts,
         model_threshold,
         prefixed,
+        scoring_device,
         split_metrics,
         unit_of,
     )
@@ -73,14 +74,18 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, got {cfg.split!r}")
+    where = scoring_device(cfg.get("device"), cfg.get("precision"))  # a bad device fails before loading
     data = data_choice(cfg)
     overrides = ([f"data={data}"] if data else []) + list(cfg.overrides)
     model, run_cfg = load_model(cfg.ckpt_path, overrides, output_dir=out_dir)
     dm = build_datamodule(run_cfg, dict.fromkeys(["val", cfg.split]))  # a test set may have no train split
     unit = unit_of(model)  # what one scored sample is
 
-    val = score_split(model, dm.datasets["val"], dm.eval_batch_size)
-    res = val if cfg.split == "val" else score_split(model, dm.datasets[cfg.split], dm.eval_batch_size)
+    where["num_workers"] = dm.num_workers
+    val = score_split(model, dm.datasets["val"], dm.eval_batch_size, **where)
+    res = (
+        val if cfg.split == "val" else score_split(model, dm.datasets[cfg.split], dm.eval_batch_size, **where)
+    )
     threshold, note = model_threshold(model, val)  # the stored one; calibrated here (and said) without
 
     metrics: dict = {} if threshold is None else {"threshold_val": threshold}

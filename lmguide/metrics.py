@@ -332,29 +332,55 @@ def delong_test(labels, scores_a, scores_b, clusters=None, level: float = 0.95) 
     return out
 
 
+#: autocast dtypes of Lightning's mixed precision settings (others score in the weights' own dtype)
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
 @torch.no_grad()
-def score_split(model, dataset, batch_size: int = 32) -> dict:
+def score_split(
+    model,
+    dataset,
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    num_workers: int = 0,
+    precision: str | None = None,
+) -> dict:
     """P(fake), labels, video names, people, item keys and attention metrics for every item of
     ``dataset``. Clips (a
     :class:`~lmguide.data.datasets.ClipDataset`): P(fake), label and video per clip, the attention
-    metrics per frame of each clip (the model's maps are per frame)."""
+    metrics per frame of each clip (the model's maps are per frame).
+
+    ``device``: where the model scores (None: where its weights are), ``num_workers`` loader workers
+    (the order stays the dataset's), ``precision``: a Lightning precision (``bf16-mixed``,
+    ``16-mixed`` autocast the forward); the results come back on the CPU, in float32."""
+    import contextlib
+
     from torch.utils.data import DataLoader
 
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(dev)
+    dtype = AUTOCAST.get(str(precision))
+    autocast = torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     regions = tuple(getattr(dataset, "regions", ()))
     probs, labels, videos, attn, hits, corr, per_region = [], [], [], [], [], [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
-        out = model(batch["image"])
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=dev.type == "cuda"
+    )
+    for batch in loader:
+        with autocast:
+            out = model(batch["image"].to(dev, non_blocking=True))
+        logits, maps = out.logits.float().cpu(), out.maps.float().cpu()
         mask = batch["mask"]
         mask = mask.flatten(0, 1) if mask.dim() == 5 else mask  # clips (B, T, 1, S, S): per frame
-        probs.append(out.logits.softmax(-1)[:, 1])
+        probs.append(logits.softmax(-1)[:, 1])
         labels.append(batch["label"])
         videos += [dataset.video_names[i] for i in batch["video"].tolist()]
-        attn.append(attention_in_mask(out.maps, mask))
-        hits.append(pointing_hit(out.maps, mask))
-        corr.append(map_correlation(out.maps))
+        attn.append(attention_in_mask(maps, mask))
+        hits.append(pointing_hit(maps, mask))
+        corr.append(map_correlation(maps))
         if regions:
             rm = batch["region_masks"]
-            per_region.append(attention_in_regions(out.maps, rm.flatten(0, 1) if rm.dim() == 5 else rm))
+            per_region.append(attention_in_regions(maps, rm.flatten(0, 1) if rm.dim() == 5 else rm))
     res = {
         "prob": torch.cat(probs),
         "label": torch.cat(labels),

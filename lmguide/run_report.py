@@ -49,22 +49,35 @@ TABLES = (
 )
 
 
-def score_splits(model, datamodule) -> dict[str, dict]:
+def score_splits(model, datamodule, trainer=None, on_split=None) -> dict[str, dict]:
     """P(fake), labels and video names of the tested weights on val, test and (when the data has face
-    swaps) the swap test set, frame models only (``{}`` for a clip model)."""
+    swaps) the swap test set, frame models only (``{}`` for a clip model).
+
+    With ``trainer``: on its device, in its precision (bf16/16-mixed autocast), with the datamodule's
+    loader workers (else where the weights are, in fp32, in this process). ``on_split(name, res)`` is
+    called as each set is scored, so that what is scored is kept if a later set fails."""
     if getattr(model, "clip_frames", None):
         log.info(
             "test curves and bootstrap intervals are computed for frame models only (this is a clip model)"
         )
         return {}
+    where = {}
+    if trainer is not None:
+        where = {
+            "device": trainer.strategy.root_device,
+            "num_workers": int(getattr(datamodule, "num_workers", 0)),
+            "precision": str(trainer.precision),
+        }
     was_training = model.training
     model.eval()
     out = {}
     for name, key in SCORED_SETS.items():
         ds = datamodule.datasets.get(key)
         if ds is not None and not (name == "swaps" and ds is datamodule.datasets.get("test")):
-            res = score_split(model, ds, datamodule.eval_batch_size)
+            res = score_split(model, ds, datamodule.eval_batch_size, **where)
             out[name] = res
+            if on_split is not None:
+                on_split(name, res)
     model.train(was_training)
     return out
 

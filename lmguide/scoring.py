@@ -29,6 +29,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+from lmguide.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 #: threshold-free metrics of :func:`lmguide.metrics.binary_report`, reported once per level
@@ -167,3 +169,34 @@ def manifest_counts(dm, split: str) -> dict:
         "n_videos_without_face": len({r["video_id"] for r in rows} - usable),
         "statuses": dict(sorted(statuses.items())),
     }
+
+
+#: the precisions a scoring command takes (null / 32-true: fp32)
+PRECISIONS = (None, "32-true", "bf16-mixed", "16-mixed")
+
+
+def scoring_device(device, precision) -> dict:
+    """``device=`` and ``precision=`` of eval and crosseval as :func:`lmguide.metrics.score_split`'s
+    keywords: ``auto`` is the first CUDA GPU when there is one, else the CPU; a device that is not
+    there, or a precision outside :data:`PRECISIONS`, is a one-line error naming the key."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"precision={precision!r} is not a choice: use null (fp32), 32-true, bf16-mixed or 16-mixed"
+        )
+    name = "cuda" if device in (None, "auto") and torch.cuda.is_available() else str(device or "cpu")
+    name = "cpu" if name == "auto" else name
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device={device!r} is not a device: use auto, cpu, cuda or cuda:<index>") from None
+    if dev.type == "cuda" and not (
+        torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
+    ):
+        raise ConfigError(
+            f"device={device} is not available here (no such CUDA device): use device=cpu or auto"
+        )
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={device!r} is not a choice: use auto, cpu, cuda or cuda:<index>")
+    return {"device": dev, "precision": precision}

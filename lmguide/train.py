@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmguide.cli import check_argv, friendly_errors, stop_idle_pool_workers
 from lmguide.compile import compile_backend, compile_mode, compile_model, compile_stats
+from lmguide.data.cache import atomic_write_text
 from lmguide.distributed import check_sweep_launcher
 from lmguide.errors import LmguideError, require_number
 from lmguide.loggers import finish_wandb, instantiate_group, log_scalars, wandb_offline_by_default
@@ -44,6 +45,8 @@ from lmguide.runtime import CONF_DIR, hydra_overrides
 from lmguide.sweep_jobs import print_stopped_sweep
 
 log = logging.getLogger(__name__)
+#: the end-of-run figures so far, written as each set is scored (metrics.json replaces it at the end)
+PARTIAL = "metrics.partial.json"
 
 
 class OutputDirError(LmguideError, RuntimeError):
@@ -170,12 +173,18 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
             for res in results:
                 metrics.update({k: float(v) for k, v in res.items()})
             if trainer.is_global_zero:
-                scored = score_splits(model, datamodule)
                 # the threshold the tested checkpoint stores (its on_load_checkpoint restored it): read
                 threshold, threshold_note = stored_threshold(model)
                 if threshold is None:
                     threshold_note = "its validation calibrated none (one class only, or no validation)"
-                stats = split_statistics(scored, int(cfg.seed), threshold)  # swaps/*, cal_*, intervals, …
+                stats: dict = {}
+
+                def keep(name: str, res: dict) -> None:  # each set's figures on disk as soon as scored
+                    stats.update(split_statistics({name: res}, int(cfg.seed), threshold))
+                    atomic_write_text(out_dir / PARTIAL, json.dumps({**metrics, **stats}, indent=2) + "\n")
+
+                # on the trainer's device, in its precision, with loader workers
+                scored = score_splits(model, datamodule, trainer, keep)  # swaps/*, cal_*, intervals, …
                 unlogged = {k: v for k, v in stats.items() if k not in metrics}
                 metrics.update(stats)
                 if scored:  # per face, for comparisons of two runs on the same faces (sweep_report)
@@ -195,6 +204,7 @@ def train(cfg: DictConfig, run_overrides: dict | None = None) -> dict[str, float
     metrics["wall_time_s"] = time.perf_counter() - t0
     if trainer.is_global_zero:  # DDP: every rank holds the same (synced) metrics; rank 0 writes them
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        (out_dir / PARTIAL).unlink(missing_ok=True)  # metrics.json holds all of it
         print_summary(metrics, trainer, out_dir, threshold_note)
         (out_dir / INTERRUPTED).unlink(missing_ok=True)  # a resumed run that finished
     return metrics

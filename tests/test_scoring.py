@@ -83,6 +83,7 @@ def test_train_summary_and_eval_report_the_threshold_best_ckpt_stores(cache_dir,
     for split in ("val", "test"):
         assert saved[f"{split}/cal_acc"] == pytest.approx(_acc_at(preds[split], STORED), abs=1e-6), split
     assert f"P(fake) >= {STORED:.4f}" in (run / "summary.txt").read_text()
+    assert not (run / "metrics.partial.json").exists()  # metrics.json holds all of it
 
     out = tmp_path / "eval"
     evaluated = evaluate(compose_entry("eval", f"ckpt_path={ckpt}", f"paths.output_dir={out}"))
@@ -129,3 +130,60 @@ def test_eval_of_a_checkpoint_without_a_threshold_says_it_calibrates_one(trained
     val = read_predictions(tmp_path / "e" / "predictions.csv")["val"]
     want = calibrate_threshold(torch.tensor(val["p_fake"]), torch.tensor(val["label"]))
     assert metrics["threshold_val"] == pytest.approx(want, abs=1e-6)
+
+
+def test_eval_scores_where_it_is_told_with_workers_and_autocast(trained_ckpt, tmp_path):
+    """device=, precision= and the data's loader workers: workers change nothing, bf16 autocast moves
+    P(fake) by rounding only; a device that is not there, or another precision, is refused by name."""
+    from lmguide.errors import ConfigError
+    from lmguide.eval import evaluate
+    from lmguide.scoring import scoring_device
+
+    def run(name, *args):
+        evaluate(
+            compose_entry("eval", f"ckpt_path={trained_ckpt}", f"paths.output_dir={tmp_path / name}", *args)
+        )
+        return read_predictions(tmp_path / name / "predictions.csv")["test"]
+
+    base = run("fp32", "device=cpu")
+    workers = run("workers", "device=auto", 'overrides=["data.num_workers=2"]')
+    assert workers["key"] == base["key"] and workers["p_fake"] == base["p_fake"]
+    bf16 = run("bf16", "device=cpu", "precision=bf16-mixed")
+    assert bf16["key"] == base["key"]
+    gap = np.abs(np.array(bf16["p_fake"]) - np.array(base["p_fake"]))
+    assert 0 < gap.max() < 0.05, gap.max()  # autocast ran, and it only rounds
+
+    assert scoring_device("auto", None)["device"].type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match=r"precision='fp8' is not a choice"):
+        scoring_device("cpu", "fp8")
+    with pytest.raises(ConfigError, match=r"device='tpu' is not a"):
+        scoring_device("tpu", None)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"device=cuda is not available here"):
+            scoring_device("cuda", None)
+
+
+@pytest.mark.slow
+def test_train_keeps_each_scored_set_when_a_later_one_fails(cache_dir, tmp_path, monkeypatch):
+    """The end-of-run scoring writes metrics.partial.json as each set is scored: a failure in a later
+    set keeps what was scored (and writes no metrics.json, which would mark a finished run)."""
+    import lmguide.run_report as run_report
+    from lmguide.train import train
+
+    scored, real = [], run_report.score_split
+
+    def fail_third(model, ds, *a, **k):
+        if len(scored) == 2:
+            raise RuntimeError("the third set fails")
+        scored.append(k)
+        return real(model, ds, *a, **k)
+
+    monkeypatch.setattr(run_report, "score_split", fail_third)
+    run = tmp_path / "run"
+    ov = [*FAST_DATA, "attention.num_maps=2", "trainer.max_steps=2", "+trainer.limit_train_batches=1"]
+    with pytest.raises(RuntimeError, match="the third set fails"):
+        train(compose_cfg(ov, run, cache_dir), {"choices": {}, "overrides": ov})
+    assert [k["device"].type for k in scored] == ["cpu", "cpu"] and scored[0]["precision"] == "32-true"
+    kept = json.loads((run / "metrics.partial.json").read_text())
+    assert {"val/auc_ci95_lo", "test/auc_ci95_lo", "test/video_auc"} <= set(kept), sorted(kept)
+    assert 0 <= kept["test/auc"] <= 1 and not (run / "metrics.json").exists()

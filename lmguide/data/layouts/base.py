@@ -214,3 +214,18 @@ def missing_listed(listing: Path, missing: list[str], listed: int, fix: str, sho
     """One line for the files ``listing`` names that do not exist: how many, the first few, the fix."""
     names = ", ".join(missing[:shown]) + (f", … (first {shown} shown)" if len(missing) > shown else "")
     return f"{len(missing)} of {listed} files listed in {listing} do not exist: {names}; {fix}"
+
+
+def refuse_unlabelled(folder: Path, allowed: Iterable[str], layout: str, what: str) -> None:
+    """Media in ``folder`` outside its ``allowed`` subfolders would have no ``what`` (label, split): a
+    LayoutError naming the first such file, never a silent leave-out."""
+    allowed = sorted(allowed)
+    for child in sorted(folder.iterdir()):
+        if child.name.startswith(".") or child.name in allowed:
+            continue
+        stray = media_files(child) if child.is_dir() else [child] * (child.suffix.lower() in MEDIA_SUFFIXES)
+        if stray:
+            raise LayoutError(
+                f"{layout}: {stray[0]} is not under one of {allowed} in {folder}, so it has no {what}; "
+                "move it or remove it"
+            )

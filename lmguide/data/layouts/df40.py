@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmguide.data.layouts.base import (
-    MEDIA_SUFFIXES,
     SPLITS,
     LayoutError,
     SourceItem,
@@ -33,6 +32,7 @@ from lmguide.data.layouts.base import (
     check_root,
     hash_split,
     media_files,
+    refuse_unlabelled,
     rel_key,
     require_items,
     resolve_under,
@@ -40,6 +40,8 @@ from lmguide.data.layouts.base import (
 from lmguide.data.media import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
+#: what media outside the method/real folders lacks
+NO_LABEL = "label (fake, or real)"
 
 DOMAINS = ("ff", "cdf")
 #: the class folders of a method that ships its own reals
@@ -67,22 +69,6 @@ def clip_media(folder: Path) -> list[tuple[Path, str | None]]:
             clip = inside.parent.as_posix() if inside.parent != Path(".") else None
         out.append((path, clip))
     return out
-
-
-def _refuse_unlabelled(folder: Path, allowed: Sequence[str], layout: str) -> None:
-    """Media in ``folder`` outside its ``allowed`` subfolders has no label: refuse it."""
-    for child in sorted(folder.iterdir()):
-        if child.name.startswith(".") or child.name in allowed:
-            continue
-        if child.is_dir():
-            stray = media_files(child)
-        else:
-            stray = [child] if child.suffix.lower() in MEDIA_SUFFIXES else []
-        if stray:
-            raise LayoutError(
-                f"{layout}: {stray[0]} is not under one of {list(allowed)} in {folder}, so it has no label "
-                "(fake, or real); move it or remove it"
-            )
 
 
 @dataclass
@@ -118,7 +104,7 @@ class DF40Source:
         if self.split is not None and self.split not in SPLITS:
             raise LayoutError(f"{layout}: split {self.split!r} is not one of {SPLITS} (or null for a hash)")
         fractions = check_fractions(self.split_fractions, f"{layout} split_fractions")
-        _refuse_unlabelled(root, [p.name for p in root.iterdir() if p.is_dir()], layout)
+        refuse_unlabelled(root, [p.name for p in root.iterdir() if p.is_dir()], layout, NO_LABEL)
         out: list[SourceItem] = []
         used: set[str] = set()  # the domains whose fakes were read
         reals = {d: resolve_under(root, str(v), True, f"{layout} real.{d}") for d, v in real.items() if v}
@@ -177,7 +163,7 @@ class DF40Source:
                 f"{layout}: method folder {folder} must hold ff/ and/or cdf/ (fakes of those domains), or "
                 f"fake/ and real/ (a method with its own reals); it holds {kinds or 'neither'}"
             )
-        _refuse_unlabelled(folder, kinds, layout)
+        refuse_unlabelled(folder, kinds, layout, NO_LABEL)
         out = []
         if set(kinds) & set(CLASSES):
             for cls in kinds:

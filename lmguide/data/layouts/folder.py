@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmguide.data.layouts.base import (
-    MEDIA_SUFFIXES,
     SPLITS,
     LayoutError,
     SourceItem,
@@ -24,28 +23,13 @@ from lmguide.data.layouts.base import (
     hash_split,
     media_files,
     non_media_files,
+    refuse_unlabelled,
     rel_key,
     require_items,
 )
 from lmguide.data.media import VIDEO_SUFFIXES
 
 CLASSES = {"real": 0, "fake": 1}
-
-
-def _refuse_stray_media(folder: Path, allowed: set[str]) -> None:
-    """Media files in ``folder`` outside the ``allowed`` subfolders would be left out: refuse them."""
-    for child in sorted(folder.iterdir()):
-        if child.name.startswith(".") or child.name in allowed:
-            continue
-        if child.is_dir():
-            stray = media_files(child)
-        else:
-            stray = [child] if child.suffix.lower() in MEDIA_SUFFIXES else []
-        if stray:
-            raise LayoutError(
-                f"folder layout: {stray[0]} is not under one of {sorted(allowed)} in {folder}, so it has "
-                "no label/split; move it or remove it"
-            )
 
 
 @dataclass
@@ -76,7 +60,7 @@ class FolderSource:
                     f"folder layout: {root} has both split folders {split_dirs} and real/ or fake/ at the "
                     "top; use one scheme"
                 )
-            _refuse_stray_media(root, set(SPLITS))
+            refuse_unlabelled(root, SPLITS, "folder layout", "label/split")
             bases = [(root / s, s) for s in split_dirs]
         else:
             bases = [(root, None)]
@@ -86,7 +70,7 @@ class FolderSource:
             present = [c for c in CLASSES if (base / c).is_dir()]
             if not present:
                 raise LayoutError(f"folder layout: {base} has neither a real/ nor a fake/ folder")
-            _refuse_stray_media(base, set(CLASSES))
+            refuse_unlabelled(base, CLASSES, "folder layout", "label/split")
             for cls in present:
                 self.skipped += non_media_files(base / cls)
                 for path in media_files(base / cls):
