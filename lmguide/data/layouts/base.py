@@ -219,7 +219,7 @@ def missing_listed(listing: Path, missing: list[str], listed: int, fix: str, sho
 def refuse_unlabelled(folder: Path, allowed: Iterable[str], layout: str, what: str) -> None:
     """Media in ``folder`` outside its ``allowed`` subfolders would have no ``what`` (label, split): a
     LayoutError naming the first such file, never a silent leave-out."""
-    allowed = sorted(allowed)
+    allowed = list(allowed)  # named in the message in the caller's order
     for child in sorted(folder.iterdir()):
         if child.name.startswith(".") or child.name in allowed:
             continue

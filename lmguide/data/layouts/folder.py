@@ -60,7 +60,7 @@ class FolderSource:
                     f"folder layout: {root} has both split folders {split_dirs} and real/ or fake/ at the "
                     "top; use one scheme"
                 )
-            refuse_unlabelled(root, SPLITS, "folder layout", "label/split")
+            refuse_unlabelled(root, sorted(SPLITS), "folder layout", "label/split")
             bases = [(root / s, s) for s in split_dirs]
         else:
             bases = [(root, None)]
@@ -70,7 +70,7 @@ class FolderSource:
             present = [c for c in CLASSES if (base / c).is_dir()]
             if not present:
                 raise LayoutError(f"folder layout: {base} has neither a real/ nor a fake/ folder")
-            refuse_unlabelled(base, CLASSES, "folder layout", "label/split")
+            refuse_unlabelled(base, sorted(CLASSES), "folder layout", "label/split")
             for cls in present:
                 self.skipped += non_media_files(base / cls)
                 for path in media_files(base / cls):
