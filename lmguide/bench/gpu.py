@@ -85,27 +85,6 @@ def _sampler(every: float = 0.2) -> UtilisationSampler:
     return SAMPLER
 
 
-def _step(model, opt, batch, precision: str, scaler) -> tuple[float, float]:
-    """One training step at ``precision``: (seconds, loss)."""
-    dev = batch["image"].device
-    t = time.perf_counter()
-    dtype = {"bf16": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-    ctx = torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    with ctx:
-        loss = model.training_step(batch, 0)
-    if precision == "16-mixed":
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-    else:
-        loss.backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t, float(loss.detach())
-
-
 def _quiet(model):
     model.log = lambda *a, **k: None  # no trainer attached: logging is a no-op
     return model
@@ -138,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from lmguide.bench.loader import _loader_rate
     from lmguide.bench.report import machine, print_table, write_json
-    from lmguide.bench.train_step import _batch
+    from lmguide.bench.train_step import _batch, _step
     from lmguide.config_guard import compose_train_config
 
     job = ["experiment=demo", *args.overrides]
@@ -157,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     times: dict[str, list[float]] = {prec: [] for prec in PRECISIONS}
     for i in range(args.steps + 3):
         for prec, (m, opt, scaler) in built.items():
-            dt, _ = _step(m, opt, batch, prec, scaler)
+            dt = _step(m, opt, batch, prec, scaler)
             if i >= 3:
                 times[prec].append(dt)
     step_s = {prec: statistics.median(ts) for prec, ts in times.items()}
@@ -172,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         losses[prec] = []
         for _ in range(args.parity_steps):
             b = dict(batch, image=torch.randn(n, 3, size, size, generator=g).to(device))
-            losses[prec].append(_step(m, opt, b, prec, None)[1])
+            _step(m, opt, b, prec, losses=losses[prec])
     gaps = [abs(a - b) / max(abs(a), 1e-8) for a, b in zip(losses["fp32"], losses["bf16"], strict=True)]
     parity = {
         "steps": args.parity_steps,

@@ -71,14 +71,33 @@ def _batch(n: int, size: int, device: torch.device) -> dict:
     }
 
 
-def _step(model, opt, batch) -> float:
+#: autocast dtypes of the precisions :func:`_step` takes besides fp32 (``bench gpu``)
+AUTOCAST = {"bf16": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def _step(model, opt, batch, precision: str = "fp32", scaler=None, losses: list | None = None) -> float:
+    """One training step (forward, loss, backward, optimizer step) in seconds, the device synced.
+    ``precision``: fp32, bf16 (autocast) or 16-mixed (fp16 autocast, ``scaler`` a GradScaler scales the
+    loss); ``losses`` receives the step's loss."""
+    import contextlib
+
+    dev = batch["image"].device
     t = time.perf_counter()
-    loss = model.training_step(batch, 0)
-    loss.backward()
-    opt.step()
+    dtype = AUTOCAST.get(precision)
+    with torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
+        loss = model.training_step(batch, 0)
+    if precision == "16-mixed":
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
     opt.zero_grad(set_to_none=True)
-    if batch["image"].is_cuda:
+    if dev.type == "cuda":
         torch.cuda.synchronize()
+    if losses is not None:
+        losses.append(float(loss.detach()))
     return time.perf_counter() - t
 
 
