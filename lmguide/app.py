@@ -4,7 +4,7 @@ Serves http://127.0.0.1:7860 (``host``/``port``) on this machine only: no share 
 nothing sent elsewhere. Upload an image or a short video, or pick a demo face; per face the page shows
 P(fake) and the verdict at the checkpoint's validation-calibrated threshold, the crop, the mean attention
 with the landmark mask outlined, each head's map and Grad-CAM; for a video also P(fake) per sampled
-frame as a plot. All of it comes from :mod:`lmguide.app_core` (predict's scoring, visualize's pictures);
+frame as a plot. All of it comes from :mod:`lmguide.inference.page` (predict's scoring, visualize's pictures);
 an input it cannot analyse is shown as a message on the page and the server keeps serving.
 """
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lmguide.app_core import Analysis, Analyzer, AppInputError
-from lmguide.cli import check_argv, friendly_errors
 from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from lmguide.errors import require_number
-from lmguide.runtime import CONF_DIR
+from lmguide.inference.page import Analysis, Analyzer, AppInputError
+from lmguide.runs.cli import check_argv, friendly_errors
+from lmguide.runs.errors import require_number
+from lmguide.runs.runtime import CONF_DIR
 from lmguide.viz.timeline import score_plot
 
 log = logging.getLogger(__name__)

@@ -5,14 +5,14 @@ Each set is a layout of ``conf/data/`` (any ``conf/data/<layout>.yaml``; a set o
 its layout in ``layouts``), its root in ``roots`` and further overrides of its data in
 ``set_overrides``; ``overrides`` apply to every set. The checkpoint's training config is re-composed
 with each set's data (as ``lmguide.eval data=<layout>`` does), the set's cache prepared (or reused),
-and its ``split`` (test) scored by :mod:`lmguide.scoring`, the path eval uses: the same faces give the
-same numbers, under the same keys (``auc``, ``video_auc``, ``cal_acc``, ...). No validation split is
+and its ``split`` (test) scored by :mod:`lmguide.evaluation.scoring`, the path eval uses: the same faces give
+the same numbers, under the same keys (``auc``, ``video_auc``, ``cal_acc``, ...). No validation split is
 needed or scored: ``cal_*`` is taken at the threshold the checkpoint stores (training's, calibrated on its
 own validation split), never calibrated on a set scored here; a checkpoint without one gets no ``cal_*``,
 and a warning says so.
 
 Writes into the run directory (``logs/crosseval/runs/<date>``): ``crosseval.md`` and
-``crosseval.json`` (:mod:`lmguide.crosseval_table`: per set frame and video AUC with people-level
+``crosseval.json`` (:mod:`lmguide.evaluation.crosseval_table`: per set frame and video AUC with people-level
 bootstrap intervals, EER, AP, ACC, videos, frames, and the frames without a face), and
 ``predictions.csv`` (one row per scored frame, its ``split`` column the set's name).
 
@@ -31,9 +31,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lmguide.cli import check_argv, friendly_errors
-from lmguide.errors import ConfigError, LmguideError
-from lmguide.runtime import CONF_DIR
+from lmguide.runs.cli import check_argv, friendly_errors
+from lmguide.runs.errors import ConfigError, LmguideError
+from lmguide.runs.runtime import CONF_DIR
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _mapping(cfg: DictConfig, key: str) -> dict:
 def plan_sets(cfg: DictConfig) -> list[DataSet]:
     """The sets of ``cfg`` (``sets``, ``roots``, ``layouts``, ``set_overrides``), each checked: a known
     layout, a plain unique name that is no training split, no root or override for a set not listed."""
-    from lmguide.crosseval_table import RESERVED
+    from lmguide.evaluation.crosseval_table import RESERVED
 
     sets = None if OmegaConf.is_missing(cfg, "sets") else cfg.sets
     names = [str(sets)] if isinstance(sets, str) else [str(s) for s in sets or []]
@@ -126,8 +126,8 @@ def _datamodule(ckpt: dict, ckpt_path, ds: DataSet, common, split: str, out_dir:
     from hydra.errors import InstantiationException
     from omegaconf.errors import OmegaConfBaseException
 
-    from lmguide.checkpoint import checkpoint_config
-    from lmguide.scoring import build_datamodule
+    from lmguide.evaluation.scoring import build_datamodule
+    from lmguide.training.checkpoint import checkpoint_config
 
     try:
         run_cfg = checkpoint_config(ckpt, set_overrides(ds, common), out_dir, source=ckpt_path)
@@ -145,12 +145,18 @@ def score_checkpoint(
     cfg: DictConfig, ckpt_path, sets: list[DataSet], out_dir: Path, cache: dict | None = None
 ) -> dict:
     """Score ``ckpt_path`` on every set; writes the table and ``predictions.csv`` into ``out_dir`` and
-    returns the table (:mod:`lmguide.crosseval_table`)."""
-    from lmguide import crosseval_table
-    from lmguide.checkpoint import load_model, read_checkpoint
-    from lmguide.metrics import score_split
-    from lmguide.predictions import NAME, write_predictions
-    from lmguide.scoring import manifest_counts, model_threshold, scoring_device, split_metrics, unit_of
+    returns the table (:mod:`lmguide.evaluation.crosseval_table`)."""
+    from lmguide.evaluation import crosseval_table
+    from lmguide.evaluation.metrics import score_split
+    from lmguide.evaluation.predictions import NAME, write_predictions
+    from lmguide.evaluation.scoring import (
+        manifest_counts,
+        model_threshold,
+        scoring_device,
+        split_metrics,
+        unit_of,
+    )
+    from lmguide.training.checkpoint import load_model, read_checkpoint
 
     cache = {} if cache is None else cache
     where = scoring_device(cfg.get("device"), cfg.get("precision"))
@@ -197,7 +203,7 @@ def score_checkpoint(
 def run_jobs(root) -> tuple[list[Path], list[Path]]:
     """``(checkpoints, jobs without one)`` of a training run or multirun folder: every job directory
     (``.hydra/overrides.yaml``) and its ``checkpoints/best.ckpt``."""
-    from lmguide.errors import InputMissing
+    from lmguide.runs.errors import InputMissing
 
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -212,7 +218,7 @@ def run_jobs(root) -> tuple[list[Path], list[Path]]:
 
 def crosseval(cfg: DictConfig) -> list[dict]:
     """Every table the command writes (one, or one per job of ``runs=``)."""
-    from lmguide.crosseval_table import FOLDER, JSON
+    from lmguide.evaluation.crosseval_table import FOLDER, JSON
 
     if cfg.video_agg not in ("mean", "max"):
         raise ConfigError(f"video_agg must be mean or max, got {cfg.video_agg!r}")
@@ -245,7 +251,7 @@ def crosseval(cfg: DictConfig) -> list[dict]:
 
 
 def _print(table: dict, out_dir: Path) -> None:
-    from lmguide.crosseval_table import markdown
+    from lmguide.evaluation.crosseval_table import markdown
 
     print(markdown(table), end="")
     print(f"written to {out_dir}: crosseval.md crosseval.json predictions.csv")

@@ -1,7 +1,7 @@
 """Evaluate a checkpoint: ``python -m lmguide.eval ckpt_path=... [split=test] [data=<layout>]``.
 
-The model is rebuilt from the checkpoint's own config (see :mod:`lmguide.checkpoint`). The scoring,
-the statistics, their keys and cells are :mod:`lmguide.scoring`'s, the ones train's summary and
+The model is rebuilt from the checkpoint's own config (see :mod:`lmguide.training.checkpoint`). The scoring,
+the statistics, their keys and cells are :mod:`lmguide.evaluation.scoring`'s, the ones train's summary and
 ``lmguide.crosseval`` use: ``<split>/<name>``, e.g. ``test/auc``, ``test/video_auc``, ``test/cal_acc``.
 Per sample and per video AUC, AP, EER, and ACC / balanced ACC / precision / recall / F1 at 0.5 and at
 the threshold calibrated on the validation split (``cal_``, ``threshold_val``): the one the checkpoint
@@ -9,12 +9,13 @@ stores, read from it (predict's). A checkpoint without one gets one calibrated o
 and a warning and ``threshold_note`` say so. Attention-in-landmark share and pointing-game hit rate; and
 what the prepare manifest recorded for the split (``<split>/n_no_face`` frames without a face,
 ``n_unusable``, ``statuses``: counted, never scored). Writes ``metrics.json``, ``predictions.csv`` (one
-row per scored frame of val and of the split, with training's columns: see :mod:`lmguide.predictions`),
+row per scored frame of val and of the split, with training's columns: see
+:mod:`lmguide.evaluation.predictions`),
 ``roc.png``, ``pr.png`` and ``confusion.png`` into the run directory.
 
 A clip (video) checkpoint (``backbone=efficientnet_lstm``) is evaluated on clips, as its training's test
 step does: the run's config sets ``data.clip_frames``, so every split is a
-:class:`~lmguide.data.datasets.ClipDataset`. A sample (``unit``) is then a clip (``<split>/n_clips``, a
+:class:`~lmguide.data.clips.ClipDataset`. A sample (``unit``) is then a clip (``<split>/n_clips``, a
 row per clip in ``predictions.csv``, keyed by its first frame) instead of a frame; a video's score
 aggregates its clips; the attention metrics stay per frame (``attn_in_lm``: every frame of every clip).
 """
@@ -28,12 +29,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lmguide.cli import check_argv, friendly_errors
-from lmguide.errors import ConfigError
-from lmguide.loggers import finish_wandb, instantiate_group, log_images, wandb_offline_by_default
-from lmguide.predictions import NAME as PREDICTIONS
-from lmguide.predictions import write_predictions
-from lmguide.runtime import CONF_DIR
+from lmguide.evaluation.predictions import NAME as PREDICTIONS
+from lmguide.evaluation.predictions import write_predictions
+from lmguide.runs.cli import check_argv, friendly_errors
+from lmguide.runs.errors import ConfigError
+from lmguide.runs.loggers import finish_wandb, instantiate_group, log_images, wandb_offline_by_default
+from lmguide.runs.runtime import CONF_DIR
 from lmguide.viz.curves import plot_curves
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,8 @@ def data_choice(cfg: DictConfig) -> str | None:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    from lmguide.checkpoint import load_model
-    from lmguide.metrics import score_split
-    from lmguide.scoring import (
+    from lmguide.evaluation.metrics import score_split
+    from lmguide.evaluation.scoring import (
         build_datamodule,
         manifest_counts,
         model_threshold,
@@ -69,6 +69,7 @@ def evaluate(cfg: DictConfig) -> dict:
         split_metrics,
         unit_of,
     )
+    from lmguide.training.checkpoint import load_model
 
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +134,7 @@ def _print(
     from rich.console import Console
     from rich.table import Table
 
-    from lmguide.scoring import VIDEO, format_metric, threshold_line
+    from lmguide.evaluation.scoring import VIDEO, format_metric, threshold_line
 
     def get(key: str):
         return metrics.get(f"{split}/{key}")

@@ -1,7 +1,8 @@
 """Score face crops with an ONNX file of ``python -m lmguide.export``, as ``lmguide.predict`` scores them.
 
 :func:`score` needs only onnxruntime, numpy and OpenCV (copy it): the input size, mean/std and the
-verdict threshold come from the file's metadata (:mod:`lmguide.export_meta`). :func:`crop` cuts a face
+verdict threshold come from the file's metadata (:mod:`lmguide.inference.export_meta`). :func:`crop` cuts a
+face
 out of a frame from a detector box by the metadata's ``crop`` rule, as predict does. The command::
 
     python -m lmguide.export_example model.onnx face.png [more.png ...]   # face crops, RGB images
@@ -9,7 +10,7 @@ out of a frame from a detector box by the metadata's ``crop`` rule, as predict d
 
 prints P(fake) and the verdict of each. ``--photo`` finds and cuts the faces with lmguide's own face
 pipeline and the file's ``faces`` settings (predict's crops), and adds the photo's verdict by
-predict's rule (:mod:`lmguide.verdict`: fake when any face is at or above the threshold). Nothing
+predict's rule (:mod:`lmguide.inference.verdict`: fake when any face is at or above the threshold). Nothing
 read from the file chooses code: its metadata is JSON values, and the face settings are checked by
 :class:`~lmguide.data.faces.FaceSettings`.
 """
@@ -69,8 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     from pathlib import Path
 
-    from lmguide.cli import fail
     from lmguide.data.media import MediaError, read_image
+    from lmguide.runs.cli import fail
 
     p = argparse.ArgumentParser(prog="python -m lmguide.export_example", description=__doc__.split("\n")[0])
     p.add_argument("model", help="an ONNX file written by python -m lmguide.export")
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         probs = [score(args.model, c)[0] for c in crops]
         for i, prob in enumerate(probs if args.photo else []):
             print(f"{name} face {i}: P(fake) {prob:.8f}")
-        from lmguide.verdict import decide
+        from lmguide.inference.verdict import decide
 
         d = decide([(0, p) for p in probs], threshold)  # a photo: its most suspect face decides
         print(f"{name}: P(fake) {d.score:.8f} -> {d.label} ({d.rule}, threshold {threshold:.4f})")

@@ -14,13 +14,13 @@ import time
 import hydra
 from omegaconf import DictConfig
 
-from lmguide.cli import check_argv, friendly_errors
 from lmguide.data.cache import cache_errors
 from lmguide.data.manifest import PreparedIndex, summarize, unusable_sources
 from lmguide.data.prepare import prepare_index
 from lmguide.data.workers import shard_from_env
-from lmguide.errors import ConfigError, require_number
-from lmguide.runtime import CONF_DIR
+from lmguide.runs.cli import check_argv, friendly_errors
+from lmguide.runs.errors import ConfigError, require_number
+from lmguide.runs.runtime import CONF_DIR
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ and a second table in the markdown). A variant, a guided setting that adds overr
 (``loss.landmark.apply_to=fake_blend``, ``data.image_size=160``), is also compared with that setting.
 
 The same pairs are also compared on the same faces, from each job's ``predictions.csv``
-(:mod:`lmguide.sweep_faces`): per seed a clustered DeLong test, across seeds a hierarchical bootstrap
+(:mod:`lmguide.sweeps.faces`): per seed a clustered DeLong test, across seeds a hierarchical bootstrap
 (seeds, then people), on the test and the swaps split, with the minimum detectable difference and the
 seeds a difference of 0.02 would need (``sweep_report_faces.csv``, a third table). Jobs without
 ``predictions.csv`` (older runs) are named in that table.
@@ -38,8 +38,8 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from lmguide.sweep_faces import FaceComparison, face_comparisons, faces_csv, faces_markdown
-from lmguide.sweep_jobs import (
+from lmguide.sweeps.faces import FaceComparison, face_comparisons, faces_csv, faces_markdown
+from lmguide.sweeps.jobs import (
     Group,
     Job,
     common_overrides,
@@ -49,8 +49,8 @@ from lmguide.sweep_jobs import (
     override_value,
     read_jobs,
 )
-from lmguide.sweep_paired import paired_comparisons, paired_csv, paired_markdown
-from lmguide.sweep_sources import sources_markdown
+from lmguide.sweeps.paired import paired_comparisons, paired_csv, paired_markdown
+from lmguide.sweeps.sources import sources_markdown
 
 
 def _fmt(mean: float, std: float, n: int, digits: int = 3, undefined: int = 0) -> str:
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     try:
         paths = report(args.sweep_dir, args.out, args.results, args.command, args.baseline)
     except (FileNotFoundError, ValueError) as err:  # a missing sweep, an unknown baseline: one line, exit 1
-        from lmguide.cli import fail
+        from lmguide.runs.cli import fail
 
         fail(str(err))
     print(paths["markdown"].read_text())

@@ -10,12 +10,12 @@ with the landmark mask outlined), ``mask.png`` (the landmark mask drawn from Fac
 crop), ``patch_grid.png`` and ``vit_cls_attention.png`` (ViT backbones only: mean attention per patch,
 and the CLS token's attention over the patches in the block the attention uses) and ``panel.png``
 (image | mask | mean attention | Grad-CAM, with P(fake) and the verdict at the checkpoint's threshold in
-the title). The file's verdict is predict's (:mod:`lmguide.verdict`: any face at or above the threshold
-by default), so both commands say the same of one file. ``input=<folder>`` explains every image of the
-folder, each into its own subfolder, with an ``index.html`` of thumbnails.
+the title). The file's verdict is predict's (:mod:`lmguide.inference.verdict`: any face at or above the
+threshold by default), so both commands say the same of one file. ``input=<folder>`` explains every image of
+the folder, each into its own subfolder, with an ``index.html`` of thumbnails.
 
 A clip (video) checkpoint explains one clip instead (:func:`visualize_clip`): ``input=<video>`` is
-sampled, cropped and cut into clips as predict does (:mod:`lmguide.predict_clips`), and clip ``clip``
+sampled, cropped and cut into clips as predict does (:mod:`lmguide.inference.clips`), and clip ``clip``
 (0: the first) is drawn as ``clip_strip.png``: each frame's crop with its mean attention, P(fake) of
 the clip in the title. A still image is a one-frame clip, repeat-padded as training pads it.
 """
@@ -29,11 +29,11 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from lmguide.cli import check_argv, check_writable, friendly_errors
 from lmguide.data import media
 from lmguide.data.faces import face_settings
-from lmguide.errors import ConfigError, VisualizeError
-from lmguide.runtime import CONF_DIR
+from lmguide.runs.cli import check_argv, check_writable, friendly_errors
+from lmguide.runs.errors import ConfigError, VisualizeError
+from lmguide.runs.runtime import CONF_DIR
 from lmguide.viz.explain import (
     CLASS_NAMES,
     Explanation,
@@ -87,13 +87,13 @@ def _check_options(cfg: DictConfig) -> None:
     alpha = cfg.alpha
     if not isinstance(alpha, int | float) or isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"alpha is the heat map's opacity and must be in [0, 1], got {cfg.alpha}")
-    from lmguide.verdict import rule_from
+    from lmguide.inference.verdict import rule_from
 
     rule_from(cfg)  # aggregate / min_fake_frames refused by name before any work
 
 
 def _load(cfg: DictConfig, out_dir: Path, step: str):
-    from lmguide.checkpoint import load_model
+    from lmguide.training.checkpoint import load_model
 
     print(f"{step} Loading checkpoint {cfg.ckpt_path}", flush=True)
     model, run_cfg = load_model(cfg.ckpt_path, list(cfg.get("overrides") or []), output_dir=out_dir)
@@ -130,8 +130,8 @@ def _explain_image(
     """Detect, explain and write every face of one image (``out_dir`` for one face, ``face<i>/`` in it for
     several); the file's verdict by predict's rule at the checkpoint's threshold (``steps``: the three
     step labels)."""
-    from lmguide.checkpoint import verdict_threshold
-    from lmguide.verdict import decide, rule_from
+    from lmguide.inference.verdict import decide, rule_from
+    from lmguide.training.checkpoint import verdict_threshold
 
     threshold, note = verdict_threshold(model)
     rule = rule_from(cfg)
@@ -294,8 +294,8 @@ def visualize_clip(cfg: DictConfig, out_dir: Path, model=None, run_cfg=None) -> 
     import torch
 
     from lmguide.data.faces import inference_pipeline
-    from lmguide.predict import Scorer, score_file
-    from lmguide.predict_clips import clip_sampling, clip_spec
+    from lmguide.inference.clips import clip_sampling, clip_spec
+    from lmguide.inference.scorer import Scorer, score_file
     from lmguide.viz.clips import clip_strip
 
     path = Path(str(cfg.input)).expanduser()

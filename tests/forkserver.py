@@ -36,7 +36,7 @@ PRELOAD = [
     "omegaconf",
     "albumentations",
     "cv2",
-    "lmguide.runtime",
+    "lmguide.runs.runtime",
     "lmguide.models.module",
     "lmguide.data.datamodule",
     "lmguide.train",

@@ -1,5 +1,5 @@
-"""Attention against the landmark regions and between heads (lmguide.alignment), checked against direct
-numpy computations; the per-region shares and map diversity reach the run summary and metrics.json."""
+"""Attention against the landmark regions and between heads (lmguide.evaluation.alignment), checked against
+direct numpy computations; the per-region shares and map diversity reach the run summary and metrics.json."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import torch
 
-from lmguide.alignment import attention_in_mask, attention_in_regions, map_correlation
-from lmguide.run_report import split_statistics, summary_keys
+from lmguide.evaluation.alignment import attention_in_mask, attention_in_regions, map_correlation
+from lmguide.evaluation.run_report import split_statistics, summary_keys
 
 
 def _maps(b: int = 3, m: int = 4, h: int = 8, seed: int = 0) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from lmguide.predict import predict
-from lmguide.runtime import CONF_DIR
+from lmguide.runs.runtime import CONF_DIR
 
 from .conftest import compose_entry, missing_checkpoint_line
 from .test_predict import predict_cfg
@@ -31,7 +31,7 @@ def app_cfg(ckpt: Path, out_dir: Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def analyzer(trained_ckpt, tmp_path_factory):
-    from lmguide.app_core import Analyzer
+    from lmguide.inference.page import Analyzer
 
     return Analyzer.from_cfg(app_cfg(trained_ckpt, tmp_path_factory.mktemp("app")))
 
@@ -45,8 +45,8 @@ def test_config_binds_to_localhost_only(trained_ckpt, tmp_path):
 def test_training_stores_the_val_calibrated_threshold_eval_computes(trained_ckpt, tmp_path):
     """best.ckpt holds the threshold calibrated on the validation that wrote it: the same number eval
     calibrates on the val split with those weights."""
-    from lmguide.checkpoint import load_model, verdict_threshold
     from lmguide.eval import evaluate
+    from lmguide.training.checkpoint import load_model, verdict_threshold
 
     stored = torch.load(trained_ckpt, map_location="cpu", weights_only=True)["lmguide_threshold"]
     assert stored["split"] == "val" and 0.0 <= stored["value"] <= 1.0 and stored["frames"] > 0
@@ -64,7 +64,7 @@ def test_training_stores_the_val_calibrated_threshold_eval_computes(trained_ckpt
 
 def test_a_checkpoint_without_a_threshold_falls_back_to_one_half_with_a_note(analyzer, media):
     from lmguide.app import result_markdown
-    from lmguide.app_core import Analyzer
+    from lmguide.inference.page import Analyzer
 
     model = analyzer.model
     stored, model.val_threshold = model.val_threshold, None  # as loaded from an older checkpoint
@@ -88,7 +88,7 @@ def test_a_stored_threshold_that_is_no_probability_is_not_used(stored):
     """The threshold comes from a file a user was given: only a number in [0, 1] is taken from it."""
     from types import SimpleNamespace
 
-    from lmguide.checkpoint import verdict_threshold
+    from lmguide.training.checkpoint import verdict_threshold
 
     assert verdict_threshold(SimpleNamespace(val_threshold=stored)) == (
         0.5,
@@ -149,7 +149,7 @@ def test_video_plot_points_are_predicts_frame_scores(analyzer, trained_ckpt, med
 
 def test_bad_inputs_get_a_message_and_the_analyzer_keeps_working(analyzer, media, tmp_path):
     from lmguide.app import respond
-    from lmguide.app_core import AppInputError
+    from lmguide.inference.page import AppInputError
 
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 this is not a jpeg" * 50)

@@ -20,7 +20,7 @@ from lmguide.models.attention import (
     ViTClsAttention,
 )
 from lmguide.models.backbones import TimmBackbone
-from lmguide.runtime import CONF_DIR
+from lmguide.runs.runtime import CONF_DIR
 
 from .conftest import compose_cfg
 

@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from lmguide.models.backbones import BACKBONES, FrameLSTM, TimmBackbone, swin_window
-from lmguide.runtime import CONF_DIR
+from lmguide.runs.runtime import CONF_DIR
 
 from .conftest import fast_train
 
@@ -154,7 +154,7 @@ def _rows(video: str, n: int, label: int = 0, face: int = 0) -> list[dict]:
 
 
 def test_clip_grouping_windows_padding_and_skips(caplog):
-    from lmguide.data.datasets import ClipDataset
+    from lmguide.data.clips import ClipDataset
 
     rows = _rows("long", 10, 1) + _rows("short", 2) + _rows("still", 1) + _rows("still", 1, face=1)
     rows = rows[::-1]  # order of the manifest does not matter: tracks are sorted by frame
@@ -170,7 +170,7 @@ def test_clip_grouping_windows_padding_and_skips(caplog):
 
 
 def test_clip_dataset_on_demo_faces(demo_datamodule):
-    from lmguide.data.datasets import ClipDataset
+    from lmguide.data.clips import ClipDataset
 
     ds = demo_datamodule.datasets["val"]
     clips = ClipDataset(ds.rows, ds.root, ds.mask_dir, ds.transform, ds.fakes, frames=4, deterministic=True)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmguide.runtime import ROOT_DIR
+from lmguide.runs.runtime import ROOT_DIR
 
 from .conftest import FAST_DATA, run_cli
 
@@ -284,7 +284,7 @@ def world(trained_ckpt, media, tmp_path_factory):
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from lmguide.run_lock import RunLock;"
+            "import sys, time; from pathlib import Path; from lmguide.runs.lock import RunLock;"
             f"assert RunLock(Path({str(busy)!r})).acquire(); print('locked', flush=True); time.sleep(900)",
         ],
         stdout=subprocess.PIPE,

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from lmguide.runtime import CONF_DIR
+from lmguide.runs.runtime import CONF_DIR
 from tests.conftest import FAST_DATA, run_cli
 
 #: the demo's videos (every split of conf/data/demo.yaml; npm is on PATH here) less the faceless one

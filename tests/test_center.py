@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from lmguide.losses.center import CenterLoss
-from lmguide.runtime import ROOT_DIR
+from lmguide.runs.runtime import ROOT_DIR
 
 from .conftest import FAST_DATA, compose_cfg, run_cli
 

@@ -1,11 +1,12 @@
 """Rebuilding models from checkpoints: round trip, overrides, and refusals with clear messages."""
 
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
 
-from lmguide.checkpoint import CheckpointError, load_model, read_checkpoint
+from lmguide.training.checkpoint import CheckpointError, load_model, read_checkpoint
 
 
 def test_round_trip_rebuilds_the_trained_model(trained_ckpt):
@@ -135,7 +136,7 @@ def test_a_target_outside_conf_is_refused_whatever_brings_it(trained_ckpt, tmp_p
 
 
 def test_allowlist_is_conf_targets():
-    from lmguide.config_guard import allowed_targets
+    from lmguide.runs.config_guard import allowed_targets
 
     targets = allowed_targets()
     assert "lmguide.models.module.LandmarkGuidedDetector" in targets and "torch.optim.Adam" in targets
@@ -143,10 +144,32 @@ def test_allowlist_is_conf_targets():
 
 
 def test_safe_replay_keeps_plain_overrides():
-    from lmguide.config_guard import safe_replay
+    from lmguide.runs.config_guard import safe_replay
 
     recorded = {
         "choices": {"backbone": "vit", "experiment": None},
         "overrides": ["loss.lambda_lm=0.3", "+data.extra=[1,'a b',{k:2}]", "~callbacks.overlay"],
     }
     assert safe_replay(recorded) == ["backbone=vit", *recorded["overrides"]]
+
+
+#: written by ``python -m lmguide.train`` at c1b2776, before the helpers moved into packages
+#: (``lmguide.callbacks`` -> ``lmguide.training.callbacks``...): a tiny Lite0 (stages 0-2, no wheel
+#: weights) after 2 steps, whose stored config still names the old module paths
+BEFORE_MOVE = Path(__file__).parent / "data" / "checkpoint_before_move.ckpt"
+
+
+def test_a_checkpoint_written_before_the_package_move_still_loads(tmp_path):
+    ckpt = read_checkpoint(BEFORE_MOVE)
+    stored = repr(ckpt["lmguide_config"])
+    assert "lmguide.callbacks.AttentionOverlay" in stored and "lmguide.training" not in stored
+    model, cfg = load_model(BEFORE_MOVE, output_dir=tmp_path)
+    assert cfg.callbacks.attention_overlay._target_ == "lmguide.training.callbacks.AttentionOverlay"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ckpt["state_dict"][k]), k
+    assert model.val_threshold["value"] == pytest.approx(0.6043180823326111)
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        p_fake = torch.softmax(model(x).logits, 1)[:, 1]
+    # P(fake) the model gave this input when it was loaded by the code of c1b2776
+    assert p_fake.tolist() == pytest.approx([0.5200747847557068, 0.6677486896514893], abs=1e-6)

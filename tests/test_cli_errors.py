@@ -12,8 +12,8 @@ import pytest
 import torch
 from hydra.errors import InstantiationException
 
-from lmguide.cli import check_argv, check_writable, friendly_errors
-from lmguide.errors import ConfigError, LmguideError
+from lmguide.runs.cli import check_argv, check_writable, friendly_errors
+from lmguide.runs.errors import ConfigError, LmguideError
 
 
 def _exit_line(capsys, fn, *args):
@@ -107,7 +107,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_work(tmp_path):
     ],
 )
 def test_bad_numbers_are_named_before_any_data_is_prepared(tmp_path, override, key):
-    from lmguide.train import check_numbers
+    from lmguide.training.fit import check_numbers
 
     from .conftest import compose_cfg
 
@@ -121,7 +121,7 @@ def test_bad_numbers_are_named_before_any_data_is_prepared(tmp_path, override, k
 
 
 def test_empty_and_random_files_get_their_own_reason(tmp_path):
-    from lmguide.checkpoint import CheckpointError, read_checkpoint
+    from lmguide.training.checkpoint import CheckpointError, read_checkpoint
 
     empty = tmp_path / "empty.ckpt"
     empty.write_bytes(b"")
@@ -134,7 +134,7 @@ def test_empty_and_random_files_get_their_own_reason(tmp_path):
 
 
 def test_nan_weights_are_refused_at_load(trained_ckpt, tmp_path):
-    from lmguide.checkpoint import CheckpointError, load_model
+    from lmguide.training.checkpoint import CheckpointError, load_model
 
     ckpt = torch.load(trained_ckpt, map_location="cpu", weights_only=True)
     key = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point())
@@ -165,7 +165,7 @@ def test_a_truncated_jpeg_is_a_decode_error_not_a_faceless_frame(media, tmp_path
 
 def _holder(run, seconds=60):
     code = (
-        "import sys, time; from pathlib import Path; from lmguide.run_lock import RunLock;"
+        "import sys, time; from pathlib import Path; from lmguide.runs.lock import RunLock;"
         f"lk = RunLock(Path({str(run)!r})); assert lk.acquire(); print('locked', flush=True);"
         f"time.sleep({seconds})"
     )
@@ -175,7 +175,7 @@ def _holder(run, seconds=60):
 
 
 def test_the_run_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
-    from lmguide.run_lock import RunLock
+    from lmguide.runs.lock import RunLock
 
     proc = _holder(tmp_path)
     try:
@@ -195,7 +195,7 @@ def test_the_run_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
 def test_forked_children_do_not_keep_the_lock(tmp_path):
     import os
 
-    from lmguide.run_lock import RunLock
+    from lmguide.runs.lock import RunLock
 
     lock = RunLock(tmp_path)
     assert lock.acquire()
@@ -222,7 +222,7 @@ def _guard_config(run, **extra):
 
 
 def test_a_finished_run_is_kept_unless_overwrite(tmp_path, capsys):
-    from lmguide.run_lock import RunDirGuard
+    from lmguide.runs.lock import RunDirGuard
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
@@ -248,7 +248,7 @@ def test_a_finished_run_is_kept_unless_overwrite(tmp_path, capsys):
 
 
 def test_a_run_dir_in_use_is_refused(tmp_path, capsys):
-    from lmguide.run_lock import RunDirGuard
+    from lmguide.runs.lock import RunDirGuard
 
     proc = _holder(tmp_path)
     try:
@@ -260,7 +260,7 @@ def test_a_run_dir_in_use_is_refused(tmp_path, capsys):
 
 
 def test_an_uncreatable_run_dir_is_refused(tmp_path, capsys):
-    from lmguide.run_lock import RunDirGuard
+    from lmguide.runs.lock import RunDirGuard
 
     (tmp_path / "file").write_text("x")
     line = _exit_line(capsys, RunDirGuard().on_run_start, _guard_config(tmp_path / "file" / "run"))
@@ -318,7 +318,7 @@ def test_predict_reports_each_face_as_well_as_the_files_verdict_score():
 
     from rich.console import Console
 
-    from lmguide.predict import FileResult, FrameResult, print_table
+    from lmguide.inference.results import FileResult, FrameResult, print_table
 
     r = FileResult("group.jpg", "image")
     r.frames = [FrameResult(0, "ok", face=0, prob_fake=0.47), FrameResult(0, "ok", face=1, prob_fake=0.73)]
@@ -332,8 +332,7 @@ def test_csv_cells_a_spreadsheet_would_run_are_kept_as_text(tmp_path):
     """OWASP's CSV-injection rule: a file named like a formula is written with a leading quote."""
     import csv
 
-    from lmguide.predict import FileResult, FrameResult
-    from lmguide.predict_results import write_output
+    from lmguide.inference.results import FileResult, FrameResult, write_output
 
     names = ['=HYPERLINK("http://x","y").jpg', "+1.jpg", "-2.jpg", "@SUM(A1).jpg", "plain.jpg"]
     results = []
@@ -349,7 +348,7 @@ def test_csv_cells_a_spreadsheet_would_run_are_kept_as_text(tmp_path):
 
 @pytest.mark.parametrize(("old", "new"), [("workers=2", "data.prepare_workers")])
 def test_a_second_key_of_one_knob_is_refused_naming_the_one_key(old, new):
-    from lmguide.cli import check_renamed
+    from lmguide.runs.cli import check_renamed
 
     key = old.split("=")[0]
     with pytest.raises(ConfigError, match="^" + re.escape(f"{key} was renamed: use {new}")):
@@ -364,8 +363,8 @@ def test_a_second_key_of_one_knob_is_refused_naming_the_one_key(old, new):
     ],
 )
 def test_celebdf_fractions_are_split_fractions_and_old_checkpoints_still_rebuild(old, new, tmp_path):
-    from lmguide.cli import check_renamed
-    from lmguide.config_guard import safe_replay
+    from lmguide.runs.cli import check_renamed
+    from lmguide.runs.config_guard import safe_replay
 
     from .conftest import compose_cfg
 
@@ -376,3 +375,42 @@ def test_celebdf_fractions_are_split_fractions_and_old_checkpoints_still_rebuild
     assert replay == ["data=celebdf", f"{new}=0.2"]
     cfg = compose_cfg(replay, tmp_path)
     assert cfg.data.source.split_fractions[new.rsplit(".", 1)[1]] == 0.2
+
+
+@pytest.mark.parametrize(("value", "fakes"), [("false", None), ("true", "lmguide.data.fakes.SelfBlend")])
+def test_self_blend_is_one_key_data_fakes_and_old_checkpoints_still_rebuild(value, fakes, tmp_path):
+    from lmguide.runs.cli import check_renamed
+    from lmguide.runs.config_guard import safe_replay
+
+    from .conftest import compose_cfg
+
+    with pytest.raises(ConfigError, match=r"^data\.self_blend was renamed: use data\.fakes=null .* on$"):
+        check_renamed([f"data.self_blend={value}"])
+    # a checkpoint that recorded the old switch is rebuilt with the override that means the same
+    replay = safe_replay({"choices": {"data": "demo"}, "overrides": [f"data.self_blend={value}"]})
+    cfg = compose_cfg(replay, tmp_path)
+    assert (cfg.data.fakes or {}).get("_target_") == fakes
+    # the one key, on a layout with fakes of its own: off by default, data/fakes=self_blend turns it on
+    root = f"data.root={tmp_path}"
+    assert compose_cfg(["data=ffpp", root], tmp_path).data.fakes is None
+    on = compose_cfg(["data=ffpp", root, "data/fakes=self_blend"], tmp_path).data.fakes
+    assert on["_target_"] == "lmguide.data.fakes.SelfBlend"
+
+
+def test_the_blend_masks_follow_the_loss_from_its_one_key(tmp_path):
+    import hydra
+
+    from lmguide.data.datamodule import for_model
+    from lmguide.runs.cli import check_renamed, moved
+
+    from .conftest import compose_cfg
+
+    with pytest.raises(
+        ConfigError, match=r"^data\.landmark_apply_to was renamed: use loss\.landmark\.apply_to"
+    ):
+        check_renamed(["data.landmark_apply_to=fake_blend"])
+    assert moved("data.landmark_apply_to=fake_blend") == "loss.landmark.apply_to=fake_blend"
+    for apply_to, blend in (("both", False), ("fake_blend", True)):
+        cfg = compose_cfg([f"loss.landmark.apply_to={apply_to}", "data.image_size=64"], tmp_path)
+        assert "landmark_apply_to" not in cfg.data
+        assert for_model(cfg.data, hydra.utils.instantiate(cfg.model)).blend_masks is blend

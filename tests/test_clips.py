@@ -14,9 +14,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lmguide.checkpoint import load_model
-from lmguide.data.datasets import clip_windows
+from lmguide.data.clips import clip_windows
 from lmguide.predict import predict
+from lmguide.training.checkpoint import load_model
 
 from .conftest import FAST_DATA, compose_cfg, compose_entry
 
@@ -147,7 +147,7 @@ def test_eval_on_a_clip_checkpoint_scores_the_test_clips(clip_ckpt, tmp_path):
 def test_visualize_draws_a_clips_attention_strip(clip_ckpt, media, tmp_path):
     import cv2
 
-    from lmguide.errors import VisualizeError
+    from lmguide.runs.errors import VisualizeError
     from lmguide.visualize import visualize
 
     def cfg(*extra):
@@ -178,8 +178,8 @@ def test_visualize_draws_a_clips_attention_strip(clip_ckpt, media, tmp_path):
 
 
 def test_the_web_page_refuses_a_clip_model_by_name(clip_ckpt, tmp_path):
-    from lmguide.app_core import Analyzer
-    from lmguide.checkpoint import CheckpointError
+    from lmguide.inference.page import Analyzer
+    from lmguide.training.checkpoint import CheckpointError
 
     cfg = compose_entry("app", f"ckpt_path={clip_ckpt}", f"paths.output_dir={tmp_path}")
     with pytest.raises(

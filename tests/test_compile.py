@@ -12,9 +12,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from lmguide.compile import BACKENDS, MODES, PARTS, compile_backend, compile_mode, compile_model
-from lmguide.errors import ConfigError
-from lmguide.runtime import CONF_DIR
+from lmguide.runs.errors import ConfigError
+from lmguide.runs.runtime import CONF_DIR
+from lmguide.training.compile import BACKENDS, MODES, PARTS, compile_backend, compile_mode, compile_model
 from tests.conftest import FAST_DATA, run_cli
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lmguide.runtime import CONF_DIR, ROOT_DIR
+from lmguide.runs.runtime import CONF_DIR, ROOT_DIR
 
 from .conftest import compose_cfg
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from lmguide.predictions import read_predictions
+from lmguide.evaluation.predictions import read_predictions
 
 from .conftest import compose_entry, run_cli
 
@@ -115,8 +115,8 @@ def test_table_follows_the_definitions_from_the_same_predictions(scored):
 @pytest.mark.slow
 def test_table_equals_per_set_eval(scored, trained_ckpt, tmp_path, monkeypatch, cache_dir):
     """Each row holds the numbers ``lmguide.eval data=<layout>`` reports for that set's test split."""
-    from lmguide.crosseval_table import row_keys
     from lmguide.eval import evaluate
+    from lmguide.evaluation.crosseval_table import row_keys
 
     monkeypatch.setenv("LMGUIDE_CACHE_DIR", str(cache_dir))
     table, _, tree = scored
@@ -134,7 +134,7 @@ def test_table_equals_per_set_eval(scored, trained_ckpt, tmp_path, monkeypatch, 
 def test_sweep_report_pairs_two_checkpoints_per_set(scored, trained_ckpt, tmp_path, monkeypatch, cache_dir):
     """``crosseval runs=<sweep>`` writes each job's crosseval/ folder; sweep_report then shows a column
     per set and pairs λ 1 against λ 0 by seed on it, by metric and on the same faces."""
-    from lmguide.crosseval_table import FOLDER
+    from lmguide.evaluation.crosseval_table import FOLDER
     from lmguide.sweep_report import report
 
     monkeypatch.setenv("LMGUIDE_CACHE_DIR", str(cache_dir))
@@ -207,7 +207,7 @@ def test_grammar_names_roots_layouts_and_overrides():
 )
 def test_bad_sets_are_refused_by_name(args, expect):
     from lmguide.crosseval import crosseval
-    from lmguide.errors import ConfigError
+    from lmguide.runs.errors import ConfigError
 
     cfg = compose_entry("crosseval", "ckpt_path=x.ckpt", *args)
     with pytest.raises(ConfigError) as err:
@@ -232,7 +232,7 @@ def test_cli_one_line_errors(trained_ckpt, tmp_path, cache_dir):
 
 
 def _fake_table(auc: float) -> dict:
-    from lmguide.crosseval_table import row_keys
+    from lmguide.evaluation.crosseval_table import row_keys
 
     row = {"set": "celebdf", "layout": "celebdf", "root": "/d", "undefined": None}
     row |= {k: (3 if k.startswith("n_") else auc) for k in row_keys("frame")}  # counts, statistics
@@ -244,7 +244,7 @@ def test_sweep_report_reads_a_crosseval_multirun_and_names_a_broken_table(tmp_pa
     """``crosseval -m ckpt_path=a,b``: its jobs hold crosseval.json, no metrics.json; the report at the
     end of that multirun shows them as finished, with the set's columns. A table that cannot be read is
     listed as broken, by file."""
-    from lmguide.crosseval_table import write
+    from lmguide.evaluation.crosseval_table import write
     from lmguide.sweep_report import report
 
     for num, auc in enumerate((0.6, 0.7)):

@@ -9,8 +9,8 @@ import matplotlib.figure
 import pytest
 import torch
 
-from lmguide.metrics import binary_report
-from lmguide.run_report import log_test_curves
+from lmguide.evaluation.metrics import binary_report
+from lmguide.evaluation.run_report import log_test_curves
 from lmguide.viz.curves import plot_curves
 
 SCORES = torch.tensor([0.10, 0.30, 0.42, 0.42, 0.60, 0.90, 0.20, 0.45])

@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from lmguide.runtime import ROOT_DIR
+from lmguide.runs.runtime import ROOT_DIR
 from tests.conftest import FAST_DATA, run_cli
 
 

@@ -1,12 +1,12 @@
-"""DDP refusals (lmguide/distributed.py): an incomplete landmark cache stops a DDP run on every rank before
-any process waits on another, with the sharded prepare command; a multirun with a DDP trainer under
+"""DDP refusals (lmguide/runs/distributed.py): an incomplete landmark cache stops a DDP run on every rank
+before any process waits on another, with the sharded prepare command; a multirun with a DDP trainer under
 Lightning's own launcher stops with the launchers that work."""
 
 from __future__ import annotations
 
 import pytest
 
-from lmguide.distributed import (
+from lmguide.runs.distributed import (
     DistributedError,
     ddp_processes,
     external_launcher,

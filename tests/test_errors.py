@@ -1,4 +1,4 @@
-"""lmguide.errors.require_number: the one range check behind every numeric config value, and the sites
+"""lmguide.runs.errors.require_number: the one range check behind every numeric config value, and the sites
 that use it (train, composite loss, attention, heads, datamodule, datasets, transforms, app)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lmguide.errors import ConfigError, require_number
+from lmguide.runs.errors import ConfigError, require_number
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,7 @@ def _transform(size):
 
 
 def _clips(**kw):
-    from lmguide.data.datasets import ClipDataset
+    from lmguide.data.clips import ClipDataset
     from lmguide.data.transforms import build_transform
 
     return ClipDataset([], Path("."), Path("."), build_transform(64), **kw)
@@ -88,7 +88,7 @@ def _app(**kw):
 
 
 def _train(override, tmp_path):
-    from lmguide.train import check_numbers
+    from lmguide.training.fit import check_numbers
 
     from .conftest import compose_cfg
 

@@ -18,15 +18,15 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from lmguide.metrics import (
+from lmguide.evaluation.metrics import (
     aggregate_videos,
     binary_report,
     calibrate_threshold,
     pointing_hit,
     training_metrics,
 )
-from lmguide.predictions import FIELDS, read_predictions
-from lmguide.runtime import CONF_DIR
+from lmguide.evaluation.predictions import FIELDS, read_predictions
+from lmguide.runs.runtime import CONF_DIR
 from lmguide.viz.curves import plot_curves
 
 from .conftest import run_cli
@@ -175,7 +175,7 @@ def test_eval_reports_bootstrap_intervals_and_face_swaps(trained_ckpt, tmp_path)
 
 def test_eval_on_one_class_reports_undefined_not_numbers(trained_ckpt, tmp_path):
     # without self-blending the demo's splits hold real faces only: AUC, AP, EER have no meaning
-    saved = _eval(trained_ckpt, tmp_path, ['overrides=["data.self_blend=false"]'])
+    saved = _eval(trained_ckpt, tmp_path, ['overrides=["data.fakes=null"]'])
     for level in ("test/", "test/video_"):
         assert all(saved[f"{level}{k}"] is None for k in ("auc", "eer", "ap"))
         assert saved[f"{level}auc_ci95_lo"] is None
@@ -184,7 +184,7 @@ def test_eval_on_one_class_reports_undefined_not_numbers(trained_ckpt, tmp_path)
 
 
 def _readme_eval_section() -> str:
-    from lmguide.runtime import ROOT_DIR
+    from lmguide.runs.runtime import ROOT_DIR
 
     text = (ROOT_DIR / "README.md").read_text()
     return text.split("## After training: evaluate", 1)[1].split("\n## ", 1)[0]

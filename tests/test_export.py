@@ -15,9 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lmguide.checkpoint import load_model
-from lmguide.errors import ConfigError
-from lmguide.export import (
+from lmguide.inference.graph import (
     MAPS_TOL,
     PROB_TOL,
     ExportError,
@@ -26,6 +24,8 @@ from lmguide.export import (
     read_metadata,
     run_exported,
 )
+from lmguide.runs.errors import ConfigError
+from lmguide.training.checkpoint import load_model
 
 from .conftest import compose_cfg, missing_checkpoint_line, run_cli
 
@@ -132,8 +132,8 @@ def test_metadata_crops_and_normalises_as_in_training(fmt, request, model_and_cf
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_metadata_holds_the_crop_rule_and_the_verdict_threshold(fmt, request, model_and_cfg):
     """How predict cuts a face and where its verdict flips, as values a consumer can compute with."""
-    from lmguide.checkpoint import verdict_threshold
     from lmguide.data.faces import face_settings
+    from lmguide.training.checkpoint import verdict_threshold
 
     meta = read_metadata(request.getfixturevalue(f"{fmt}_file"))
     model, cfg = model_and_cfg
@@ -216,7 +216,7 @@ def test_clip_model_is_refused_with_the_reason(tmp_path):
 def test_failed_trace_is_one_line_naming_the_combination(trained_ckpt, tmp_path, monkeypatch):
     """A graph that does not survive tracing (here: one that bakes the traced batch size in) is refused,
     with the backbone and attention named, and no file is left behind."""
-    from lmguide import export
+    from lmguide.inference import graph as export
 
     real = export.InferenceGraph.forward
 
@@ -276,12 +276,12 @@ def test_cli_unusable_output_is_one_line_before_the_checkpoint_is_read(case, cac
 
 
 def test_existing_output_is_refused_before_the_model_is_loaded(trained_ckpt, tmp_path, monkeypatch):
-    import lmguide.checkpoint
+    import lmguide.training.checkpoint
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded before the output was checked")
 
-    monkeypatch.setattr(lmguide.checkpoint, "load_model", no_load)
+    monkeypatch.setattr(lmguide.training.checkpoint, "load_model", no_load)
     out = tmp_path / "m.pt"
     out.write_bytes(b"an earlier export")
     with pytest.raises(ConfigError, match=f"^output={re.escape(str(out))} exists: give overwrite=true"):

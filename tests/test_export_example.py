@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lmguide.export import export_model
+from lmguide.inference.graph import export_model
 
 from .conftest import run_cli
 from .test_predict import predict_cfg
@@ -67,9 +67,9 @@ def predicted(trained_ckpt, photos, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def face_crop(photos, trained_ckpt, tmp_path_factory) -> Path:
     """single_face.jpg's face as predict cuts it (the run's face pipeline), saved as a PNG (lossless)."""
-    from lmguide.checkpoint import load_model
     from lmguide.data.faces import FacePipeline, face_settings
     from lmguide.data.media import read_image
+    from lmguide.training.checkpoint import load_model
 
     _, cfg = load_model(trained_ckpt)
     fs = face_settings(cfg.data.faces)
@@ -118,10 +118,10 @@ def test_readme_commands_reproduce_predict(model_file, photos, face_crop, predic
 def test_crop_rule_of_the_metadata_cuts_predicts_crops(model_file, photos, trained_ckpt):
     """:func:`crop`, which reads only the metadata's ``crop`` values, cuts each face of a group photo
     pixel for pixel as predict's face pipeline does, from the same detector box."""
-    from lmguide.checkpoint import load_model
     from lmguide.data.faces import FacePipeline, face_settings
     from lmguide.data.media import read_image
     from lmguide.export_example import crop, metadata
+    from lmguide.training.checkpoint import load_model
 
     rule = metadata(str(model_file))["crop"]
     _, cfg = load_model(trained_ckpt)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lmguide.losses.composite import CompositeLoss
-from lmguide.train import checkpoint_bytes, train
+from lmguide.training.fit import checkpoint_bytes, train
 
 from .conftest import FAST_DATA, compose_cfg
 

@@ -13,7 +13,8 @@ from lmguide.data.fakes import FaceSwap, SelfBlend
 from lmguide.data.layouts.base import LayoutError
 from lmguide.data.layouts.demo import DemoSource
 from lmguide.data.media import read_image
-from lmguide.metrics import binary_report, bootstrap_auc, undefined_reason, weighted_auc
+from lmguide.evaluation.auc import bootstrap_auc, undefined_reason, weighted_auc
+from lmguide.evaluation.metrics import binary_report
 
 # -- the demo: people and splits -----------------------------------------------------------------------
 
@@ -180,9 +181,9 @@ def test_prepare_indexes_tight_crops(detector, media, tmp_path):
 
 
 def test_model_selection_of_older_configs_is_refused_naming_the_detector():
-    from lmguide.cli import check_renamed
     from lmguide.data.faces import FaceSettings
-    from lmguide.errors import ConfigError
+    from lmguide.runs.cli import check_renamed
+    from lmguide.runs.errors import ConfigError
 
     with pytest.raises(ConfigError, match="data.faces.detector"):  # 0.1.0: no compatibility shim
         check_renamed(["data.faces.model_selection=0"])
@@ -270,7 +271,7 @@ def test_one_class_metrics_are_undefined_not_numbers():
 def test_accuracy_is_also_reported_at_the_val_calibrated_threshold():
     # scores that rank perfectly but all lie below 0.5: at 0.5 every face is "real", at the threshold
     # calibrated on val (the one predict uses) the same scores are all right
-    from lmguide.run_report import format_metric, split_statistics
+    from lmguide.evaluation.run_report import format_metric, split_statistics
 
     def split(n, fake=0.3):
         y = torch.tensor([0, 1] * n)
@@ -290,7 +291,7 @@ def test_accuracy_is_also_reported_at_the_val_calibrated_threshold():
 
 
 def test_split_statistics_and_summary_report_undefined(capsys):
-    from lmguide.run_report import format_metric, split_statistics
+    from lmguide.evaluation.run_report import format_metric, split_statistics
 
     s, y, people = _clustered(12)
     videos = [f"{'sbi:' if lab else ''}v{p}" for p, lab in zip(people, y.tolist(), strict=True)]

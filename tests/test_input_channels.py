@@ -116,7 +116,7 @@ def test_every_split_carries_the_region_channels(channel_datamodule):
 def test_a_crop_without_landmarks_is_refused_and_reported(channel_datamodule, tmp_path):
     """No FaceMesh landmarks: model_input raises NoLandmarks; predict reports the face as no_landmarks
     (and the file, when no other face was scored) instead of scoring it with empty channels."""
-    from lmguide.predict import Scorer, score_file
+    from lmguide.inference.scorer import Scorer, score_file
 
     _, cfg = channel_datamodule
     blank = np.zeros((256, 256, 3), np.uint8)
@@ -178,7 +178,7 @@ def channel_ckpt(cache_dir, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_training_records_the_channels_and_eval_rebuilds_them(channel_ckpt, tmp_path):
-    from lmguide.checkpoint import load_model
+    from lmguide.training.checkpoint import load_model
 
     ckpt = torch.load(channel_ckpt, map_location="cpu", weights_only=True)
     assert "model.landmark_channels=true" in str(ckpt["lmguide_overrides"])
@@ -190,8 +190,8 @@ def test_training_records_the_channels_and_eval_rebuilds_them(channel_ckpt, tmp_
 @pytest.mark.slow
 def test_predict_feeds_the_channels_of_the_training_cache(channel_ckpt, channel_datamodule, media, tmp_path):
     """predict's own FaceMesh pass gives the channels the cache gives: the same P(fake) for the face."""
-    from lmguide.checkpoint import load_model
     from lmguide.predict import predict
+    from lmguide.training.checkpoint import load_model
 
     (res,) = predict(predict_cfg(channel_ckpt, media["single_face.jpg"], tmp_path))
     assert res.status == "ok" and res.frames_scored == 1
@@ -205,7 +205,7 @@ def test_predict_feeds_the_channels_of_the_training_cache(channel_ckpt, channel_
 
 @pytest.mark.slow
 def test_the_page_scores_and_explains_with_the_channels(channel_ckpt, media, tmp_path):
-    from lmguide.app_core import Analyzer
+    from lmguide.inference.page import Analyzer
     from lmguide.predict import predict
 
     from .test_app import app_cfg
@@ -220,14 +220,14 @@ def test_the_page_scores_and_explains_with_the_channels(channel_ckpt, media, tmp
 @pytest.mark.slow
 def test_onnx_export_takes_the_channels(channel_ckpt, channel_datamodule, tmp_path):
     pytest.importorskip("onnxruntime")
-    from lmguide.export import PROB_TOL, export_model, load_exported, read_metadata, run_exported
+    from lmguide.inference.graph import PROB_TOL, export_model, load_exported, read_metadata, run_exported
 
     path, report = export_model(channel_ckpt, "onnx", output=tmp_path / "m.onnx", out_dir=tmp_path)
     meta = read_metadata(path)
     assert meta["input"]["shape"][1] == 3 + R
     assert meta["input"]["channels"]["landmark_regions"] == {"eyes": 3, "nose": 4, "mouth": 5}
     assert report["check"]["prob_fake"] <= PROB_TOL
-    from lmguide.checkpoint import load_model
+    from lmguide.training.checkpoint import load_model
 
     model, _ = load_model(channel_ckpt, output_dir=tmp_path)
     x = torch.stack([channel_datamodule[0].datasets["val"][i]["image"] for i in range(3)])

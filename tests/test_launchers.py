@@ -11,7 +11,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from lmguide.runtime import CONF_DIR
+from lmguide.runs.runtime import CONF_DIR
 from tests.conftest import FAST_DATA, run_cli
 
 

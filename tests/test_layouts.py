@@ -18,7 +18,7 @@ from lmguide.data.layouts.csv import CSVSource
 from lmguide.data.layouts.dfdc import DFDCSource
 from lmguide.data.layouts.ffpp import FFPPSource
 from lmguide.data.layouts.folder import FolderSource
-from lmguide.runtime import CONF_DIR
+from lmguide.runs.runtime import CONF_DIR
 from tests.conftest import table
 
 # --------------------------------------------------------------------------- hash_split
@@ -685,7 +685,7 @@ def test_data_config_composes_and_indexes_a_fake_tree(name, tmp_path, touch):
     extra = _tree_for(name, root, touch)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"data={name}", f"data.root={root}", *extra])
-    assert cfg.data.self_blend is False and cfg.data.faces.face_size > 0
+    assert cfg.data.fakes is None and cfg.data.faces.face_size > 0
     assert cfg.data.source.root == str(root)
     source = instantiate(cfg.data.source)
     assert source.name == name

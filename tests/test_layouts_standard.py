@@ -17,7 +17,7 @@ from lmguide.data.layouts.deepfakebench import DeepfakeBenchSource
 from lmguide.data.layouts.df40 import DF40Source
 from lmguide.data.layouts.dfdcp import DFDCPSource
 from lmguide.data.layouts.uadfv import UADFVSource
-from lmguide.runtime import CONF_DIR
+from lmguide.runs.runtime import CONF_DIR
 from tests.conftest import table
 
 # --------------------------------------------------------------------------- Celeb-DF v1

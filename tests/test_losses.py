@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmguide.alignment import attention_in_mask
+from lmguide.evaluation.alignment import attention_in_mask
 from lmguide.losses.center import CenterLoss
 from lmguide.losses.composite import CompositeLoss, Views
 from lmguide.losses.landmark import FORMS, LandmarkLoss
@@ -493,14 +493,16 @@ def test_bad_composite_values_are_refused_by_name(kwargs, match):
 def _demo(overrides, cache_dir, tmp_path):
     import hydra
 
+    from lmguide.data.datamodule import for_model
     from tests.conftest import FAST_DATA, compose_cfg
 
     cfg = compose_cfg(FAST_DATA + ["data.image_size=64", *overrides], tmp_path, cache_dir)
-    dm = hydra.utils.instantiate(cfg.data)
+    model = hydra.utils.instantiate(cfg.model)
+    dm = for_model(cfg.data, model)
     dm.prepare_data()
     dm.setup("fit")
     torch.manual_seed(0)
-    return cfg, dm, hydra.utils.instantiate(cfg.model)
+    return cfg, dm, model
 
 
 def _batch(ds, n=4):

@@ -252,7 +252,7 @@ def test_landmark_configs_compose(name, regions):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from lmguide.runtime import CONF_DIR
+    from lmguide.runs.runtime import CONF_DIR
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"landmarks={name}"])

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from lmguide.metrics import VideoScores, detection_metrics
+from lmguide.evaluation.metrics import VideoScores, detection_metrics
 from lmguide.models.views import attention_crop, attention_drop
 
 

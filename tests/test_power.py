@@ -1,4 +1,5 @@
-"""lmguide.power: the minimum detectable difference and the seeds needed, against simulated tests."""
+"""lmguide.evaluation.power: the minimum detectable difference and the seeds needed, against simulated
+tests."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lmguide.power import min_detectable_difference, rejection_rate, seed_mdd, seeds_needed
+from lmguide.evaluation.power import min_detectable_difference, rejection_rate, seed_mdd, seeds_needed
 
 SIMS = 20_000  # the rejection rate's standard error at 0.8: sqrt(0.16 / 20000) = 0.0028
 TOL = 0.012  # over 4 standard errors

@@ -94,9 +94,9 @@ def test_image_score_matches_the_training_crop(trained_ckpt, media, cache_dir, t
     import hydra
     import torch
 
-    from lmguide.checkpoint import load_model
     from lmguide.data.prepare import prepare_index
     from lmguide.data.transforms import build_transform
+    from lmguide.training.checkpoint import load_model
 
     (res,) = predict(predict_cfg(trained_ckpt, media["single_face.jpg"], tmp_path))
     assert res.status == "ok" and res.frames_scored == 1
@@ -185,8 +185,8 @@ def test_cli(trained_ckpt, mixed_folder, cache_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "verdict per file" in proc.stdout
     assert "no face found in: no_face.mp4" in proc.stdout
-    from lmguide.checkpoint import read_checkpoint
-    from lmguide.provenance import provenance_line
+    from lmguide.training.checkpoint import read_checkpoint
+    from lmguide.training.provenance import provenance_line
 
     line = provenance_line(read_checkpoint(trained_ckpt)["lmguide_provenance"])  # the run's record
     assert line.startswith("trained on ") and line.endswith(
@@ -222,7 +222,7 @@ def test_an_existing_output_is_kept_unless_overwrite_and_a_link_is_never_written
     """predict used to replace an existing output silently and write through a symbolic link (``ln -s
     notes.txt o.csv`` replaced notes.txt): both are refused before the model loads; overwrite=true
     replaces a plain file."""
-    from lmguide.errors import ConfigError
+    from lmguide.runs.errors import ConfigError
 
     face = media["single_face.jpg"]
     old = tmp_path / "old.csv"

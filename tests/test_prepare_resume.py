@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmguide.runtime import CONF_DIR
+from lmguide.runs.runtime import CONF_DIR
 
 ARGS = ["data.faces.frames_per_video=4", "progress=false"]
 #: under pytest-xdist (--dist loadgroup) the module's tests share one worker, so the module-scoped
@@ -298,7 +298,7 @@ def test_disk_full_midway_is_one_clear_error_and_the_rerun_completes_the_cache(
     import lmguide.data.cache as cache_mod
     from lmguide.data.cache import CacheWriteError
     from lmguide.prepare import prepare
-    from lmguide.runtime import CONF_DIR
+    from lmguide.runs.runtime import CONF_DIR
 
     cache = _fresh(media_cache, tmp_path)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

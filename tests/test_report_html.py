@@ -11,10 +11,10 @@ import shutil
 import pytest
 
 from lmguide.data.cache import sha256_file
-from lmguide.errors import ConfigError
+from lmguide.inference.html import CAVEAT, report_name
 from lmguide.predict import predict
-from lmguide.provenance import provenance_line
-from lmguide.report_html import CAVEAT, report_name
+from lmguide.runs.errors import ConfigError
+from lmguide.training.provenance import provenance_line
 
 from .test_app_browser import browser  # noqa: F401 (the headless Chromium fixture)
 from .test_predict import predict_cfg

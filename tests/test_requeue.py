@@ -1,4 +1,4 @@
-"""Preemption on SLURM (lmguide/requeue.py): the requeue signal requeues the job, and the requeued job
+"""Preemption on SLURM (lmguide/runs/requeue.py): the requeue signal requeues the job, and the requeued job
 goes on from its last.ckpt in its own directory, ending with the weights of an uninterrupted run."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmguide.requeue import job_run_dir, requeued_state, restarts, slurm_job
-from lmguide.runtime import ROOT_DIR
+from lmguide.runs.requeue import job_run_dir, requeued_state, restarts, slurm_job
+from lmguide.runs.runtime import ROOT_DIR
 
 from .conftest import FAST_DATA, cli_env, run_cli
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 import yaml
 
-from lmguide.checkpoint import AtomicCheckpointIO, remove_stale_temps
 from lmguide.data.datamodule import EpochShuffle
-from lmguide.errors import ConfigError
-from lmguide.resume import ResumeError, hydra_subdir, is_resume, resume_dir
+from lmguide.runs.errors import ConfigError
+from lmguide.runs.resume import ResumeError, hydra_subdir, is_resume, resume_dir
+from lmguide.training.checkpoint import AtomicCheckpointIO, remove_stale_temps
 
 from .conftest import KILL_DATA, kill_during_training, run_cli
 
@@ -277,7 +277,7 @@ def test_a_resume_with_no_step_left_is_refused_and_keeps_the_results(trained_ckp
 def test_sigterm_stops_the_run_non_zero_marks_it_and_resume_goes_on(cache_dir, tmp_path):
     """SIGTERM (a scheduler's stop) used to end the run with exit code 0 and no trace: now 143, an
     INTERRUPTED marker with the way on, and a resume that finishes removes the marker. (Ctrl-C takes
-    the same path with 130: :func:`lmguide.resume.interrupted_exit`.)"""
+    the same path with 130: :func:`lmguide.runs.resume.interrupted_exit`.)"""
     sig = "SIGTERM"
     import signal
     import subprocess
@@ -316,7 +316,7 @@ def test_sigterm_in_a_sweep_names_the_jobs_that_did_not_run(cache_dir, tmp_path)
     import signal
     import sys
 
-    from lmguide.runtime import ROOT_DIR
+    from lmguide.runs.runtime import ROOT_DIR
     from lmguide.sweep_report import report
 
     from .conftest import FAST_DATA, cli_env
@@ -355,7 +355,7 @@ def test_interrupted_exit_codes_and_marker(tmp_path, capsys):
 
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from lmguide.resume import INTERRUPTED, interrupted_exit
+    from lmguide.runs.resume import INTERRUPTED, interrupted_exit
 
     stopped = SimpleNamespace(interrupted=True, global_step=5)
     assert interrupted_exit(SIGTERMException(), stopped, tmp_path).code == 143
@@ -363,7 +363,7 @@ def test_interrupted_exit_codes_and_marker(tmp_path, capsys):
     assert interrupted_exit(SystemExit(1), stopped, tmp_path).code == 130  # Lightning's Ctrl-C exit
     assert (tmp_path / INTERRUPTED).read_text().startswith("stopped by SIGINT at step 5")
     assert capsys.readouterr().err.count("error: stopped by ") == 2
-    requeued = SystemExit(-1)  # submitit, on its signal, after `scontrol requeue` (lmguide/requeue.py)
+    requeued = SystemExit(-1)  # submitit, on its signal, after `scontrol requeue` (lmguide/runs/requeue.py)
     assert interrupted_exit(requeued, stopped, tmp_path) is requeued
     marker = (tmp_path / INTERRUPTED).read_text()
     assert marker.startswith("stopped by a SLURM requeue (submitit) at step 5")

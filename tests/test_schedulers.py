@@ -10,7 +10,7 @@ import hydra
 import pytest
 import torch
 
-from lmguide.callbacks import MinLRStopping
+from lmguide.training.callbacks import MinLRStopping
 
 from .conftest import FAST_DATA, compose_cfg, run_cli
 
@@ -57,7 +57,7 @@ def test_cosine_config_warms_up_linearly_then_decays_to_the_floor_at_max_steps(t
 
 
 def test_cosine_without_warm_up_starts_at_the_full_lr():
-    from lmguide.schedulers import warmup_cosine
+    from lmguide.training.schedulers import warmup_cosine
 
     lrs = _lrs(lambda optimizer: warmup_cosine(optimizer, total_steps=10), steps=11, lr=1.0)
     assert lrs[0] == 1.0 and lrs[5] == pytest.approx(0.5) and lrs[10] == pytest.approx(0.0)
@@ -72,7 +72,7 @@ def test_cosine_without_warm_up_starts_at_the_full_lr():
     ],
 )
 def test_cosine_refuses_bad_settings_by_name(kwargs, match):
-    from lmguide.schedulers import warmup_cosine
+    from lmguide.training.schedulers import warmup_cosine
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(ValueError, match=match):
@@ -175,7 +175,7 @@ def test_min_lr_stop_honours_a_higher_plateau_min_lr(tmp_path):
 
 
 def test_min_lr_stop_refuses_an_eps_that_holds_the_lr_above_its_floor(tmp_path):
-    from lmguide.errors import ConfigError
+    from lmguide.runs.errors import ConfigError
 
     # PyTorch's default eps (1e-8) skips the last cut 1e-8 -> 1e-9: the stop could never fire
     with pytest.raises(ConfigError, match="scheduler.eps=1e-08 .* set scheduler.eps=0"):

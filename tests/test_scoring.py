@@ -1,5 +1,5 @@
-"""lmguide.scoring, the one evaluation path: train's summary and eval report the statistics of a split
-under one key scheme, at the threshold the checkpoint stores (read, never calibrated again)."""
+"""lmguide.evaluation.scoring, the one evaluation path: train's summary and eval report the statistics of a
+split under one key scheme, at the threshold the checkpoint stores (read, never calibrated again)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmguide.metrics import calibrate_threshold
-from lmguide.predictions import read_predictions
+from lmguide.evaluation.metrics import calibrate_threshold
+from lmguide.evaluation.predictions import read_predictions
 
 from .conftest import FAST_DATA, compose_cfg, compose_entry
 
@@ -39,8 +39,8 @@ def _res(n: int = 8, seed: int = 0) -> dict:
 
 def test_train_and_eval_statistics_share_their_keys():
     """A split's statistics have one name in train's metrics.json and eval's: ``<split>/<name>``."""
-    from lmguide.run_report import split_statistics
-    from lmguide.scoring import prefixed, split_metrics
+    from lmguide.evaluation.run_report import split_statistics
+    from lmguide.evaluation.scoring import prefixed, split_metrics
 
     res = _res()
     train = split_statistics({"swaps": res}, threshold=0.55)  # a set the LightningModule does not log
@@ -58,7 +58,7 @@ def test_train_summary_and_eval_report_the_threshold_best_ckpt_stores(cache_dir,
     and summary, and eval of that checkpoint, report ``cal_*`` at the stored one."""
     from lmguide.eval import evaluate
     from lmguide.models.module import LandmarkGuidedDetector
-    from lmguide.train import train
+    from lmguide.training.fit import train
 
     calibrate = LandmarkGuidedDetector._calibrate_threshold
 
@@ -121,7 +121,7 @@ def test_eval_of_a_checkpoint_without_a_threshold_says_it_calibrates_one(trained
     del ckpt["lmguide_threshold"]
     old = tmp_path / "old.ckpt"
     torch.save(ckpt, old)
-    with caplog.at_level(logging.WARNING, logger="lmguide.scoring"):
+    with caplog.at_level(logging.WARNING, logger="lmguide.evaluation.scoring"):
         metrics = evaluate(compose_entry("eval", f"ckpt_path={old}", f"paths.output_dir={tmp_path / 'e'}"))
     (line,) = [r.getMessage() for r in caplog.records if "calibrated one on the val split" in r.getMessage()]
     assert "stores no validation-calibrated threshold" in line
@@ -135,9 +135,9 @@ def test_eval_of_a_checkpoint_without_a_threshold_says_it_calibrates_one(trained
 def test_eval_scores_where_it_is_told_with_workers_and_autocast(trained_ckpt, tmp_path):
     """device=, precision= and the data's loader workers: workers change nothing, bf16 autocast moves
     P(fake) by rounding only; a device that is not there, or another precision, is refused by name."""
-    from lmguide.errors import ConfigError
     from lmguide.eval import evaluate
-    from lmguide.scoring import scoring_device
+    from lmguide.evaluation.scoring import scoring_device
+    from lmguide.runs.errors import ConfigError
 
     def run(name, *args):
         evaluate(
@@ -167,8 +167,8 @@ def test_eval_scores_where_it_is_told_with_workers_and_autocast(trained_ckpt, tm
 def test_train_keeps_each_scored_set_when_a_later_one_fails(cache_dir, tmp_path, monkeypatch):
     """The end-of-run scoring writes metrics.partial.json as each set is scored: a failure in a later
     set keeps what was scored (and writes no metrics.json, which would mark a finished run)."""
-    import lmguide.run_report as run_report
-    from lmguide.train import train
+    import lmguide.evaluation.run_report as run_report
+    from lmguide.training.fit import train
 
     scored, real = [], run_report.score_split
 
@@ -187,3 +187,11 @@ def test_train_keeps_each_scored_set_when_a_later_one_fails(cache_dir, tmp_path,
     kept = json.loads((run / "metrics.partial.json").read_text())
     assert {"val/auc_ci95_lo", "test/auc_ci95_lo", "test/video_auc"} <= set(kept), sorted(kept)
     assert 0 <= kept["test/auc"] <= 1 and not (run / "metrics.json").exists()
+
+
+def test_the_summary_says_which_threshold_each_row_is_taken_at():
+    from lmguide.evaluation.scoring import threshold_line
+
+    line = threshold_line({"threshold_val": 0.84431})
+    assert line.startswith("acc, f1: fake at P(fake) >= 0.5; cal_*: fake at P(fake) >= 0.8443, the threshold")
+    assert threshold_line({}).startswith("acc, f1: fake at P(fake) >= 0.5; cal_*: not reported")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmguide.data.sources import XSOURCE, SourceSplitError, hold_out, matches, package_of, source_counts
-from lmguide.provenance import build_provenance, provenance_line
+from lmguide.training.provenance import build_provenance, provenance_line
 from lmguide.viz.sources import plot_source_scores, source_scores
 
 
@@ -109,16 +109,17 @@ def _scored():
     xsource split (3 reals, 3 self-blends of source c)."""
     keys = ["a4/f0", "sbi:a4/f0", "a5/f0", "sbi:a5/f0"]
     test = {"key": keys, "label": torch.tensor([0, 1, 0, 1]), "prob": torch.tensor([0.1, 0.9, 0.2, 0.7])}
-    test["source"] = ["a"] * 4
+    test["source"], test["kind"] = ["a"] * 4, ["real", "self-blend"] * 2
     swaps = {
         "key": ["a4/f0", "swap:a4/f0", "a5/f0", "swap:a5/f0"],
         "label": torch.tensor([0, 1, 0, 1]),
         "prob": torch.tensor([0.1, 0.6, 0.2, 0.4]),
         "source": ["a"] * 4,
+        "kind": ["real", "swap"] * 2,
     }
     xk = [k for i in range(3) for k in (f"c{i}/f0", f"sbi:c{i}/f0")]
     xs = {"key": xk, "label": torch.tensor([0, 1] * 3), "prob": torch.tensor([0.6, 0.8, 0.7, 0.9, 0.5, 0.4])}
-    xs["source"] = ["c"] * 6
+    xs["source"], xs["kind"] = ["c"] * 6, ["real", "self-blend"] * 3
     return {"test": test, "swaps": swaps, "xsource": xs}
 
 
@@ -128,6 +129,15 @@ def test_source_scores_count_each_face_once_by_kind():
     assert [len(per["c"][k]) for k in ("real", "self-blend", "swap")] == [3, 3, 0]
     assert per["c"]["held_out"] and not per["a"]["held_out"]
     np.testing.assert_allclose(np.median(per["c"]["real"]), 0.6, atol=1e-6)
+
+
+def test_source_scores_read_the_kind_field_not_the_key():
+    scored = _scored()
+    scored["swaps"]["key"] = ["a4/f0", "a4/f0#1", "a5/f0", "a5/f0#1"]  # no prefix: the field decides
+    per = source_scores(scored)
+    assert [len(per["a"][k]) for k in ("real", "self-blend", "swap")] == [2, 2, 2]
+    del scored["xsource"]["kind"]  # scored before the field existed: the layout's own fakes
+    assert [len(source_scores(scored)["c"][k]) for k in ("real", "fake", "self-blend")] == [3, 3, 0]
 
 
 def test_the_source_figure_and_its_json_are_written(tmp_path):
@@ -221,8 +231,8 @@ def test_a_run_with_a_held_out_source_reports_it_and_records_it(demo_datamodule,
     provenance in best.ckpt naming the source and its AUC."""
     import csv
 
-    from lmguide.checkpoint import read_checkpoint
     from lmguide.data.sources import package_of
+    from lmguide.training.checkpoint import read_checkpoint
 
     from .conftest import fast_train
 

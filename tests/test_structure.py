@@ -82,8 +82,8 @@ def test_the_cycle_finder_sees_an_import_inside_a_function():
     assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     graph = import_graph()
-    assert "lmguide.viz.sources" in graph["lmguide.run_report"]  # imported inside report_sources()
-    assert "lmguide.checkpoint" in graph["lmguide.predict"]  # imported inside predict()
+    assert "lmguide.viz.sources" in graph["lmguide.evaluation.run_report"]  # imported inside report_sources()
+    assert "lmguide.training.checkpoint" in graph["lmguide.predict"]  # imported inside predict()
 
 
 def test_no_import_cycle_among_lmguide_modules():
@@ -111,7 +111,7 @@ print(json.dumps({"omegaconf": any(m == "omegaconf" or m.startswith("omegaconf."
 
 def test_importing_a_model_module_has_no_side_effects():
     """``import lmguide.models.heads`` pulls in neither OmegaConf nor Hydra and leaves os.environ alone
-    (environment defaults and resolvers belong to the entry points: lmguide.runtime)."""
+    (environment defaults and resolvers belong to the entry points: lmguide.runs.runtime)."""
     proc = subprocess.run(
         [sys.executable, "-c", _PROBE], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=120
     )
@@ -130,3 +130,44 @@ def test_a_mistyped_marker_is_an_error_not_a_test_left_out(tmp_path):
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ini), str(tmp_path)]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "'slwo' not found in `markers`" in proc.stdout + proc.stderr, proc.stdout
+
+
+def command_modules() -> dict[str, str]:
+    """module -> the command it belongs to: each module with a ``__main__`` guard is a command, and a
+    package with a ``__main__.py`` (``lmguide.bench``) is one command made of all its modules."""
+    out: dict[str, str] = {}
+    for mod, path in _modules().items():
+        if path.name == "__main__.py":
+            package = mod.rpartition(".")[0]
+            out.update({m: package for m in _modules() if m == package or m.startswith(package + ".")})
+        elif 'if __name__ == "__main__":' in path.read_text():
+            out.setdefault(mod, mod)
+    return out
+
+
+def test_the_top_level_holds_only_commands():
+    """``lmguide/*.py`` are the ``python -m lmguide.X`` commands; their machinery lives in packages."""
+    commands = command_modules()
+    top = [p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"]
+    assert {"train", "eval", "predict", "export", "app", "prepare", "sweep_report"} <= set(top)
+    assert not [m for m in top if f"lmguide.{m}" not in commands]
+
+
+def test_no_command_imports_another_command():
+    commands, graph = command_modules(), import_graph()
+    found = {
+        (mod, dep)
+        for mod, deps in graph.items()
+        for dep in deps
+        if dep in commands and commands[dep] != commands.get(mod, mod)
+    }
+    assert not found, sorted(found)
+
+
+def test_the_command_finder_knows_commands_from_machinery():
+    graph = import_graph()
+    assert "lmguide.bench.run" in command_modules()  # the bench package is one command
+    assert command_modules()["lmguide.bench.run"] == "lmguide.bench"
+    assert "lmguide.training.fit" in graph["lmguide.bench.run"]  # machinery: allowed
+    commands = command_modules()
+    assert "lmguide.predict" in commands and "lmguide.inference.scorer" not in commands

@@ -76,8 +76,8 @@ def test_cli_and_missing_dir(sweep, tmp_path, capsys):
 def test_plot_draws_the_chance_level_and_marks_single_seed_points(tmp_path):
     from matplotlib.lines import Line2D
 
-    from lmguide.sweep_jobs import group_jobs
     from lmguide.sweep_report import plot_figure
+    from lmguide.sweeps.jobs import group_jobs
 
     area = 0.23  # the landmark mask's share of the image: where evenly spread attention lands
     seeds = {0.0: 3, 0.5: 1, 1.0: 2}  # λ = 0.5 rests on one seed
@@ -120,8 +120,8 @@ def test_plot_draws_the_chance_level_and_marks_single_seed_points(tmp_path):
 
 
 def test_plot_without_mask_area_has_no_chance_line(sweep):
-    from lmguide.sweep_jobs import group_jobs
     from lmguide.sweep_report import plot_figure
+    from lmguide.sweeps.jobs import group_jobs
 
     root, _ = sweep  # older runs: metrics.json without val/mask_area
     fig = plot_figure(group_jobs(read_jobs(root)))
@@ -138,7 +138,7 @@ def test_plot_without_mask_area_has_no_chance_line(sweep):
 
 
 def test_paired_t_test_equals_a_hand_computed_case():
-    from lmguide.sweep_paired import paired_t_test
+    from lmguide.sweeps.paired import paired_t_test
 
     # differences 1, 2, 3: mean 2, sample sd 1, t = 2 / (1 / sqrt 3) = 3.4641, df 2;
     # two-sided p = 2 * P(T_2 > t) with P(T_2 > t) = (1 - t / sqrt(t^2 + 2)) / 2 (closed form for df 2)
@@ -155,7 +155,7 @@ def test_paired_t_test_equals_a_hand_computed_case():
 
 
 def test_the_t_interval_is_hand_computed_and_agrees_with_the_p_value():
-    from lmguide.sweep_paired import paired_t_test
+    from lmguide.sweeps.paired import paired_t_test
 
     # differences 1, 2, 3: mean 2 ± t_0.975(2) · 1 / sqrt 3, t_0.975(2) = 4.302653
     lo, hi = paired_t_test([1.0, 2.0, 3.0])["ci"]
@@ -171,7 +171,7 @@ def test_the_t_interval_is_hand_computed_and_agrees_with_the_p_value():
 
 
 def test_paired_t_test_is_undefined_without_spread_or_pairs():
-    from lmguide.sweep_paired import paired_t_test
+    from lmguide.sweeps.paired import paired_t_test
 
     assert paired_t_test([0.1])["p"] is None and "2" in paired_t_test([0.1])["reason"]
     assert paired_t_test([0.1, 0.1, 0.1])["p"] is None
@@ -358,8 +358,8 @@ def face_sweep(tmp_path):
 
 
 def test_settings_are_compared_with_lambda_0_on_the_same_faces(face_sweep):
-    from lmguide.metrics import delong_test
-    from lmguide.power import min_detectable_difference, seed_mdd, seeds_needed
+    from lmguide.evaluation.auc import delong_test
+    from lmguide.evaluation.power import min_detectable_difference, seed_mdd, seeds_needed
 
     root, scored, _ = face_sweep
     paths = report(root)
@@ -434,7 +434,7 @@ def test_jobs_without_predictions_are_named_not_fatal(face_sweep):
 
 
 def test_effective_people_is_kish_of_the_face_counts():
-    from lmguide.sweep_faces import effective_people
+    from lmguide.sweeps.faces import effective_people
 
     assert effective_people(["a", "b", "c"] * 4) == pytest.approx(3.0)
     # the demo's test split: two people hold 730 of 752 faces, eleven hold 2 each
@@ -447,8 +447,8 @@ def test_the_hierarchical_bootstrap_resamples_seeds_then_the_same_people_in_each
     """Against a loop over replicates that weighs every (fake, real) pair by its people's draws (a
     person drawn twice: their own pairs twice, never a copy against a copy), then averages the drawn
     seeds' Δ."""
-    from lmguide.metrics import delong_test
-    from lmguide.sweep_faces import SeedPair, hierarchical_bootstrap
+    from lmguide.evaluation.auc import delong_test
+    from lmguide.sweeps.faces import SeedPair, hierarchical_bootstrap
 
     keys, people, y = _faces(n_people=6, per_person=2)
     rng = np.random.default_rng(1)
@@ -485,8 +485,8 @@ def test_the_hierarchical_bootstrap_resamples_seeds_then_the_same_people_in_each
 
 
 def test_seeds_that_disagree_widen_the_hierarchical_interval():
-    from lmguide.metrics import delong_test
-    from lmguide.sweep_faces import SeedPair, hierarchical_bootstrap
+    from lmguide.evaluation.auc import delong_test
+    from lmguide.sweeps.faces import SeedPair, hierarchical_bootstrap
 
     keys, people, y = _faces(n_people=20, per_person=3)
     rng = np.random.default_rng(2)
@@ -561,7 +561,7 @@ def stopped_sweep(tmp_path):
 
 
 def test_planned_jobs_are_numbered_as_hydras_basic_sweeper_numbers_them(tmp_path):
-    from lmguide.sweep_jobs import planned_jobs
+    from lmguide.sweeps.jobs import planned_jobs
 
     _multirun(tmp_path, ["sweep=lambda", "seed=5"], {"loss.lambda_lm": "0,1", "seed": "0,1"})
     # the sweeper's params first, then the command line; a key given twice keeps its first place
@@ -590,7 +590,7 @@ def test_the_report_lists_the_jobs_that_never_started_and_the_stopped_one(stoppe
 
 
 def test_a_stopped_sweep_names_the_jobs_that_did_not_run_in_one_line(stopped_sweep):
-    from lmguide.sweep_jobs import stopped_sweep_line
+    from lmguide.sweeps.jobs import stopped_sweep_line
 
     assert stopped_sweep_line(stopped_sweep, 1, "SIGTERM") == (
         "sweep stopped by SIGTERM at job 1 of 4; not run: #2 seed=2, #3 seed=3 (run each with "

@@ -8,7 +8,7 @@ import statistics
 import numpy as np
 
 from lmguide.sweep_report import report
-from lmguide.sweep_sources import source_rows, sources_markdown
+from lmguide.sweeps.sources import source_rows, sources_markdown
 from lmguide.viz.sources import summary
 
 from .test_sweep_report import _job
@@ -54,7 +54,7 @@ def _sweep(tmp_path):
 
 
 def test_rows_are_the_medians_over_seeds_of_each_runs_margin(tmp_path):
-    from lmguide.sweep_jobs import group_jobs, read_jobs
+    from lmguide.sweeps.jobs import group_jobs, read_jobs
 
     runs = _sweep(tmp_path)
     rows = {(r.setting, r.source): r for r in source_rows(group_jobs(read_jobs(tmp_path)))}
@@ -78,7 +78,7 @@ def test_the_table_is_on_the_report_and_absent_without_sources(tmp_path):
     assert "| loss.lambda_lm=1 | b (held out) | 3 | 3 | 0.500 | -0.100 | 2 of 3 |" in text
     assert "| loss.lambda_lm=0 | a | 3 | 2 | 0.225 | -0.350 | 2 of 2 |" in text
     _job(tmp_path / "without", 0, ["loss.lambda_lm=0", "seed=0"], {"val/auc": 0.8})
-    from lmguide.sweep_jobs import group_jobs, read_jobs
+    from lmguide.sweeps.jobs import group_jobs, read_jobs
 
     assert sources_markdown(group_jobs(read_jobs(tmp_path / "without"))) == ""
     assert "Reals per source" not in report(tmp_path / "without")["markdown"].read_text()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmguide.runtime import ROOT_DIR
-from lmguide.train import train
+from lmguide.runs.runtime import ROOT_DIR
+from lmguide.training.fit import train
 
 from .conftest import FAST_DATA, compose_cfg, fast_train, run_cli
 
@@ -33,7 +33,7 @@ def test_pr_curve_reaches_tensorboard_with_the_counts_of_the_scores(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.util import tensor_util
 
-    from lmguide.loggers import log_pr_curve
+    from lmguide.runs.loggers import log_pr_curve
 
     labels = torch.tensor([0, 0, 0, 1, 1, 0, 1])
     scores = torch.tensor([0.1, 0.4, 0.35, 0.8, 0.7, 0.9, 0.2])
@@ -100,7 +100,7 @@ def test_predictions_csv_holds_every_scored_face_and_gives_metrics_json_auc(trai
     the data set, whose AUC per split is the one metrics.json reports."""
     from sklearn.metrics import roc_auc_score
 
-    from lmguide.predictions import read_predictions
+    from lmguide.evaluation.predictions import read_predictions
 
     run = trained_ckpt.parent.parent
     metrics = json.loads((run / "metrics.json").read_text())
@@ -149,7 +149,7 @@ def test_swaps_and_the_other_post_test_metrics_reach_tensorboard(trained_ckpt):
 
 
 def test_log_scalars_sends_numbers_to_tensorboard_and_wandb_only():
-    from lmguide.loggers import log_scalars
+    from lmguide.runs.loggers import log_scalars
 
     calls = []
 
@@ -302,8 +302,8 @@ def test_periodic_checkpoints_rotate_and_early_stopping_stops(cache_dir, tmp_pat
 
 
 def test_optional_callbacks_are_off_by_default_and_enabled_must_be_a_bool(tmp_path):
-    from lmguide.errors import ConfigError
-    from lmguide.loggers import instantiate_group
+    from lmguide.runs.errors import ConfigError
+    from lmguide.runs.loggers import instantiate_group
 
     names = {type(c).__name__ for c in instantiate_group(compose_cfg([], tmp_path).callbacks)}
     assert "EarlyStopping" not in names and "ValidateLastStep" in names

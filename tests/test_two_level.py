@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from lmguide.models.attention import MultiAttention
 from lmguide.models.attention.two_level import TwoLevelAttention, attention_input, inner_attention
 from lmguide.models.backbones import TimmBackbone
-from lmguide.runtime import CONF_DIR
+from lmguide.runs.runtime import CONF_DIR
 
 
 def _compose(*overrides: str):

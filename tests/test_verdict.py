@@ -1,5 +1,5 @@
-"""One verdict rule (lmguide.verdict) for predict, visualize and the page: the rule against hand-worked
-cases, then the commands against each other on the same files."""
+"""One verdict rule (lmguide.inference.verdict) for predict, visualize and the page: the rule against
+hand-worked cases, then the commands against each other on the same files."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import io
 import numpy as np
 import pytest
 
-from lmguide.errors import ConfigError
+from lmguide.inference.results import FileResult, FrameResult
+from lmguide.inference.verdict import VerdictRule, decide
 from lmguide.predict import predict
-from lmguide.predict_results import FileResult, FrameResult
-from lmguide.verdict import VerdictRule, decide
+from lmguide.runs.errors import ConfigError
 
 from .test_predict import predict_cfg
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from lmguide.checkpoint import CheckpointError
-from lmguide.runtime import CONF_DIR
+from lmguide.runs.runtime import CONF_DIR
+from lmguide.training.checkpoint import CheckpointError
 from lmguide.visualize import VisualizeError, explain, stage_target, visualize, vit_cls_attention
 
 from .conftest import compose_cfg, run_cli
@@ -105,7 +105,7 @@ def test_panel_is_four_labelled_tiles_under_a_title(run):
 
 
 def test_numbers_prediction_maps_and_mask(run, trained_ckpt):
-    from lmguide.checkpoint import load_model
+    from lmguide.training.checkpoint import load_model
 
     res, _, _ = run
     face, expl = res["face"], res["explanation"]
@@ -137,7 +137,7 @@ def test_prints_numbered_steps_and_paths(run):
 
 
 def test_gradcam_layer_is_the_stage_the_attention_uses(trained_ckpt):
-    from lmguide.checkpoint import load_model
+    from lmguide.training.checkpoint import load_model
 
     model, _ = load_model(trained_ckpt)
     layer, reshape = stage_target(model.backbone)
@@ -330,7 +330,7 @@ def test_folder_mode_takes_every_image_suffix_predict_takes(tmp_path, monkeypatc
     """visualize input=<folder> lists the same images as predict input=<folder> (.tif included)."""
     import lmguide.visualize as viz
     from lmguide.data.media import IMAGE_SUFFIXES
-    from lmguide.predict import list_inputs
+    from lmguide.inference.scorer import list_inputs
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -13,9 +13,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from lmguide.errors import ConfigError
 from lmguide.models.attention.common import energy_map
-from lmguide.runtime import CONF_DIR
+from lmguide.runs.errors import ConfigError
+from lmguide.runs.runtime import CONF_DIR
 from lmguide.visualize import FaceInput, explain, grad_cam, int_list, visualize
 from lmguide.viz.channels import channel_gates, gate_bar_chart, has_channel_gate
 from lmguide.viz.stages import stage_names, stage_target, swin_blocks, window_attention, window_grid_overlay

@@ -255,7 +255,7 @@ def _checkpoint(model, cfg, tmp_path, choices: dict) -> str:
 
 
 def test_the_checkpoint_keeps_the_normalisation_and_eval_rebuilds_without_the_wheel(tmp_path, monkeypatch):
-    from lmguide.checkpoint import load_model
+    from lmguide.training.checkpoint import load_model
 
     cfg = compose_cfg(["backbone=efficientnet_lite0", "attention.num_maps=2"], tmp_path)
     model = hydra.utils.instantiate(cfg.model)
@@ -276,7 +276,7 @@ def test_the_checkpoint_keeps_the_normalisation_and_eval_rebuilds_without_the_wh
 
 
 def test_a_checkpoint_from_before_the_normalisation_buffers_loads_as_imagenet(trained_ckpt, tmp_path):
-    from lmguide.checkpoint import load_model
+    from lmguide.training.checkpoint import load_model
 
     ckpt = torch.load(trained_ckpt, weights_only=True)
     for k in ("backbone.input_mean", "backbone.input_std"):

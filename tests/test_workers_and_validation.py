@@ -109,7 +109,7 @@ class _CountingModel(BoringModel):
 def test_the_last_step_is_validated_once(tmp_path, max_steps, every_n_epoch, interval, validated):
     from lightning import Trainer
 
-    from lmguide.callbacks import ValidateLastStep
+    from lmguide.training.callbacks import ValidateLastStep
 
     model = _CountingModel()
     train = DataLoader(RandomDataset(32, 8), batch_size=1)  # 8 batches per epoch
@@ -137,7 +137,7 @@ def test_a_fit_restored_at_an_epoch_end_goes_on_as_the_uninterrupted_one(tmp_pat
     from lightning import Callback, Trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from lmguide.resume import restart_after_epoch_end
+    from lmguide.runs.resume import restart_after_epoch_end
 
     class Events(Callback):
         def __init__(self):
@@ -280,7 +280,7 @@ def test_bench_run_splits_the_wall_time(cache_dir, tmp_path):
     ],
 )
 def test_overlay_items_are_one_real_and_one_fake_whatever_the_layout(labels, drawn):
-    from lmguide.callbacks import overlay_items
+    from lmguide.training.callbacks import overlay_items
 
     assert overlay_items(labels) == drawn
 
@@ -291,8 +291,8 @@ def test_the_overlay_draws_a_real_and_a_fake_of_a_layout_without_self_blends(tmp
     import cv2
     import hydra
 
-    import lmguide.callbacks
-    from lmguide.callbacks import AttentionOverlay
+    import lmguide.training.callbacks
+    from lmguide.training.callbacks import AttentionOverlay
     from lmguide.viz.heat import render
 
     from .conftest import compose_cfg
@@ -326,7 +326,7 @@ def test_the_overlay_draws_a_real_and_a_fake_of_a_layout_without_self_blends(tmp
         drawn.append([" ".join(t.get_text().split()) for t in fig.texts])
         return render(fig)
 
-    monkeypatch.setattr(lmguide.callbacks, "render", spy)
+    monkeypatch.setattr(lmguide.training.callbacks, "render", spy)
     cb = AttentionOverlay(str(tmp_path / "overlays"))
     cb.on_validation_epoch_end(trainer, model)
     assert ds.read == [0, 3]

@@ -48,6 +48,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from lmguide.cli import friendly_errors
+    from lmguide.runs.cli import friendly_errors
 
     friendly_errors(lambda _: main())(None)  # an LmguideError is one line and exit 1, as in every entry

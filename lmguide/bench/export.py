@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from lmguide.bench.report import machine, print_table, write_json
-    from lmguide.config_guard import compose_train_config
-    from lmguide.export import (
+    from lmguide.inference.graph import (
         InferenceGraph,
         _write_onnx,
         _write_torchscript,
@@ -71,13 +70,14 @@ def main(argv: list[str] | None = None) -> dict:
         refuse_clip_model,
         run_exported,
     )
+    from lmguide.runs.config_guard import compose_train_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     torch.manual_seed(0)
     if args.ckpt:
-        from lmguide.checkpoint import load_model
+        from lmguide.training.checkpoint import load_model
 
         model, cfg = load_model(args.ckpt, args.overrides)
     else:

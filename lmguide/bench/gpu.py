@@ -30,7 +30,7 @@ import time
 import lightning as L
 import torch
 
-from lmguide.errors import ConfigError
+from lmguide.runs.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "16-mixed")
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     from lmguide.bench.loader import _loader_rate
     from lmguide.bench.report import machine, print_table, write_json
     from lmguide.bench.train_step import _batch, _step
-    from lmguide.config_guard import compose_train_config
+    from lmguide.runs.config_guard import compose_train_config
 
     job = ["experiment=demo", *args.overrides]
     cfg = compose_train_config(["paths.output_dir=.", *job])
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     run: dict = {}
     if args.run_steps > 0:
         from lmguide.bench import run as bench_run
-        from lmguide.train import train
+        from lmguide.training.fit import train
 
         out_dir = tempfile.mkdtemp(prefix="lmguide_bench_gpu_")
         accel = "gpu" if device.type == "cuda" else "cpu"

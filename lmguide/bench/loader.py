@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from lmguide.bench.report import machine, print_table, write_json
     from lmguide.bench.train_step import _batch, _step
-    from lmguide.config_guard import compose_train_config
+    from lmguide.runs.config_guard import compose_train_config
 
     cfg = compose_train_config(["paths.output_dir=.", *args.overrides])
     torch.manual_seed(0)

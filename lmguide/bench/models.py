@@ -34,7 +34,7 @@ def run_case(backbone: str, attention: str, size: int, batch: int, steps: int) -
     import torch
     import torch.nn.functional as F
 
-    from lmguide.config_guard import compose_train_config
+    from lmguide.runs.config_guard import compose_train_config
 
     torch.manual_seed(0)
     cfg = compose_train_config(

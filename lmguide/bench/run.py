@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
     from omegaconf import open_dict
 
     from lmguide.bench.report import machine, print_table, write_json
-    from lmguide.config_guard import compose_train_config
-    from lmguide.train import train
+    from lmguide.runs.config_guard import compose_train_config
+    from lmguide.training.fit import train
 
     out_dir = tempfile.mkdtemp(prefix="lmguide_bench_run_")
     overrides = ["experiment=demo", f"trainer.max_steps={args.steps}", *args.overrides]

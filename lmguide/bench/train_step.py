@@ -10,7 +10,7 @@ cancels out. Cases run interleaved (round-robin) and the median step time is kep
     python -m lmguide.bench train --compile inductor --cases "demo job (maps on stage 3, stage 4 pooled)"
 
 ``--compile BACKEND`` adds, for each case, a twin whose network parts go through ``trainer.compile``'s
-path (:func:`lmguide.compile.compile_model`), with its first step (the compilation) timed apart.
+path (:func:`lmguide.training.compile.compile_model`), with its first step (the compilation) timed apart.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ CASES = {
 def _build(overrides: list[str], image_size: int):
     import hydra
 
-    from lmguide.config_guard import compose_train_config
+    from lmguide.runs.config_guard import compose_train_config
 
     cfg = compose_train_config(["paths.output_dir=.", f"data.image_size={image_size}", *overrides])
     model = hydra.utils.instantiate(cfg.model)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     batch = _batch(args.batch, args.size, device)
     first_step: dict[str, float] = {}
     if args.compile:
-        from lmguide.compile import compile_model, compile_stats
+        from lmguide.training.compile import compile_model, compile_stats
 
         for name in list(built):
             model = copy.deepcopy(built[name][0])

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lmguide.errors import LmguideError
+from lmguide.runs.errors import LmguideError
 
 
 def config_hash(obj: Any, length: int = 10) -> str:

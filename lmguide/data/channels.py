@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lmguide.data.masks import MaskSpec, draw_mask
-from lmguide.errors import LmguideError
+from lmguide.runs.errors import LmguideError
 
 
 class NoLandmarks(LmguideError, ValueError):

@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from lmguide.data.cache import cache_errors
-from lmguide.data.datasets import ClipDataset, FaceDataset, SwapDataset
+from lmguide.data.clips import ClipDataset
+from lmguide.data.datasets import FaceDataset, SwapDataset
 from lmguide.data.faces import FaceSettings
 from lmguide.data.fakes import FaceSwap, SelfBlend
 from lmguide.data.manifest import PreparedIndex
@@ -19,8 +20,7 @@ from lmguide.data.masks import CONTOURS, MaskSpec
 from lmguide.data.prepare import cache_complete, prepare_index
 from lmguide.data.sources import XSOURCE, hold_out
 from lmguide.data.transforms import build_transform
-from lmguide.errors import ConfigError, require_number
-from lmguide.losses.landmark import APPLY_TO
+from lmguide.runs.errors import ConfigError, require_number
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class FaceDataModule(L.LightningDataModule):
     """Frames of the cached index, or clips of ``clip_frames`` frames for a video backbone.
 
     ``clip_frames`` (``data.clip_frames``, which follows ``backbone.clip_frames``) switches every split
-    to :class:`~lmguide.data.datasets.ClipDataset`: batches then hold images (B, T, 3, S, S) and masks
+    to :class:`~lmguide.data.clips.ClipDataset`: batches then hold images (B, T, 3, S, S) and masks
     (B, T, 1, S, S) with one label per clip; ``clip_min_frames`` is the shortest track kept (padded).
 
     The evaluated splits (val, test, the swaps) also hold ``region_masks`` (B, R, S, S), one per region
@@ -79,8 +79,9 @@ class FaceDataModule(L.LightningDataModule):
     * ``region_masks`` (``data.region_masks``, follows ``loss.landmark.regions``: ``loss=per_head``):
       names of landmark regions; batches hold ``region_masks`` (B, R, S, S) (clips (B, T, R, S, S)),
       drawn from the cached landmarks with the ``mask`` spec, in this order.
-    * ``landmark_apply_to`` (follows ``loss.landmark.apply_to``): ``fake_blend`` makes batches hold
-      ``blend_mask`` (B, 1, S, S) (clips (B, T, 1, S, S)): an SBI fake's blend mask, zeros otherwise.
+    * ``blend_masks``: batches hold ``blend_mask`` (B, 1, S, S) (clips (B, T, 1, S, S)): an SBI fake's
+      blend mask, zeros otherwise. Not a config key: the run sets it from the model's landmark loss
+      (``loss.landmark.apply_to=fake_blend``), through :func:`for_model`.
 
     Input channels (``landmark_channels``, follows ``model.landmark_channels``): every split's images
     (train, val, test and the swaps) are (3 + R, S, S), the masks of ``mask.regions`` after RGB
@@ -109,12 +110,11 @@ class FaceDataModule(L.LightningDataModule):
         fakes: SelfBlend | None = None,
         seed: int = 0,
         root: str | None = None,
-        self_blend: bool | None = None,
         prepare_workers: int | None = None,
         clip_frames: int | None = None,
         clip_min_frames: int = 1,
         region_masks: Sequence[str] | None = None,
-        landmark_apply_to: str = "both",
+        blend_masks: bool = False,
         swap: FaceSwap | None = None,
         test_fakes: str = "self_blend",
         persistent_workers: bool = True,
@@ -125,11 +125,6 @@ class FaceDataModule(L.LightningDataModule):
         batch_size = require_number("data.batch_size", batch_size, low=1, integer=True)
         if prepare_workers is not None:
             prepare_workers = require_number("data.prepare_workers", prepare_workers, low=1, integer=True)
-        # self_blend None (configs written before the switch existed): blend whenever fakes are given
-        if self_blend is False:
-            fakes = None
-        elif self_blend and fakes is None:
-            raise ValueError("data.self_blend=true needs data.fakes (the SelfBlend settings)")
         self.source, self.faces, self.mask = source, faces, mask
         self.root, self.prepare_workers = root, prepare_workers
         self.cache_dir = str(Path(cache_dir).expanduser())
@@ -152,9 +147,7 @@ class FaceDataModule(L.LightningDataModule):
         unknown = [r for r in self.region_masks if r not in known]
         if unknown:
             raise ValueError(f"data.region_masks: unknown region(s) {unknown}; known: {sorted(known)}")
-        if landmark_apply_to not in APPLY_TO:
-            raise ValueError(f"data.landmark_apply_to must be one of {APPLY_TO}, got {landmark_apply_to!r}")
-        self.blend_masks = landmark_apply_to == "fake_blend"
+        self.blend_masks = bool(blend_masks)
         if test_fakes not in ("self_blend", "swap"):
             raise ValueError(f"data.test_fakes must be self_blend or swap, got {test_fakes!r}")
         if test_fakes == "swap" and swap is None:
@@ -190,13 +183,13 @@ class FaceDataModule(L.LightningDataModule):
 
     def check_cache_for(self, world: int, command: str | None = None) -> None:
         """Refuse a run of ``world`` > 1 DDP processes on a landmark cache that is not complete, giving
-        the sharded prepare ``command`` to run first (see :mod:`lmguide.distributed`)."""
+        the sharded prepare ``command`` to run first (see :mod:`lmguide.runs.distributed`)."""
         if world <= 1:
             return
         items = self.source.items()
         work, done = cache_complete(self.source.name, items, self.cache_dir, self.faces, self.mask)
         if not done:
-            from lmguide.distributed import hydra_prepare_command, incomplete_cache
+            from lmguide.runs.distributed import hydra_prepare_command, incomplete_cache
 
             raise incomplete_cache(work, world, command or hydra_prepare_command())
 
@@ -319,3 +312,13 @@ class FaceDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False)
+
+
+def for_model(data_cfg, model) -> FaceDataModule:
+    """``data_cfg`` instantiated with the extra targets ``model``'s landmark loss trains on: the fakes'
+    blend masks for ``loss.landmark.apply_to=fake_blend`` (read from the loss, never copied into the
+    data config)."""
+    import hydra
+
+    landmark = getattr(getattr(model, "loss", None), "landmark", None)
+    return hydra.utils.instantiate(data_cfg, blend_masks=bool(getattr(landmark, "needs_blend", False)))

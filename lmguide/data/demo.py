@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmguide.data.cache import atomic_write_bytes, atomic_write_text, sha256_file
-from lmguide.errors import LmguideError
+from lmguide.runs.errors import LmguideError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from lmguide.data.keyframes import SeekTable, seek_table
-from lmguide.errors import LmguideError
+from lmguide.runs.errors import LmguideError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")

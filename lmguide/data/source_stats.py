@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     from hydra import compose, initialize_config_dir
 
     from lmguide.data.faces import face_settings
-    from lmguide.runtime import CONF_DIR
+    from lmguide.runs.runtime import CONF_DIR
 
     ap = argparse.ArgumentParser(
         prog="python -m lmguide.data.source_stats", description=__doc__.split("\n")[0]

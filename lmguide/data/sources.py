@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lmguide.data.manifest import row_person
-from lmguide.errors import LmguideError
+from lmguide.runs.errors import LmguideError
 
 #: the split of the held-out sources' faces
 XSOURCE = "xsource"

@@ -8,9 +8,10 @@ import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
 
-# the pipeline's normalisation (a backbone whose weights expect another converts its input itself)
-from lmguide.errors import require_number
 from lmguide.models.weights import IMAGENET_MEAN, IMAGENET_STD
+
+# the pipeline's normalisation (a backbone whose weights expect another converts its input itself)
+from lmguide.runs.errors import require_number
 
 
 def build_transform(image_size: int, augs: Sequence[A.BasicTransform] = ()) -> A.Compose:

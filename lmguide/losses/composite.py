@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmguide.errors import require_number
 from lmguide.losses.landmark import LandmarkLoss
+from lmguide.runs.errors import require_number
 
 
 def focal_loss(

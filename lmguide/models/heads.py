@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmguide.errors import require_number
+from lmguide.runs.errors import require_number
 
 ARCFACE_EDGES = ("threshold", "easy", "none")
 

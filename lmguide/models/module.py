@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
-from lmguide.alignment import attention_in_mask
+from lmguide.evaluation.alignment import attention_in_mask
+from lmguide.evaluation.metrics import VideoScores, detection_metrics, training_metrics
 from lmguide.losses.center import CenterLoss
 from lmguide.losses.composite import CompositeLoss, Views, per_frame
-from lmguide.metrics import VideoScores, detection_metrics, training_metrics
 from lmguide.models.attention.two_level import TwoLevelAttention
 from lmguide.models.guard import NonFiniteGuard
 from lmguide.models.input_channels import RGB, widen_stem
@@ -266,7 +266,7 @@ class LandmarkGuidedDetector(L.LightningModule):
             return
         from torchmetrics.utilities import dim_zero_cat
 
-        from lmguide.loggers import log_pr_curve
+        from lmguide.runs.loggers import log_pr_curve
 
         frames = self.video_scores[stage]
         if isinstance(frames.scores, list) and not frames.scores:
@@ -324,7 +324,7 @@ class LandmarkGuidedDetector(L.LightningModule):
             return
         from torchmetrics.utilities import dim_zero_cat
 
-        from lmguide.metrics import calibrate_threshold
+        from lmguide.evaluation.metrics import calibrate_threshold
 
         frames = self.video_scores["val"]
         with frames.sync_context():

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmguide.errors import ConfigError
 from lmguide.models.attention.two_level import attention_input, inner_attention
+from lmguide.runs.errors import ConfigError
 from lmguide.viz.figures import figure_rgb, pyplot
 
 

@@ -27,8 +27,8 @@ def plot_curves(
 ) -> list[Path]:
     """``roc.png``, ``pr.png`` and ``confusion.png`` in ``out_dir``; their paths. ``title`` names the
     scored split; the confusion matrix counts a face as fake at ``P(fake) >= threshold`` (the rule of
-    :func:`~lmguide.metrics.binary_report` and predict's verdicts) and its title says so, with where
-    the threshold comes from (``threshold_note``)."""
+    :func:`~lmguide.evaluation.metrics.binary_report` and predict's verdicts) and its title says so, with
+    where the threshold comes from (``threshold_note``)."""
     from lmguide.viz.figures import pyplot
 
     plt = pyplot()

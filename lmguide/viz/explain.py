@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from lmguide.data.faces import FacePipeline, inference_pipeline
-from lmguide.errors import ConfigError, VisualizeError
+from lmguide.runs.errors import ConfigError, VisualizeError
 from lmguide.viz.channels import channel_gates, gate_bar_chart, has_channel_gate
 from lmguide.viz.gradcam import CLASS_NAMES, grad_cam_checked
 from lmguide.viz.heat import Heat, attention_warning, flat_warning, heat_tile, warnings_of

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmguide.errors import LmguideError
+from lmguide.runs.errors import LmguideError
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ def explain_foreign(
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
 
-    from lmguide.config_guard import compose_train_config
     from lmguide.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from lmguide.runs.config_guard import compose_train_config
     from lmguide.viz.explain import prepare_face
     from lmguide.viz.gradcam import CLASS_NAMES, flat_cam_reason
     from lmguide.viz.heat import Heat, heat_tile, warnings_of

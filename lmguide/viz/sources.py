@@ -13,15 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-#: the kinds of a scored face, from its key's prefix
-KINDS = ("real", "self-blend", "swap")
+from lmguide.evaluation.predictions import kinds_of
+
+#: the kinds of a scored face (its ``kind`` field: :attr:`lmguide.data.datasets.FaceDataset.item_kinds`)
+KINDS = ("real", "fake", "self-blend", "swap")
 FILE = "sources"
-
-
-def kind_of(key: str, label: int) -> str:
-    if label == 0:
-        return "real"
-    return "swap" if key.startswith("swap:") else "self-blend"
 
 
 def source_scores(scored: dict[str, dict], held_out=()) -> dict[str, dict]:
@@ -31,9 +27,7 @@ def source_scores(scored: dict[str, dict], held_out=()) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for name, res in scored.items():
         sources = res.get("source") or [""] * len(res["key"])
-        for key, label, p, src in zip(
-            res["key"], res["label"].tolist(), res["prob"].tolist(), sources, strict=True
-        ):
+        for key, kind, p, src in zip(res["key"], kinds_of(res), res["prob"].tolist(), sources, strict=True):
             src = src or "unknown"
             if (src, key) in seen:
                 continue
@@ -41,7 +35,7 @@ def source_scores(scored: dict[str, dict], held_out=()) -> dict[str, dict]:
             entry = out.setdefault(src, {"held_out": src in held_out, "sets": [], **{k: [] for k in KINDS}})
             if name not in entry["sets"]:
                 entry["sets"].append(name)
-            entry[kind_of(key, int(label))].append(p)
+            entry[kind].append(p)
     for entry in out.values():
         for k in KINDS:
             entry[k] = np.asarray(entry[k], dtype=float)
@@ -54,7 +48,7 @@ def summary(per_source: dict[str, dict], threshold: float | None) -> dict:
     for src, e in per_source.items():
         row: dict = {"held_out": e["held_out"], "sets": e["sets"]}
         for k in KINDS:
-            v = e[k]
+            v = np.asarray(e.get(k, ()), dtype=float)
             row[k] = {"n": len(v), "median": float(np.median(v)) if len(v) else None}
             if threshold is not None and len(v):
                 row[k]["called_fake"] = float((v >= threshold).mean())
@@ -74,10 +68,10 @@ def plot_source_scores(scored: dict[str, dict], threshold: float | None, out_dir
     n = max(len(per), 1)
     fig, axes = plt.subplots(n, 1, figsize=(6, 1.8 * n + 0.6), dpi=100, squeeze=False, sharex=True)
     bins = np.linspace(0, 1, 26)
-    colours = {"real": "tab:green", "self-blend": "tab:red", "swap": "tab:purple"}
+    colours = {"real": "tab:green", "fake": "tab:orange", "self-blend": "tab:red", "swap": "tab:purple"}
     for ax, (src, e) in zip(axes[:, 0], per.items(), strict=False):
         for k in KINDS:
-            if len(e[k]):
+            if len(e.get(k, ())):
                 ax.hist(
                     e[k], bins=bins, alpha=0.5, color=colours[k], label=f"{k} ({len(e[k])})", density=True
                 )

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmguide.errors import ConfigError, VisualizeError
 from lmguide.models.backbones import feature_stage, vit_model
+from lmguide.runs.errors import ConfigError, VisualizeError
 
 
 def _inner(backbone: nn.Module) -> nn.Module:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lmguide.errors import VisualizeError
+from lmguide.runs.errors import VisualizeError
 from lmguide.viz.explain import explain, face_from_crop
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmguide.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from lmguide.errors import LmguideError
+from lmguide.runs.errors import LmguideError
 
 SPLITS = ("train", "val", "test")
 MEDIA_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES
@@ -208,6 +208,29 @@ def unlisted_media(root: Path, keys: set[str], suffixes: Iterable[str] = MEDIA_S
     """Media files under ``root`` whose key (path relative to ``root``) is not in ``keys``: files a
     layout would leave out for want of a label, which it refuses rather than skips."""
     return [p for p in media_files(root, suffixes) if rel_key(p, root) not in keys]
+
+
+def refuse_unlisted(root: Path, keys: set[str], layout: str, why: str, fix: str) -> None:
+    """A LayoutError naming the first video under ``root`` whose key is not in ``keys`` (``why`` it has
+    no label, and the ``fix``), with how many more there are; nothing when every video is listed."""
+    from lmguide.data.media import VIDEO_SUFFIXES
+
+    stray = unlisted_media(root, keys, VIDEO_SUFFIXES)
+    if stray:
+        more = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
+        raise LayoutError(f"{layout}: video {stray[0]}{more} {why}, so it has no label; {fix}")
+
+
+def record_label(rec, labels: dict[str, int], where: str, fields: str) -> int:
+    """The label of one metadata record (a JSON object with a ``label`` among ``labels``' names, in any
+    case); a LayoutError naming ``where`` for anything else."""
+    if not isinstance(rec, dict):
+        raise LayoutError(f"{where}: expected an object with {fields}, got {rec!r}")
+    given = str(rec.get("label", "")).lower()
+    label = next((v for name, v in labels.items() if name.lower() == given), None)
+    if label is None:
+        raise LayoutError(f"{where}: label {rec.get('label')!r} is not {' or '.join(labels)}")
+    return label
 
 
 def missing_listed(listing: Path, missing: list[str], listed: int, fix: str, shown: int = 5) -> str:

@@ -26,6 +26,7 @@ from lmguide.data.layouts.base import (
     check_root,
     hash_split,
     load_json,
+    record_label,
     rel_key,
     require_items,
     resolve_under,
@@ -92,11 +93,7 @@ class DFDCSource:
             split_of_part = part_split(part.name, splits) if splits is not None else None
             for fname, rec in sorted(meta.items()):
                 where = f"{meta_path}: entry {fname!r}"
-                if not isinstance(rec, dict):
-                    raise LayoutError(f"{where}: expected an object with a label, got {rec!r}")
-                label = LABELS.get(str(rec.get("label", "")).upper())
-                if label is None:
-                    raise LayoutError(f"{where}: label {rec.get('label')!r} is not REAL or FAKE")
+                label = record_label(rec, LABELS, where, "a label")
                 path = resolve_under(part, fname, what=f"{where}: file")
                 if path.parent != part.resolve():
                     raise LayoutError(f"{where}: the file must be directly in {part}")

@@ -28,10 +28,11 @@ from lmguide.data.layouts.base import (
     hash_split,
     load_json,
     missing_listed,
+    record_label,
+    refuse_unlisted,
     rel_key,
     require_items,
     resolve_under,
-    unlisted_media,
 )
 from lmguide.data.media import VIDEO_SUFFIXES
 
@@ -90,11 +91,7 @@ class DFDCPSource:
         missing: list[str] = []
         for rel, rec in sorted(meta.items()):
             where = f"{meta_path}: entry {rel!r}"
-            if not isinstance(rec, dict):
-                raise LayoutError(f"{where}: expected an object with label and set, got {rec!r}")
-            label = LABELS.get(str(rec.get("label", "")).lower())
-            if label is None:
-                raise LayoutError(f"{where}: label {rec.get('label')!r} is not real or fake")
+            label = record_label(rec, LABELS, where, "label and set")
             split = str(rec.get("set", "")).lower()
             if split not in SETS:
                 raise LayoutError(f"{where}: set {rec.get('set')!r} is not one of {SETS}")
@@ -117,11 +114,7 @@ class DFDCPSource:
             if not self.allow_missing:
                 raise LayoutError(line)
             log.warning("%s (allow_missing: left out)", line.rsplit(";", 1)[0])
-        stray = unlisted_media(root, listed, VIDEO_SUFFIXES)
-        if stray:
-            more = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
-            raise LayoutError(
-                f"{layout}: video {stray[0]}{more} is not listed in {meta_path}, so it has no label; "
-                "remove it or add it to the file"
-            )
+        refuse_unlisted(
+            root, listed, layout, f"is not listed in {meta_path}", "remove it or add it to the file"
+        )
         return require_items(out, layout, root)

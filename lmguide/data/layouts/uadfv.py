@@ -22,9 +22,9 @@ from lmguide.data.layouts.base import (
     check_fractions,
     check_root,
     hash_split,
+    refuse_unlisted,
     rel_key,
     require_items,
-    unlisted_media,
 )
 from lmguide.data.media import VIDEO_SUFFIXES
 
@@ -68,11 +68,6 @@ class UADFVSource:
                 split = hash_split(f"uadfv:{vid}", fractions)
                 key = rel_key(video, root)
                 out.append(SourceItem(video, label, split, key=key, video_id=f"{folder}/{video.stem}"))
-        stray = unlisted_media(root, {it.key for it in out}, VIDEO_SUFFIXES)
-        if stray:
-            more = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
-            raise LayoutError(
-                f"{layout}: video {stray[0]}{more} is not directly in real/ or fake/, so it has no label; "
-                "move it or remove it"
-            )
+        why = "is not directly in real/ or fake/"
+        refuse_unlisted(root, {it.key for it in out}, layout, why, "move it or remove it")
         return require_items(out, layout, root)

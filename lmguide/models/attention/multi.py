@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmguide.errors import require_number
+from lmguide.runs.errors import require_number
 
 
 class MultiAttention(nn.Module):

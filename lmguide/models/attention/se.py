@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmguide.errors import require_number
 from lmguide.models.attention.common import energy_map, pooled_unit_features
+from lmguide.runs.errors import require_number
 
 
 class SEAttention(nn.Module):

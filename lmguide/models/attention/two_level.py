@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmguide.errors import require_number
 from lmguide.models.attention.common import pooled_unit_features
+from lmguide.runs.errors import require_number
 
 
 class TwoLevelAttention(nn.Module):

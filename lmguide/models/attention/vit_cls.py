@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmguide.errors import require_number
 from lmguide.models.backbones import feature_stage, vit_model
+from lmguide.runs.errors import require_number
 
 
 class ViTClsAttention(nn.Module):
