@@ -185,9 +185,9 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(media_cache, reference, 
     assert not stale.exists() and young.exists()  # an old temp file is deleted, a young one left alone
 
 
-#: each of 1 and 2 workers: a kill at a random time and one at a random mask count (kills at a done count,
-#: for 1 and 2 workers, are test_kill_9_then_resume_equals_an_uninterrupted_run's)
-N_TRIALS = 4
+#: a kill at a random time with 1 and with 2 workers, and one at a random mask count with 1 (kills at a
+#: done count, for 1 and 2 workers, are test_kill_9_then_resume_equals_an_uninterrupted_run's)
+N_TRIALS = 3
 STAGES = ("faces", "landmarks", "done")  # the folders of a source, where resume deletes old temp files
 
 
@@ -254,7 +254,7 @@ def test_kill_9_at_random_moments_then_resume(media_cache, reference_run, tmp_pa
     print(f"\nkill -9 at random moments; uninterrupted run: {ref_secs:.1f} s, {len(reference)} files")
     print(_kill_table(trials))
     assert [(t["recovered"], t["lost"], t["stale"]) for t in trials] == [(True, 0, 0)] * N_TRIALS
-    assert sum(t["killed"] for t in trials) >= 3
+    assert sum(t["killed"] for t in trials) >= 2
     assert len({t["phase"] for t in trials if t["killed"]}) >= 2  # the kills landed at different stages
 
 

@@ -237,7 +237,8 @@ def test_stopped_run_resumed_with_more_steps_equals_an_uninterrupted_run(referen
 def test_kill_9_during_training_then_resume_equals_an_uninterrupted_run(reference, cache_dir, tmp_path):
     rng = random.Random(8)
     table = []
-    for trial, min_step in enumerate((2, 4)):  # in the 2nd and in the 3rd of 4 epochs
+    # in the 2nd of 4 epochs (the mid-epoch kill test of test_workers_and_validation kills in the 3rd)
+    for trial, min_step in enumerate((2,)):
         run = tmp_path / f"run{trial}"
         delay = rng.uniform(0.0, 1.0)  # an epoch (2 steps + validation) takes a few seconds
         step = kill_during_training(

@@ -244,10 +244,10 @@ def test_cli_vit_with_lambda_override(cache_dir, tmp_path):
 
 @pytest.mark.slow
 def test_cli_exact_vit_command_trains(cache_dir, tmp_path):
-    """The README's exact command, bounded to a few steps (the only addition besides the run dir)."""
-    proc = _cli(
-        ["backbone=vit", "loss.lambda_lm=0.3", "trainer.max_steps=4"], tmp_path, cache_dir, timeout=1200
-    )
+    """The README's exact command, bounded to a few steps and the tests' small sample of the demo's frames
+    (FAST_DATA: the shared cache; the default 32 frames a video would build a cache of its own)."""
+    args = ["backbone=vit", "loss.lambda_lm=0.3", "trainer.max_steps=4", *FAST_DATA]
+    proc = _cli(args, tmp_path, cache_dir, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.0 <= metrics["test/auc"] <= 1.0 and (tmp_path / "checkpoints" / "best.ckpt").exists()

@@ -230,7 +230,7 @@ def test_kill_9_with_mid_epoch_validations_then_resume_equals_an_uninterrupted_r
     reference, cache_dir, tmp_path
 ):
     rng = random.Random(14)
-    for trial, min_step in enumerate((2, 4)):
+    for trial, min_step in enumerate((4,)):  # the 3rd of 4 epochs (test_resume's kill test: the 2nd)
         run = tmp_path / f"run{trial}"
         run.parent.mkdir(parents=True, exist_ok=True)
         args = [*RUN, f"trainer.max_steps={STEPS}"]
