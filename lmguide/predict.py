@@ -29,9 +29,9 @@ from lmguide.data.faces import inference_pipeline
 from lmguide.inference.clips import clip_sampling, clip_spec
 from lmguide.inference.report import Reporter, report_paths
 from lmguide.inference.results import FileResult, print_frames, print_table, write_output
-from lmguide.inference.scorer import Scorer, list_inputs, pick_device, score_file
+from lmguide.inference.scorer import Scorer, list_inputs, score_file
 from lmguide.inference.verdict import rule_from
-from lmguide.runs.cli import check_argv, check_new_output, check_writable, friendly_errors
+from lmguide.runs.cli import check_argv, check_new_output, check_writable, device_choice, friendly_errors
 from lmguide.runs.errors import ConfigError
 from lmguide.runs.runtime import CONF_DIR
 
@@ -71,7 +71,7 @@ def predict(cfg: DictConfig) -> list[FileResult]:
 
     console = Console()
     out_dir = cfg.paths.output_dir
-    device = pick_device(str(cfg.get("device", "auto")))
+    device = device_choice(cfg.get("device", "auto"))
     model, run_cfg = load_model(cfg.ckpt_path, list(cfg.get("overrides") or []), output_dir=out_dir)
     model.to(device)
     threshold, threshold_note = verdict_threshold(model)

@@ -185,25 +185,11 @@ def scoring_device(device, precision) -> dict:
     """``device=`` and ``precision=`` of eval and crosseval as
     :func:`lmguide.evaluation.metrics.score_split`'s keywords: ``auto`` is the first CUDA GPU when there is
     one, else the CPU; a device that is not there, or a precision outside :data:`PRECISIONS`, is a one-line
-    error naming the key."""
-    import torch
+    error naming the key (:func:`lmguide.runs.cli.device_choice`, predict's too)."""
+    from lmguide.runs.cli import device_choice
 
     if precision not in PRECISIONS:
         raise ConfigError(
             f"precision={precision!r} is not a choice: use null (fp32), 32-true, bf16-mixed or 16-mixed"
         )
-    name = "cuda" if device in (None, "auto") and torch.cuda.is_available() else str(device or "cpu")
-    name = "cpu" if name == "auto" else name
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"device={device!r} is not a device: use auto, cpu, cuda or cuda:<index>") from None
-    if dev.type == "cuda" and not (
-        torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
-    ):
-        raise ConfigError(
-            f"device={device} is not available here (no such CUDA device): use device=cpu or auto"
-        )
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device={device!r} is not a choice: use auto, cpu, cuda or cuda:<index>")
-    return {"device": dev, "precision": precision}
+    return {"device": device_choice(device), "precision": precision}

@@ -230,15 +230,3 @@ def _finish(result: FileResult) -> None:
     elif result.frames_unreadable:
         unreadable = f"{result.frames_unreadable} frame(s) could not be decoded"
         result.reason = f"{result.reason}; {unreadable}" if result.reason else unreadable
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device={name!r} is not a device: use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name}: no CUDA GPU is available here; use device=cpu (or auto)")
-    return device

@@ -178,3 +178,27 @@ def check_writable(path, key: str, folder: bool = False, example: str = "predict
         raise ConfigError(
             f"{key}={path} cannot be written ({err.strerror or err}): choose a writable location"
         ) from None
+
+
+def device_choice(device):
+    """The ``device=`` of a scoring command (predict, eval, crosseval) as a ``torch.device``: ``auto``
+    (or null) is the first CUDA GPU when there is one, else the CPU; anything else that is not a CPU or a
+    CUDA device here is a one-line ConfigError naming the value."""
+    import torch
+
+    from lmguide.runs.errors import ConfigError
+
+    name = "cuda" if device in (None, "auto") and torch.cuda.is_available() else str(device or "cpu")
+    name = "cpu" if name == "auto" else name
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device={device!r} is not a device: use auto, cpu, cuda or cuda:<index>") from None
+    if dev.type == "cuda" and not (
+        torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
+    ):
+        gone = "is not available here (no CUDA GPU, or no such CUDA device)"
+        raise ConfigError(f"device={device} {gone}: use device=cpu or auto")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={device!r} is not a choice: use auto, cpu, cuda or cuda:<index>")
+    return dev
