@@ -30,6 +30,14 @@ KILL_DATA = [
 ]
 
 
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, in their files' order: when both tiers run in one session (``make test-full``,
+    ``.ci/run``), the 20-55 s process tests start while both pytest-xdist workers are busy and the many
+    sub-second tests fill the end, instead of one worker finishing a long test alone. The order is the
+    same on every worker, as xdist requires."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_configure(config):
     """Under pytest-xdist (``-n 2``) each worker computes on one core: two workers each asking torch for
     both cores would fight over them. The fork server and its children inherit the setting."""
