@@ -29,17 +29,17 @@ train: $(STAMP)  ## the demo job (experiment=demo); extra overrides: make train 
 # worker); WORKERS=0 runs in one process
 WORKERS ?= 2
 test: $(STAMP)  ## fast test tier (CPU, a few minutes)
-	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup $(ARGS)
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder $(ARGS)
 
 browser:  ## headless Chromium + its driver for the web page's browser test (Debian packages, as root)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	    (apt-get update && apt-get install -y chromium chromium-driver)
 
 test-slow: $(STAMP) browser  ## slow tier only
-	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup -m slow $(ARGS)
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder -m slow $(ARGS)
 
 test-full: $(STAMP) browser  ## both tiers
-	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup -m "slow or not slow" $(ARGS)
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder -m "slow or not slow" $(ARGS)
 
 lint: $(STAMP)  ## ruff check + format check + mypy on the numeric core (pyproject's [tool.mypy] files)
 	$(PY) -m ruff check lmguide tests

@@ -76,9 +76,12 @@ def blank_video(dst: Path, frames: int = 20) -> Path:
     return dst
 
 
-@pytest.fixture
-def server(trained_ckpt, media, cache_dir, tmp_path):
-    """The app on a free port; yields its URL; terminated (then killed) whatever the test did."""
+@pytest.fixture(scope="module")
+def server(trained_ckpt, media, cache_dir, tmp_path_factory):
+    """The app on a free port, one for the module (its start-up, a fresh interpreter, is the slow part):
+    yields its URL, the process and its folder; terminated (then killed) at the end, whatever the tests
+    did. The last test stops it to see the uploads go."""
+    tmp_path = tmp_path_factory.mktemp("app")
     ckpt = os.environ.get("LMGUIDE_APP_CKPT") or trained_ckpt
     port = free_port()
     env = {**os.environ, "LMGUIDE_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(REPO)}
@@ -106,7 +109,7 @@ def server(trained_ckpt, media, cache_dir, tmp_path):
 
     try:
         wait_until(up, 180, f"the app to serve {url}", interval=0.5)
-        yield url, proc
+        yield url, proc, tmp_path
     finally:
         proc.terminate()
         try:
@@ -176,7 +179,7 @@ def loaded_images(driver, selector: str) -> list[tuple[str, int]]:
 def test_page_scores_a_demo_face_shows_its_overlays_and_survives_bad_input(server, browser, media, tmp_path):
     from selenium.webdriver.common.by import By
 
-    url, proc = server
+    url, proc, _ = server
     browser.get(url)
     wait_until(
         lambda: browser.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"), 60, "the upload box"
@@ -251,12 +254,12 @@ def test_page_scores_a_demo_face_shows_its_overlays_and_survives_bad_input(serve
         (Path(shots) / "app_times.json").write_text(json.dumps(times, indent=2) + "\n")
 
 
-def test_api_scores_several_files_with_gradio_client_and_uploads_go_at_exit(server, media, tmp_path):
+def test_api_scores_several_files_with_gradio_client_and_uploads_go_at_exit(server, media):
     """The README's gradio_client example: several files in one call, a JSON record each (bad input:
     its error); the uploads live in the page's own folder, removed when the server is stopped."""
     from gradio_client import Client, handle_file
 
-    url, proc = server
+    url, proc, app_dir = server
     client = Client(url, verbose=False)
     files = [media["single_face.jpg"], media["multi_face.jpg"], media["free-mountain-vector-01.jpg"]]
     records = client.predict([handle_file(str(f)) for f in files], api_name="/verdicts")
@@ -266,7 +269,7 @@ def test_api_scores_several_files_with_gradio_client_and_uploads_go_at_exit(serv
         assert r["verdict"] == ("fake" if r["prob_fake"] >= r["threshold"] else "real")
         assert r["prob_fake"] == max(f["prob_fake"] for f in r["faces"])
     assert len(records[1]["faces"]) > 1 and "no face found" in records[2]["error"]
-    log = (tmp_path / "server.log").read_text()
+    log = (app_dir / "server.log").read_text()
     uploads = Path(re.search(r"uploads kept in (\S+) until the page exits", log).group(1))
     assert uploads.is_dir() and any(p.is_file() for p in uploads.rglob("*"))
     proc.terminate()
