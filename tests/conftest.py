@@ -65,10 +65,10 @@ def pytest_configure(config):
 
 
 def _shared_root(tmp_path_factory) -> Path:
-    """Where set-up shared by the whole run lives: ``$LMGUIDE_TEST_SHARED`` when set (.ci/run sets it, so
-    the slow tier reuses the demo cache and the trained checkpoint the fast tier built), else the run's
-    base temp dir, or under pytest-xdist the folder above the workers' own, so that the workers build it
-    once between them."""
+    """Where set-up shared by the whole run lives: ``$LMGUIDE_TEST_SHARED`` when set (a folder that
+    outlives the run: set it to reuse the demo cache and the trained checkpoint in a later session, e.g.
+    ``make test`` then ``make test-slow``), else the run's base temp dir, or under pytest-xdist the folder
+    above the workers' own, so that the workers build it once between them."""
     if shared := os.environ.get("LMGUIDE_TEST_SHARED"):
         Path(shared).mkdir(parents=True, exist_ok=True)
         return Path(shared)
