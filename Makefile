@@ -25,21 +25,23 @@ prepare: $(STAMP)  ## build the landmark cache: make prepare ARGS="data=ffpp dat
 train: $(STAMP)  ## the demo job (experiment=demo); extra overrides: make train ARGS="loss.lambda_lm=0"
 	$(PY) -m lmguide.train experiment=demo $(ARGS)
 
-# pytest-xdist workers (one torch thread each: tests/conftest.py; a module marked xdist_group stays on one
-# worker); WORKERS=0 runs in one process
+# pytest-xdist workers (one torch thread each: tests/conftest.py). --dist loadfile keeps each test file on
+# one worker, so its module-scoped fixtures are built once (loadgroup's xdist_group marks are ignored under
+# pytest 9.2: pytest-xdist issue 1386); --no-loadscope-reorder keeps conftest's slow-first order, which
+# xdist would otherwise sort by tests per file. WORKERS=0 runs in one process
 WORKERS ?= 2
 test: $(STAMP)  ## fast test tier (CPU, a few minutes)
-	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder $(ARGS)
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 browser:  ## headless Chromium + its driver for the web page's browser test (Debian packages, as root)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	    (apt-get update && apt-get install -y chromium chromium-driver)
 
 test-slow: $(STAMP) browser  ## slow tier only
-	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder -m slow $(ARGS)
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder -m slow $(ARGS)
 
 test-full: $(STAMP) browser  ## both tiers
-	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder -m "slow or not slow" $(ARGS)
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder -m "slow or not slow" $(ARGS)
 
 lint: $(STAMP)  ## ruff check + format check + mypy on the numeric core (pyproject's [tool.mypy] files)
 	$(PY) -m ruff check lmguide tests

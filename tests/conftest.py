@@ -30,27 +30,12 @@ KILL_DATA = [
 ]
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    """Two things for pytest-xdist's ``--dist loadgroup`` (``make test``, ``.ci/run``):
-
-    - a module's tests that use one of its module-scoped fixtures (a trained checkpoint, the app's
-      server, a table of scored runs) go to one worker, so the fixture is built once, not once per
-      worker;
-    - the slow tests come first, in their files' order (the Makefile passes ``--no-loadscope-reorder``
-      to keep it): the 20-55 s process tests start while both workers are busy and the many sub-second
-      tests fill the end, instead of one worker finishing a long test alone.
-
-    The order and the groups are the same on every worker, as xdist requires."""
-    for item in items:
-        defs = getattr(item, "_fixtureinfo", None)
-        shared = defs and any(  # "_name": an autouse helper (one thread), cheap on each worker
-            fd.scope == "module" and fd.baseid == item.nodeid.split("::")[0] and not name.startswith("_")
-            for name, fds in defs.name2fixturedefs.items()
-            for fd in fds
-        )
-        if shared and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    """The slow tests first, in their files' order. Under ``--dist loadfile --no-loadscope-reorder`` (the
+    Makefile's) a file goes to a worker where its first test stands, so the files with slow tests go
+    first: when both tiers run in one session (``.ci/run``, ``make test-full``) the 20-55 s process tests
+    start while both workers are busy and the many short files fill the end, instead of one worker
+    finishing a long test alone. The order is the same on every worker, as xdist requires."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

@@ -18,9 +18,6 @@ import yaml
 from lmguide.runs.runtime import CONF_DIR
 
 ARGS = ["data.faces.frames_per_video=4", "progress=false"]
-#: under pytest-xdist (--dist loadgroup) the module's tests share one worker, so the module-scoped
-#: reference prepare runs once
-pytestmark = pytest.mark.xdist_group("prepare_resume")
 #: the demo's source files (every split of conf/data/demo.yaml; npm is on PATH here)
 N_FILES = sum(
     len(v) for v in yaml.safe_load((CONF_DIR / "data" / "demo.yaml").read_text())["source"]["splits"].values()
